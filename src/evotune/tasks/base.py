@@ -1,0 +1,215 @@
+"""The Task API: seeded disjoint splits, prompt construction and a reward on the completion only.
+
+Every path that scores text (ES fitness, GRPO reward, `evotune eval`, analyses) goes through
+`Task.score`, so training and evaluation can never disagree about what a completion earned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Split = Literal["train", "eval"]
+
+
+class TaskError(ValueError):
+    """A task was configured or fed data it cannot use (bad option, malformed row, ...)."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One item: `prompt` is the user message; `answer` is whatever the reward needs."""
+
+    id: str
+    prompt: str
+    answer: Any
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Reward:
+    """A score, its named parts (they sum to `score` unless a task says otherwise) and correctness."""
+
+    score: float
+    components: dict[str, float]
+    correct: bool
+
+
+@dataclass(frozen=True)
+class PromptStyle:
+    """How an example's prompt becomes model input text."""
+
+    chat_template: bool = True
+    system_prompt: str | None = None
+    response_prefix: str = ""
+
+
+def stable_int(*parts: object) -> int:
+    """A 63-bit integer from any printable parts; stable across processes (unlike `hash`)."""
+    h = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little") & ((1 << 63) - 1)
+
+
+def disjoint_split(
+    items: Sequence[Example], n_train: int, n_eval: int, seed: int, key: Callable[[Example], str] | None = None
+) -> tuple[list[Example], list[Example]]:
+    """Shuffle once with `seed`, take eval first, then train from the rest.
+
+    Items are de-duplicated on `key` (the prompt by default) before splitting, so a prompt can
+    never sit in both splits; the disjointness is asserted, not assumed.
+    """
+    key = key or (lambda e: e.prompt)
+    seen: set[str] = set()
+    uniq = []
+    for e in items:
+        k = key(e)
+        if k not in seen:
+            seen.add(k)
+            uniq.append(e)
+    if n_train + n_eval > len(uniq):
+        raise TaskError(f"asked for {n_train} train + {n_eval} eval items but only {len(uniq)} distinct ones exist")
+    order = list(range(len(uniq)))
+    random.Random(seed).shuffle(order)
+    ev = [uniq[i] for i in order[:n_eval]]
+    tr = [uniq[i] for i in order[n_eval : n_eval + n_train]]
+    assert not ({key(e) for e in tr} & {key(e) for e in ev}), "train/eval splits overlap"
+    return tr, ev
+
+
+class Task(ABC):
+    """Base class: subclasses set `name`, implement `build` and `reward`.
+
+    `build()` returns (train, eval) example lists and is called once, lazily. Splits are a pure
+    function of the constructor arguments (seed, sizes, data path).
+    """
+
+    name: str = "task"
+    default_n_train: int = 200
+    default_n_eval: int = 200
+    # Tokens a completion needs to be gradable; used as the default generation length.
+    default_max_new_tokens: int = 64
+
+    def __init__(
+        self,
+        seed: int = 0,
+        n_train: int | None = None,
+        n_eval: int | None = None,
+        prompt_style: PromptStyle | None = None,
+        **options: Any,
+    ) -> None:
+        self.seed = seed
+        self.n_train = self.default_n_train if n_train is None else n_train
+        self.n_eval = self.default_n_eval if n_eval is None else n_eval
+        if self.n_train < 0 or self.n_eval < 0:
+            raise TaskError(f"{self.name}: split sizes must be >= 0 (got n_train={n_train}, n_eval={n_eval})")
+        self.prompt_style = prompt_style or PromptStyle()
+        self.options = options
+        self._splits: tuple[list[Example], list[Example]] | None = None
+
+    # -- data -------------------------------------------------------------------------------
+    @abstractmethod
+    def build(self) -> tuple[list[Example], list[Example]]:
+        """Return (train, eval) lists; must be disjoint (use `disjoint_split`)."""
+
+    def split(self, split: Split) -> list[Example]:
+        if self._splits is None:
+            tr, ev = self.build()
+            overlap = {e.prompt for e in tr} & {e.prompt for e in ev}
+            if overlap:
+                raise TaskError(f"{self.name}: {len(overlap)} prompts are in both train and eval splits")
+            self._splits = (tr, ev)
+        if split == "train":
+            return self._splits[0]
+        if split == "eval":
+            return self._splits[1]
+        raise TaskError(f"unknown split {split!r}; use 'train' or 'eval'")
+
+    def batch(self, split: Split, size: int | None, seed: int, step: int) -> list[Example]:
+        """A seeded mini-batch of the split (the whole split when `size` is None or too big)."""
+        items = self.split(split)
+        if size is None or size >= len(items):
+            return list(items)
+        rng = random.Random(stable_int("batch", seed, step, self.name))
+        return rng.sample(items, size)
+
+    # -- prompting --------------------------------------------------------------------------
+    def system_prompt(self) -> str | None:
+        """Task default system prompt; `PromptStyle.system_prompt` overrides it."""
+        return None
+
+    def render(self, example: Example, tokenizer: Any) -> str:
+        """Model input text for an example (chat template, system prompt, response prefix)."""
+        style = self.prompt_style
+        system = style.system_prompt if style.system_prompt is not None else self.system_prompt()
+        if style.chat_template and getattr(tokenizer, "chat_template", None):
+            messages = ([{"role": "system", "content": system}] if system else []) + [
+                {"role": "user", "content": example.prompt}
+            ]
+            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        else:
+            text = (system + "\n\n" if system else "") + example.prompt + "\n"
+        return text + style.response_prefix
+
+    # -- reward -----------------------------------------------------------------------------
+    @abstractmethod
+    def reward(self, completion: str, example: Example) -> Reward:
+        """Score a completion (already decoded and stripped by `decode_completion`)."""
+
+    def score(self, completion: str, example: Example) -> Reward:
+        """`reward` with the response prefix restored, and a clear error if the reward breaks."""
+        text = self.prompt_style.response_prefix + completion if self.prompt_style.response_prefix else completion
+        try:
+            r = self.reward(text, example)
+        except Exception as exc:  # a user reward that raises must name itself and the item
+            raise TaskError(f"reward of task {self.name!r} raised on example {example.id!r}: {exc!r}") from exc
+        if not isinstance(r, Reward):
+            raise TaskError(f"reward of task {self.name!r} returned {type(r).__name__}, expected Reward")
+        if r.score != r.score or r.score in (float("inf"), float("-inf")):
+            raise TaskError(f"reward of task {self.name!r} returned non-finite score {r.score} on {example.id!r}")
+        return r
+
+
+# -- registry ---------------------------------------------------------------------------------
+_REGISTRY: dict[str, type[Task]] = {}
+
+
+def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
+    """Class decorator: make a Task available by name (`--task NAME`)."""
+
+    def deco(cls: type[Task]) -> type[Task]:
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def available_tasks() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def get_task(name: str, **kwargs: Any) -> Task:
+    """Build a task by registered name, or `package.module:ClassName` for a user's own task."""
+    _load_builtin()
+    if ":" in name:
+        mod, _, attr = name.partition(":")
+        try:
+            cls = getattr(importlib.import_module(mod), attr)
+        except (ImportError, AttributeError) as exc:
+            raise TaskError(f"cannot import task {name!r}: {exc}") from exc
+        if not (isinstance(cls, type) and issubclass(cls, Task)):
+            raise TaskError(f"{name!r} is not a Task subclass")
+        return cls(**kwargs)
+    if name not in _REGISTRY:
+        raise TaskError(f"unknown task {name!r}; known: {', '.join(sorted(_REGISTRY))} (or module:Class)")
+    return _REGISTRY[name](**kwargs)
+
+
+def _load_builtin() -> None:
+    from evotune import tasks  # noqa: F401  (importing the package registers the built-ins)
