@@ -1,0 +1,98 @@
+"""Hugging Face transformers backend: batched generation and the one shared decode path."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A decoded completion. `text` is what rewards see; `raw` keeps special tokens for detectors."""
+
+    text: str
+    raw: str
+    n_tokens: int
+    truncated: bool
+
+
+def stop_ids(model: Any, tokenizer: Any) -> set[int]:
+    """Token ids that end a completion (generation config's eos list plus the tokenizer's eos)."""
+    ids: set[int] = set()
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(eos, int):
+        ids.add(eos)
+    elif eos:
+        ids.update(int(e) for e in eos)
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return ids
+
+
+def decode_completion(tokenizer: Any, ids: Sequence[int], stops: set[int], max_new_tokens: int) -> Completion:
+    """The single way generated token ids become reward text, used by ES, GRPO, eval and analyses.
+
+    Cuts at the first stop token (padding after it is ignored), drops special tokens and
+    surrounding whitespace. A completion with no stop token at the length limit is `truncated`.
+    """
+    ids = [int(i) for i in ids]
+    cut = next((k for k, t in enumerate(ids) if t in stops), None)
+    body = ids if cut is None else ids[:cut]
+    n_tokens = len(body) + (0 if cut is None else 1)
+    text = tokenizer.decode(body, skip_special_tokens=True).strip()
+    raw = tokenizer.decode(body, skip_special_tokens=False)
+    return Completion(text=text, raw=raw, n_tokens=n_tokens, truncated=cut is None and len(ids) >= max_new_tokens)
+
+
+@torch.no_grad()
+def generate(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    batch_size: int = 32,
+    temperature: float = 0.0,
+    seed: int | None = None,
+) -> list[Completion]:
+    """Generate one completion per prompt, in order. Greedy when temperature == 0.
+
+    Prompts are batched in their given order (not re-sorted) so that a batch's composition, and
+    thus every padded forward pass, is a pure function of the inputs: same inputs, same outputs.
+    Sampling is plain temperature sampling (no top-k/top-p), seeded per call.
+    """
+    from transformers import GenerationConfig
+
+    if max_new_tokens < 1:
+        raise ValueError("max_new_tokens must be >= 1")
+    stops = stop_ids(model, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(stops))
+    sample = temperature > 0
+    gen_cfg = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=sample,
+        temperature=temperature if sample else None,
+        top_k=0 if sample else None,
+        top_p=1.0 if sample else None,
+        eos_token_id=sorted(stops),
+        pad_token_id=pad,
+    )
+    device = next(model.parameters()).device
+    out: list[Completion] = []
+    gen = torch.Generator(device="cpu")
+    for start in range(0, len(prompts), batch_size):
+        chunk = list(prompts[start : start + batch_size])
+        enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        if sample:
+            gen.manual_seed((0 if seed is None else seed) * 1_000_003 + start)
+            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
+        seqs = model.generate(**enc, generation_config=gen_cfg)
+        new = seqs[:, enc["input_ids"].shape[1] :].tolist()
+        out.extend(decode_completion(tokenizer, ids, stops, max_new_tokens) for ids in new)
+    return out
+
+
+def render_prompts(task: Any, examples: Sequence[Any], tokenizer: Any) -> list[str]:
+    return [task.render(e, tokenizer) for e in examples]

@@ -1,0 +1,73 @@
+"""Helpers shared by the CLI modules: clean errors and config assembly from flags."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+import yaml
+from rich.console import Console
+
+console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    from evotune.backends.models import ModelError
+    from evotune.config import ConfigError
+    from evotune.es.trainer import ESStateError
+    from evotune.tasks.base import TaskError
+
+    return (ConfigError, ModelError, TaskError, ESStateError, FileNotFoundError, FloatingPointError)
+
+
+def friendly(fn: F) -> F:
+    """Turn expected user errors into a one-line message and exit code 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*a: Any, **kw: Any) -> Any:
+        try:
+            return fn(*a, **kw)
+        except user_errors() as exc:
+            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def parse_sets(sets: list[str] | None) -> dict[str, Any]:
+    """`--set es.sigma=0.002` pairs; values are parsed as YAML scalars (numbers, bools, lists)."""
+    from evotune.config import ConfigError
+
+    out: dict[str, Any] = {}
+    for s in sets or []:
+        key, sep, val = s.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {s!r}: use KEY=VALUE, e.g. es.sigma=0.002")
+        out[key.strip()] = yaml.safe_load(val)
+    return out
+
+
+def split_csv(text: str | None) -> list[str] | None:
+    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
+
+
+def assemble(config: Path | None, run_dir: str | None, resume: bool, overrides: dict[str, Any]) -> Any:
+    """Config from YAML (or the run's stored config on --resume) plus explicit flag overrides."""
+    from evotune.config import ConfigError, build_config
+
+    if resume and config is None:
+        if run_dir is None:
+            raise ConfigError("--resume needs --run-dir (or --config)")
+        config = Path(run_dir) / "config.yaml"
+        if not config.is_file():
+            raise ConfigError(f"--resume: {run_dir} is not a run directory (no config.yaml)")
+    return build_config(config, overrides)
+
+
+def stdout_is_tty() -> bool:
+    return sys.stdout.isatty()

@@ -1,0 +1,199 @@
+"""Validated configuration (pydantic): one `TrainConfig` for every method, YAML + overrides.
+
+A bad value is reported with its dotted path before any model is loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Strict):
+    name: str = "smollm2-135m"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+
+class TaskConfig(_Strict):
+    name: str = "conciseness"
+    seed: int = 0
+    n_train: int | None = Field(default=None, ge=0)
+    n_eval: int | None = Field(default=None, ge=0)
+    data: str | None = None
+    eval_data: str | None = None
+    reward: str | None = None
+    chat_template: bool = True
+    system_prompt: str | None = None
+    response_prefix: str = ""
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    def build(self) -> Any:
+        """Instantiate the task this config names."""
+        from evotune.tasks import PromptStyle, get_task
+
+        opts = dict(self.options)
+        for k in ("data", "eval_data", "reward"):
+            v = getattr(self, k)
+            if v is not None:
+                opts[k] = v
+        style = PromptStyle(self.chat_template, self.system_prompt, self.response_prefix)
+        return get_task(self.name, seed=self.seed, n_train=self.n_train, n_eval=self.n_eval, prompt_style=style, **opts)
+
+
+class GenerationConfig(_Strict):
+    max_new_tokens: int | None = Field(default=None, ge=1, description="default: the task's own")
+    batch_size: int = Field(default=64, ge=1)
+
+
+class EvalConfig(_Strict):
+    every: int = Field(default=10, ge=0, description="iterations between held-out evals; 0 = start and end only")
+    limit: int | None = Field(default=None, ge=1, description="evaluate on the first N held-out items")
+    samples: int = Field(default=3, ge=0, description="sample completions copied into metrics.jsonl")
+
+
+class BudgetConfig(_Strict):
+    """Stop when either count is reached (checked after each iteration/step)."""
+
+    completions: int | None = Field(default=None, ge=1)
+    tokens: int | None = Field(default=None, ge=1)
+
+    @classmethod
+    def parse(cls, text: str | None) -> BudgetConfig:
+        """`completions=N` or `tokens=N` (comma-separated for both)."""
+        if not text:
+            return cls()
+        out: dict[str, int] = {}
+        for part in text.split(","):
+            key, sep, val = part.partition("=")
+            key = key.strip()
+            if not sep or key not in ("completions", "tokens"):
+                raise ConfigError(f"budget {text!r}: use completions=N or tokens=N")
+            try:
+                out[key] = int(float(val))
+            except ValueError as exc:
+                raise ConfigError(f"budget {text!r}: {val!r} is not a number") from exc
+        return cls(**out)
+
+
+class ESConfig(_Strict):
+    population: int = Field(default=30, ge=1)
+    sigma: float = Field(default=1e-3, gt=0)
+    alpha: float = Field(default=5e-4, gt=0)
+    iterations: int = Field(default=100, ge=1)
+    shaping: Literal["zscore", "centered_rank"] = "zscore"
+    antithetic: bool = False
+    noise: Literal["full", "lowrank"] = "full"
+    rank: int = Field(default=1, ge=1)
+    lowrank_vectors: Literal["freeze", "full"] = Field(
+        default="freeze", description="low-rank mode: non-matrix parameters are frozen or get full-rank noise"
+    )
+    include: list[str] = Field(default_factory=lambda: ["*"])
+    exclude: list[str] = Field(default_factory=list)
+    prompts_per_iteration: int | None = Field(default=16, ge=1, description="None = the whole train split")
+
+    @model_validator(mode="after")
+    def _pairs(self) -> ESConfig:
+        if self.antithetic and self.population % 2:
+            raise ValueError(f"antithetic sampling needs an even population, got {self.population}")
+        return self
+
+
+class GRPOSettings(_Strict):
+    beta: float = Field(default=0.04, ge=0)
+    num_generations: int = Field(default=8, ge=2)
+    prompts_per_step: int = Field(default=2, ge=1)
+    learning_rate: float = Field(default=1e-6, gt=0)
+    lr_scheduler: str = "constant"
+    warmup_steps: int = Field(default=0, ge=0)
+    temperature: float = Field(default=1.0, gt=0)
+    max_prompt_length: int | None = Field(default=512, ge=1)
+    loss_type: str = "grpo"
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    steps: int = Field(default=100, ge=1)
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+
+
+class TrainConfig(_Strict):
+    method: Literal["es", "grpo"] = "es"
+    run_dir: str = "runs/default"
+    seed: int = 0
+    threads: int | None = Field(default=None, ge=1, description="torch threads (default: all cores)")
+    checkpoint_every: int = Field(default=10, ge=1)
+    keep_checkpoints: int | None = Field(default=None, ge=1)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    es: ESConfig = Field(default_factory=ESConfig)
+    grpo: GRPOSettings = Field(default_factory=GRPOSettings)
+
+    @field_validator("run_dir")
+    @classmethod
+    def _nonempty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("run_dir must not be empty")
+        return v
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    cur = d
+    for k in keys[:-1]:
+        nxt = cur.setdefault(k, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"cannot set {dotted}: {k} is not a section")
+        cur = nxt
+    cur[keys[-1]] = value
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for e in exc.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "config"
+        parts.append(f"{loc}: {e['msg']}" + (f" (got {e['input']!r})" if "input" in e and not isinstance(e["input"], dict) else ""))
+    return "invalid config — " + "; ".join(parts)
+
+
+def build_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None, cls: type[_Strict] = TrainConfig
+) -> Any:
+    """Load YAML (optional), apply dotted overrides (`es.sigma`: 1e-3; None values are skipped), validate."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must hold a mapping at top level")
+        data = loaded
+    for k, v in (overrides or {}).items():
+        if v is not None:
+            _set_dotted(data, k, v)
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+
+
+def load_run_config(run_dir: str | Path) -> TrainConfig:
+    return build_config(Path(run_dir) / "config.yaml")

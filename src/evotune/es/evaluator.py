@@ -1,0 +1,78 @@
+"""Map population members to fitness. Every evaluator returns the same numbers for the same inputs.
+
+`SequentialEvaluator` is the full-rank reference: for each member, perturb in place, generate
+greedily, score, restore exactly. Other evaluators (population-batched low rank, Ray actors)
+implement the same `__call__`.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from evotune.backends.hf import generate
+from evotune.es.params import EvolvingParams
+from evotune.es.strategy import Member
+from evotune.evaluation import score_rows
+from evotune.tasks.base import Example, Task
+
+
+@dataclass
+class PopulationResult:
+    """Fitness per member (mean reward over the prompts) and what it cost."""
+
+    fitness: list[float]
+    completions: int = 0
+    completion_tokens: int = 0
+    prompt_tokens: int = 0
+    times: dict[str, float] = field(default_factory=dict)
+    accuracy: float = 0.0
+    sample: str = ""
+
+
+class Evaluator(Protocol):
+    def __call__(self, members: Sequence[Member], examples: Sequence[Example], prompts: Sequence[str]) -> PopulationResult: ...
+
+
+class SequentialEvaluator:
+    """Full-rank ES, one member after another, in place (memory ≈ model + fp32 master)."""
+
+    def __init__(
+        self, model: Any, tokenizer: Any, task: Task, params: EvolvingParams, sigma: float, max_new_tokens: int, batch_size: int
+    ) -> None:
+        self.model, self.tokenizer, self.task, self.params = model, tokenizer, task, params
+        self.sigma, self.max_new_tokens, self.batch_size = sigma, max_new_tokens, batch_size
+
+    def __call__(self, members: Sequence[Member], examples: Sequence[Example], prompts: Sequence[str]) -> PopulationResult:
+        times = {"noise": 0.0, "generate": 0.0, "score": 0.0}
+        res = PopulationResult(fitness=[])
+        n_prompt_tokens = sum(len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts)
+        correct = []
+        for m in members:
+            t0 = time.perf_counter()
+            self.params.perturb(m.seed, m.sign, self.sigma)
+            t1 = time.perf_counter()
+            try:
+                comps = generate(self.model, self.tokenizer, prompts, self.max_new_tokens, batch_size=self.batch_size)
+            finally:
+                t2 = time.perf_counter()
+                self.params.restore()  # exact: the weights are bit-for-bit those before the member
+                t3 = time.perf_counter()
+            rows = score_rows(self.task, examples, comps)
+            t4 = time.perf_counter()
+            times["noise"] += (t1 - t0) + (t3 - t2)
+            times["generate"] += t2 - t1
+            times["score"] += t4 - t3
+            res.fitness.append(statistics.fmean(r["reward"] for r in rows))
+            correct.extend(r["correct"] for r in rows)
+            res.completions += len(rows)
+            res.completion_tokens += sum(r["n_tokens"] for r in rows)
+            res.prompt_tokens += n_prompt_tokens
+            if not res.sample and rows:
+                res.sample = rows[0]["completion"]
+        res.times = times
+        res.accuracy = statistics.fmean(1.0 if c else 0.0 for c in correct) if correct else 0.0
+        return res

@@ -1,0 +1,36 @@
+"""Noise as pure functions of (seed, parameter name): nothing is stored, a seed regenerates it.
+
+Keying by the parameter *name* makes noise i.i.d. across tensors (two same-shape tensors never
+share noise, unlike seeding one generator per member for every tensor) and independent of the
+order in which parameters are visited.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from evotune.tasks.base import stable_int
+
+
+def member_seed(run_seed: int, iteration: int, member: int) -> int:
+    """The seed of population member `member` at `iteration`, a pure function of its inputs."""
+    return stable_int("member", run_seed, iteration, member)
+
+
+def tensor_seed(seed: int, name: str) -> int:
+    return stable_int("tensor", seed, name)
+
+
+def noise(seed: int, name: str, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+    """Full-rank N(0, I) noise in fp32 for parameter `name` of member `seed`."""
+    g = torch.Generator(device="cpu").manual_seed(tensor_seed(seed, name))
+    return torch.randn(tuple(shape), generator=g, dtype=torch.float32)
+
+
+def factors(seed: int, name: str, shape: tuple[int, int], rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Low-rank factors (A: out×r, B: in×r) so that E = A Bᵀ/√r has unit-variance entries."""
+    out_f, in_f = shape
+    g = torch.Generator(device="cpu").manual_seed(tensor_seed(seed, name + "#lowrank"))
+    a = torch.randn((out_f, rank), generator=g, dtype=torch.float32)
+    b = torch.randn((in_f, rank), generator=g, dtype=torch.float32)
+    return a, b

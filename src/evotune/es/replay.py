@@ -1,0 +1,43 @@
+"""Rebuild the weights of any iteration from the base model and `trajectory.jsonl` alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from evotune.backends.models import load_model
+from evotune.config import load_run_config
+from evotune.es.trainer import ESStateError, _masters_if_lossy, apply_row, make_params
+from evotune.runs.rundir import RunDir, checkpoint_dirs, read_jsonl, read_state
+
+
+def replay(run_dir: str | Path, iteration: int | None = None, out: str | Path | None = None) -> dict[str, Any]:
+    """Apply the first `iteration` trajectory rows (all by default) to the base model.
+
+    Needs no generation: the recorded fitness fixes every update. Writes an HF-loadable model to
+    `out` if given, and reports whether the result is bit-identical to the run's own checkpoint.
+    """
+    run = RunDir(run_dir)
+    cfg = load_run_config(run.path)
+    rows = read_jsonl(run.trajectory)
+    k = len(rows) if iteration is None else iteration
+    if not 0 <= k <= len(rows):
+        raise ESStateError(f"iteration {k} not in the trajectory (it has {len(rows)} iterations)")
+    model, tok = load_model(cfg.model.name, cfg.model.dtype)
+    params = make_params(model, cfg)
+    for row in rows[:k]:
+        apply_row(params, row, cfg)
+    checksum = params.checksum()
+    ckpt = dict(checkpoint_dirs(run.path)).get(k)
+    matches = None if ckpt is None else read_state(ckpt).get("checksum") == checksum
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(out, safe_serialization=True)
+        tok.save_pretrained(out)
+        extra = _masters_if_lossy(params, cfg)
+        if extra:
+            from safetensors.torch import save_file
+
+            save_file({n: t.contiguous() for n, t in extra.items()}, str(out / "evotune_extra.safetensors"))
+    return {"iteration": k, "checksum": checksum, "checkpoint": str(ckpt) if ckpt else None, "matches_checkpoint": matches}

@@ -1,0 +1,92 @@
+"""ES as ask/tell: which members to evaluate, and how their fitness becomes an update direction.
+
+Pure functions over seeds and fitness numbers: no model, no files (evosax-style).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from evotune.es.noise import member_seed
+
+Shaping = Literal["zscore", "centered_rank"]
+
+
+@dataclass(frozen=True)
+class Member:
+    """One population member: its perturbation is `sign · σ · ε(seed)`."""
+
+    index: int
+    seed: int
+    sign: int = 1
+
+
+def ask(run_seed: int, iteration: int, population: int, antithetic: bool = False) -> list[Member]:
+    """The population of one iteration. Antithetic pairs share a seed with opposite signs.
+
+    Seeds are unique within a population (a collision, however unlikely, is re-drawn), so no
+    member is silently counted twice.
+    """
+    if population < 1 or (antithetic and population % 2):
+        raise ValueError(f"population must be >= 1 (and even with antithetic pairs), got {population}")
+    n_seeds = population // 2 if antithetic else population
+    seeds: list[int] = []
+    k = 0
+    while len(seeds) < n_seeds:
+        s = member_seed(run_seed, iteration, k)
+        k += 1
+        if s not in seeds:
+            seeds.append(s)
+    if not antithetic:
+        return [Member(i, s, 1) for i, s in enumerate(seeds)]
+    return [Member(i, seeds[i // 2], 1 if i % 2 == 0 else -1) for i in range(population)]
+
+
+def zscore(fitness: Sequence[float]) -> np.ndarray:
+    """(f − mean) / (std + 1e-8), the paper's shaping. All-equal fitness gives zeros."""
+    f = np.asarray(fitness, dtype=np.float64)
+    return (f - f.mean()) / (f.std() + 1e-8)
+
+
+def centered_rank(fitness: Sequence[float]) -> np.ndarray:
+    """Ranks mapped to [−0.5, 0.5]; ties share their mean rank so equal fitness gets equal weight."""
+    f = np.asarray(fitness, dtype=np.float64)
+    n = len(f)
+    if n == 1:
+        return np.zeros(1)
+    order = np.argsort(f, kind="stable")
+    ranks = np.empty(n)
+    ranks[order] = np.arange(n, dtype=np.float64)
+    for v in np.unique(f):  # average ranks of ties
+        m = f == v
+        ranks[m] = ranks[m].mean()
+    return ranks / (n - 1) - 0.5
+
+
+SHAPERS = {"zscore": zscore, "centered_rank": centered_rank}
+
+
+def tell(members: Sequence[Member], fitness: Sequence[float], shaping: Shaping = "zscore") -> dict[int, float] | None:
+    """Per-seed coefficients c_s with update direction Σ_s c_s ε(s) (before the α/N scale).
+
+    Returns None when the population has no fitness variance (nothing to learn, and z-scores
+    would be 0/0), and raises on non-finite fitness rather than letting NaN reach the weights.
+    """
+    f = np.asarray(fitness, dtype=np.float64)
+    if len(f) != len(members):
+        raise ValueError(f"{len(f)} fitness values for {len(members)} members")
+    bad = [m.index for m, v in zip(members, f, strict=True) if not math.isfinite(v)]
+    if bad:
+        raise FloatingPointError(f"non-finite fitness for members {bad}: {f[[m for m in bad]].tolist()}")
+    if np.ptp(f) == 0:
+        return None
+    z = SHAPERS[shaping](f)
+    coeffs: dict[int, float] = {}
+    for m, zi in zip(members, z, strict=True):
+        coeffs[m.seed] = coeffs.get(m.seed, 0.0) + float(m.sign * zi)
+    return coeffs

@@ -1,0 +1,81 @@
+"""Scoring completions and held-out evaluation: the one code path for training and eval."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from evotune.backends.hf import Completion, generate
+from evotune.tasks.base import Example, Task
+
+
+def score_rows(task: Task, examples: Sequence[Example], completions: Sequence[Completion]) -> list[dict[str, Any]]:
+    """Per-completion rows (reward, components, correctness, length); used for fitness and eval."""
+    rows = []
+    for ex, c in zip(examples, completions, strict=True):
+        r = task.score(c.text, ex)
+        rows.append(
+            {
+                "id": ex.id,
+                "prompt": ex.prompt,
+                "completion": c.text,
+                "raw": c.raw,
+                "reward": r.score,
+                "components": r.components,
+                "correct": r.correct,
+                "n_tokens": c.n_tokens,
+                "truncated": c.truncated,
+            }
+        )
+    return rows
+
+
+def summarize(rows: Sequence[dict[str, Any]], max_new_tokens: int | None = None) -> dict[str, float]:
+    """Aggregate rows into the shared eval metric names (and reward-hacking rates)."""
+    from evotune.analysis.hacking import hacking_rates
+
+    if not rows:
+        return {"n": 0}
+    rewards = [r["reward"] for r in rows]
+    out: dict[str, float] = {
+        "n": len(rows),
+        "reward_mean": statistics.fmean(rewards),
+        "reward_std": statistics.pstdev(rewards),
+        "accuracy": statistics.fmean(1.0 if r["correct"] else 0.0 for r in rows),
+        "mean_length": statistics.fmean(len(r["completion"]) for r in rows),
+        "mean_tokens": statistics.fmean(r["n_tokens"] for r in rows),
+    }
+    for name in sorted({k for r in rows for k in r["components"]}):
+        out[f"reward_{name}"] = statistics.fmean(r["components"].get(name, 0.0) for r in rows)
+    out.update(hacking_rates(rows))
+    return out
+
+
+@dataclass
+class EvalResult:
+    summary: dict[str, float]
+    rows: list[dict[str, Any]]
+
+
+def evaluate(
+    model: Any,
+    tokenizer: Any,
+    task: Task,
+    split: str = "eval",
+    max_new_tokens: int | None = None,
+    batch_size: int = 64,
+    limit: int | None = None,
+    temperature: float = 0.0,
+    seed: int = 0,
+) -> EvalResult:
+    """Greedy (by default) completions on a split, scored by the task's own reward."""
+    examples = task.split(split)  # type: ignore[arg-type]
+    if limit is not None:
+        examples = examples[:limit]
+    mnt = max_new_tokens or task.default_max_new_tokens
+    prompts = [task.render(e, tokenizer) for e in examples]
+    comps = generate(model, tokenizer, prompts, mnt, batch_size=batch_size, temperature=temperature, seed=seed)
+    rows = score_rows(task, examples, comps)
+    return EvalResult(summarize(rows, mnt), rows)
