@@ -8,29 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from evotune.tasks.base import Example, Reward, Task, register_task
+import toy_tasks  # noqa: F401  (registers toy_letters)
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
-
-
-@register_task("toy_letters")
-class ToyLetters(Task):
-    """Reward = fraction of characters that are the letter 'a' (learnable, dense, cheap)."""
-
-    default_n_train = 24
-    default_n_eval = 8
-    default_max_new_tokens = 8
-
-    def build(self):
-        items = [Example(id=f"t{i}", prompt=f"Say something about item {i}.", answer=None) for i in range(64)]
-        from evotune.tasks.base import disjoint_split
-
-        return disjoint_split(items, self.n_train, self.n_eval, self.seed)
-
-    def reward(self, completion: str, example: Example) -> Reward:
-        n = len(completion)
-        frac = completion.count("a") / n if n else 0.0
-        return Reward(frac, {"a_frac": frac}, frac > 0.5)
 
 
 @pytest.fixture(scope="session")

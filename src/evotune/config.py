@@ -48,7 +48,9 @@ class TaskConfig(_Strict):
             if v is not None:
                 opts[k] = v
         style = PromptStyle(self.chat_template, self.system_prompt, self.response_prefix)
-        return get_task(self.name, seed=self.seed, n_train=self.n_train, n_eval=self.n_eval, prompt_style=style, **opts)
+        return get_task(
+            self.name, seed=self.seed, n_train=self.n_train, n_eval=self.n_eval, prompt_style=style, **opts
+        )
 
 
 class GenerationConfig(_Strict):
@@ -57,7 +59,9 @@ class GenerationConfig(_Strict):
 
 
 class EvalConfig(_Strict):
-    every: int = Field(default=10, ge=0, description="iterations between held-out evals; 0 = start and end only")
+    every: int = Field(
+        default=10, ge=0, description="iterations between held-out evals; 0 = start and end only"
+    )
     limit: int | None = Field(default=None, ge=1, description="evaluate on the first N held-out items")
     samples: int = Field(default=3, ge=0, description="sample completions copied into metrics.jsonl")
 
@@ -166,7 +170,10 @@ def format_validation_error(exc: ValidationError) -> str:
     parts = []
     for e in exc.errors():
         loc = ".".join(str(x) for x in e["loc"]) or "config"
-        parts.append(f"{loc}: {e['msg']}" + (f" (got {e['input']!r})" if "input" in e and not isinstance(e["input"], dict) else ""))
+        parts.append(
+            f"{loc}: {e['msg']}"
+            + (f" (got {e['input']!r})" if "input" in e and not isinstance(e["input"], dict) else "")
+        )
     return "invalid config — " + "; ".join(parts)
 
 

@@ -11,7 +11,9 @@ from evotune.backends.hf import Completion, generate
 from evotune.tasks.base import Example, Task
 
 
-def score_rows(task: Task, examples: Sequence[Example], completions: Sequence[Completion]) -> list[dict[str, Any]]:
+def score_rows(
+    task: Task, examples: Sequence[Example], completions: Sequence[Completion]
+) -> list[dict[str, Any]]:
     """Per-completion rows (reward, components, correctness, length); used for fitness and eval."""
     rows = []
     for ex, c in zip(examples, completions, strict=True):
@@ -76,6 +78,8 @@ def evaluate(
         examples = examples[:limit]
     mnt = max_new_tokens or task.default_max_new_tokens
     prompts = [task.render(e, tokenizer) for e in examples]
-    comps = generate(model, tokenizer, prompts, mnt, batch_size=batch_size, temperature=temperature, seed=seed)
+    comps = generate(
+        model, tokenizer, prompts, mnt, batch_size=batch_size, temperature=temperature, seed=seed
+    )
     rows = score_rows(task, examples, comps)
     return EvalResult(summarize(rows, mnt), rows)

@@ -44,7 +44,9 @@ def decode_completion(tokenizer: Any, ids: Sequence[int], stops: set[int], max_n
     n_tokens = len(body) + (0 if cut is None else 1)
     text = tokenizer.decode(body, skip_special_tokens=True).strip()
     raw = tokenizer.decode(body, skip_special_tokens=False)
-    return Completion(text=text, raw=raw, n_tokens=n_tokens, truncated=cut is None and len(ids) >= max_new_tokens)
+    return Completion(
+        text=text, raw=raw, n_tokens=n_tokens, truncated=cut is None and len(ids) >= max_new_tokens
+    )
 
 
 @torch.no_grad()

@@ -123,8 +123,14 @@ def load_model(spec: str, dtype: str = "float32", device: str = "cpu") -> tuple[
     return model, tok
 
 
-def make_tiny(out_dir: str | Path, seed: int = 0, hidden: int = 64, layers: int = 2) -> Path:
-    """A tiny randomly initialised Llama with the real SmolLM2 tokenizer, for fast tests."""
+def make_tiny(
+    out_dir: str | Path, seed: int = 0, hidden: int = 64, layers: int = 2, init_std: float = 0.3
+) -> Path:
+    """A tiny randomly initialised Llama with the real SmolLM2 tokenizer, for fast tests.
+
+    The large init std makes greedy outputs prompt-dependent and varied (at the usual 0.02 a
+    random model emits one whitespace token forever), so rewards have variance to learn from.
+    """
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     src = ensure_smollm2()
@@ -139,6 +145,7 @@ def make_tiny(out_dir: str | Path, seed: int = 0, hidden: int = 64, layers: int 
         head_dim=hidden // 4,
         max_position_embeddings=2048,
         tie_word_embeddings=True,
+        initializer_range=init_std,
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,

@@ -34,19 +34,30 @@ class PopulationResult:
 
 
 class Evaluator(Protocol):
-    def __call__(self, members: Sequence[Member], examples: Sequence[Example], prompts: Sequence[str]) -> PopulationResult: ...
+    def __call__(
+        self, members: Sequence[Member], examples: Sequence[Example], prompts: Sequence[str]
+    ) -> PopulationResult: ...
 
 
 class SequentialEvaluator:
     """Full-rank ES, one member after another, in place (memory ≈ model + fp32 master)."""
 
     def __init__(
-        self, model: Any, tokenizer: Any, task: Task, params: EvolvingParams, sigma: float, max_new_tokens: int, batch_size: int
+        self,
+        model: Any,
+        tokenizer: Any,
+        task: Task,
+        params: EvolvingParams,
+        sigma: float,
+        max_new_tokens: int,
+        batch_size: int,
     ) -> None:
         self.model, self.tokenizer, self.task, self.params = model, tokenizer, task, params
         self.sigma, self.max_new_tokens, self.batch_size = sigma, max_new_tokens, batch_size
 
-    def __call__(self, members: Sequence[Member], examples: Sequence[Example], prompts: Sequence[str]) -> PopulationResult:
+    def __call__(
+        self, members: Sequence[Member], examples: Sequence[Example], prompts: Sequence[str]
+    ) -> PopulationResult:
         times = {"noise": 0.0, "generate": 0.0, "score": 0.0}
         res = PopulationResult(fitness=[])
         n_prompt_tokens = sum(len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts)
@@ -56,7 +67,9 @@ class SequentialEvaluator:
             self.params.perturb(m.seed, m.sign, self.sigma)
             t1 = time.perf_counter()
             try:
-                comps = generate(self.model, self.tokenizer, prompts, self.max_new_tokens, batch_size=self.batch_size)
+                comps = generate(
+                    self.model, self.tokenizer, prompts, self.max_new_tokens, batch_size=self.batch_size
+                )
             finally:
                 t2 = time.perf_counter()
                 self.params.restore()  # exact: the weights are bit-for-bit those before the member

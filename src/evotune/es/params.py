@@ -27,7 +27,8 @@ def select_params(
     chosen = [
         (n, p)
         for n, p in model.named_parameters()
-        if any(fnmatch.fnmatchcase(n, g) for g in include) and not any(fnmatch.fnmatchcase(n, g) for g in exclude)
+        if any(fnmatch.fnmatchcase(n, g) for g in include)
+        and not any(fnmatch.fnmatchcase(n, g) for g in exclude)
     ]
     if not chosen:
         raise ValueError(f"no parameters match include={list(include)} exclude={list(exclude)}")

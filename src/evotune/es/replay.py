@@ -11,7 +11,9 @@ from evotune.es.trainer import ESStateError, _masters_if_lossy, apply_row, make_
 from evotune.runs.rundir import RunDir, checkpoint_dirs, read_jsonl, read_state
 
 
-def replay(run_dir: str | Path, iteration: int | None = None, out: str | Path | None = None) -> dict[str, Any]:
+def replay(
+    run_dir: str | Path, iteration: int | None = None, out: str | Path | None = None
+) -> dict[str, Any]:
     """Apply the first `iteration` trajectory rows (all by default) to the base model.
 
     Needs no generation: the recorded fitness fixes every update. Writes an HF-loadable model to
@@ -40,4 +42,9 @@ def replay(run_dir: str | Path, iteration: int | None = None, out: str | Path | 
             from safetensors.torch import save_file
 
             save_file({n: t.contiguous() for n, t in extra.items()}, str(out / "evotune_extra.safetensors"))
-    return {"iteration": k, "checksum": checksum, "checkpoint": str(ckpt) if ckpt else None, "matches_checkpoint": matches}
+    return {
+        "iteration": k,
+        "checksum": checksum,
+        "checkpoint": str(ckpt) if ckpt else None,
+        "matches_checkpoint": matches,
+    }

@@ -71,7 +71,9 @@ def centered_rank(fitness: Sequence[float]) -> np.ndarray:
 SHAPERS = {"zscore": zscore, "centered_rank": centered_rank}
 
 
-def tell(members: Sequence[Member], fitness: Sequence[float], shaping: Shaping = "zscore") -> dict[int, float] | None:
+def tell(
+    members: Sequence[Member], fitness: Sequence[float], shaping: Shaping = "zscore"
+) -> dict[int, float] | None:
     """Per-seed coefficients c_s with update direction Σ_s c_s ε(s) (before the α/N scale).
 
     Returns None when the population has no fitness variance (nothing to learn, and z-scores

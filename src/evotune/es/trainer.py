@@ -62,7 +62,9 @@ def make_params(model: Any, cfg: TrainConfig) -> EvolvingParams:
     return EvolvingParams(named)
 
 
-def make_evaluator(model: Any, tok: Any, task: Any, params: EvolvingParams, cfg: TrainConfig, mnt: int) -> Evaluator:
+def make_evaluator(
+    model: Any, tok: Any, task: Any, params: EvolvingParams, cfg: TrainConfig, mnt: int
+) -> Evaluator:
     if cfg.es.noise == "lowrank":
         from evotune.es.lowrank import BatchedLowRankEvaluator
 
@@ -130,10 +132,7 @@ class ESTrainer:
             apply_row(params, row, cfg)
         # A kill may leave metrics/evals for an iteration whose trajectory row never landed.
         keep_rows(run.metrics, lambda r: r.get("step", 0) <= last)
-        if traj:
-            budget = Budget(**traj[-1]["budget"])
-        else:
-            budget = Budget()
+        budget = Budget(**traj[-1]["budget"]) if traj else Budget()
         return budget, last
 
     # -- the loop ---------------------------------------------------------------------------
@@ -155,16 +154,25 @@ class ESTrainer:
             prompts = [task.render(e, tok) for e in examples]
             res = evaluator(members, examples, prompts)
             t1 = time.perf_counter()
-            row = {"step": k, "seeds": [m.seed for m in members], "signs": [m.sign for m in members], "fitness": res.fitness}
+            row = {
+                "step": k,
+                "seeds": [m.seed for m in members],
+                "signs": [m.sign for m in members],
+                "fitness": res.fitness,
+            }
             updated = apply_row(params, row, cfg)
             if not updated:
-                warnings.warn(f"iteration {k}: all {es.population} members have equal fitness; no update", stacklevel=2)
+                warnings.warn(
+                    f"iteration {k}: all {es.population} members have equal fitness; no update", stacklevel=2
+                )
             t2 = time.perf_counter()
             budget.completions += res.completions
             budget.completion_tokens += res.completion_tokens
             budget.prompt_tokens += res.prompt_tokens
             budget.wall += t2 - t0
-            append_jsonl(run.trajectory, {**row, "updated": updated, "budget": vars(budget).copy()})  # commit point
+            append_jsonl(
+                run.trajectory, {**row, "updated": updated, "budget": vars(budget).copy()}
+            )  # commit point
             f = res.fitness
             metrics = {
                 "step": k,
@@ -187,14 +195,27 @@ class ESTrainer:
                 last_eval = heldout_eval(cfg, run, logger, model, tok, task, k, budget.as_metrics())
             if k % cfg.checkpoint_every == 0 or final:
                 run.save_checkpoint(
-                    k, model, tok, {"method": "es", "checksum": params.checksum(), "budget": vars(budget)},
-                    extra_tensors=_masters_if_lossy(params, cfg), keep_last=cfg.keep_checkpoints,
+                    k,
+                    model,
+                    tok,
+                    {"method": "es", "checksum": params.checksum(), "budget": vars(budget)},
+                    extra_tensors=_masters_if_lossy(params, cfg),
+                    keep_last=cfg.keep_checkpoints,
                 )
             if bar is not None:
-                bar.update(1, fitness=f"{metrics['train/reward_mean']:.3f}", eval=f"{last_eval.get('reward_mean', float('nan')):.3f}")
+                bar.update(
+                    1,
+                    fitness=f"{metrics['train/reward_mean']:.3f}",
+                    eval=f"{last_eval.get('reward_mean', float('nan')):.3f}",
+                )
         if bar is not None:
             bar.close()
-        summary = {"method": "es", "steps": k, "stop_reason": stop_reason or "iterations done", **budget.as_metrics()}
+        summary = {
+            "method": "es",
+            "steps": k,
+            "stop_reason": stop_reason or "iterations done",
+            **budget.as_metrics(),
+        }
         summary.update({f"eval/{n}": v for n, v in last_eval.items()})
         from evotune.runs.rundir import atomic_write_json
 

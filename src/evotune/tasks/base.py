@@ -9,8 +9,11 @@ from __future__ import annotations
 import hashlib
 import importlib
 import random
+import signal
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -56,7 +59,11 @@ def stable_int(*parts: object) -> int:
 
 
 def disjoint_split(
-    items: Sequence[Example], n_train: int, n_eval: int, seed: int, key: Callable[[Example], str] | None = None
+    items: Sequence[Example],
+    n_train: int,
+    n_eval: int,
+    seed: int,
+    key: Callable[[Example], str] | None = None,
 ) -> tuple[list[Example], list[Example]]:
     """Shuffle once with `seed`, take eval first, then train from the rest.
 
@@ -72,7 +79,9 @@ def disjoint_split(
             seen.add(k)
             uniq.append(e)
     if n_train + n_eval > len(uniq):
-        raise TaskError(f"asked for {n_train} train + {n_eval} eval items but only {len(uniq)} distinct ones exist")
+        raise TaskError(
+            f"asked for {n_train} train + {n_eval} eval items but only {len(uniq)} distinct ones exist"
+        )
     order = list(range(len(uniq)))
     random.Random(seed).shuffle(order)
     ev = [uniq[i] for i in order[:n_eval]]
@@ -93,6 +102,8 @@ class Task(ABC):
     default_n_eval: int = 200
     # Tokens a completion needs to be gradable; used as the default generation length.
     default_max_new_tokens: int = 64
+    # Seconds one reward call may take before it is reported as hung (main thread only).
+    reward_timeout: float = 10.0
 
     def __init__(
         self,
@@ -162,16 +173,54 @@ class Task(ABC):
 
     def score(self, completion: str, example: Example) -> Reward:
         """`reward` with the response prefix restored, and a clear error if the reward breaks."""
-        text = self.prompt_style.response_prefix + completion if self.prompt_style.response_prefix else completion
+        text = (
+            self.prompt_style.response_prefix + completion
+            if self.prompt_style.response_prefix
+            else completion
+        )
         try:
-            r = self.reward(text, example)
+            with _time_limit(self.reward_timeout, f"reward of task {self.name!r} on example {example.id!r}"):
+                r = self.reward(text, example)
+        except TaskError:
+            raise
         except Exception as exc:  # a user reward that raises must name itself and the item
-            raise TaskError(f"reward of task {self.name!r} raised on example {example.id!r}: {exc!r}") from exc
+            raise TaskError(
+                f"reward of task {self.name!r} raised on example {example.id!r}: {exc!r}"
+            ) from exc
         if not isinstance(r, Reward):
             raise TaskError(f"reward of task {self.name!r} returned {type(r).__name__}, expected Reward")
         if r.score != r.score or r.score in (float("inf"), float("-inf")):
-            raise TaskError(f"reward of task {self.name!r} returned non-finite score {r.score} on {example.id!r}")
+            raise TaskError(
+                f"reward of task {self.name!r} returned non-finite score {r.score} on {example.id!r}"
+            )
         return r
+
+
+class RewardTimeout(TaskError):
+    """A reward function did not return in time."""
+
+
+@contextmanager
+def _time_limit(seconds: float, what: str) -> Iterator[None]:
+    """Interrupt a hung reward with SIGALRM (only possible in the main thread on Unix)."""
+    if (
+        seconds <= 0
+        or threading.current_thread() is not threading.main_thread()
+        or not hasattr(signal, "setitimer")
+    ):
+        yield
+        return
+
+    def _raise(signum: int, frame: object) -> None:
+        raise RewardTimeout(f"{what} did not return within {seconds:g} s (hung reward function?)")
+
+    old = signal.signal(signal.SIGALRM, _raise)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
 
 
 # -- registry ---------------------------------------------------------------------------------

@@ -343,7 +343,28 @@ MONTHS = (
     "December",
 )
 
-_ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
+_ONES = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+]
 _TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
 
 
@@ -381,7 +402,10 @@ def questions() -> list[tuple[str, tuple[str, ...], str]]:
     out += [(f"What is the opposite of {w}?", a, "opposite") for w, a in OPPOSITES.items()]
     out += [(f"What is the plural of {w}?", a, "plural") for w, a in PLURALS.items()]
     out += [(f"How do you write {n} as a word?", number_words(n), "number_word") for n in range(0, 101)]
-    out += [(f"What is the chemical symbol for {e}?", (s,), "chemical_symbol") for e, s in CHEMICAL_SYMBOLS.items()]
+    out += [
+        (f"What is the chemical symbol for {e}?", (s,), "chemical_symbol")
+        for e, s in CHEMICAL_SYMBOLS.items()
+    ]
     for seq, kind in ((DAYS, "day"), (MONTHS, "month")):
         for i, name in enumerate(seq):
             out.append((f"What {kind} comes after {name}?", (seq[(i + 1) % len(seq)],), f"{kind}_order"))
@@ -432,4 +456,6 @@ class Conciseness(Task):
     def reward(self, completion: str, example: Example) -> Reward:
         target = example.answer[0]
         score = -float(abs(len(completion.strip()) - len(target)))
-        return Reward(score=score, components={"length": score}, correct=is_correct(completion, example.answer))
+        return Reward(
+            score=score, components={"length": score}, correct=is_correct(completion, example.answer)
+        )

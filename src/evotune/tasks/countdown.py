@@ -36,34 +36,45 @@ def _norm(v: Fraction) -> Value:
     return v.numerator if v.denominator == 1 else v
 
 
-def _combine(a: Value, ea: str, b: Value, eb: str) -> list[tuple[Value, str]]:
-    """Every value reachable from one operator on (a, b), with its expression."""
-    out: list[tuple[Value, str]] = [
-        (a + b, f"({ea} + {eb})"),
-        (a * b, f"({ea} * {eb})"),
-        (a - b, f"({ea} - {eb})"),
-        (b - a, f"({eb} - {ea})"),
-    ]
+def _results(a: Value, b: Value) -> list[tuple[Value, str, bool]]:
+    """Every (value, operator, swapped) from one operator on (a, b); swapped means `b op a`."""
+    out: list[tuple[Value, str, bool]] = [(a + b, "+", False), (a * b, "*", False), (a - b, "-", False)]
+    out.append((b - a, "-", True))
+    both_int = isinstance(a, int) and isinstance(b, int)
     if b != 0:
-        q = a // b if isinstance(a, int) and isinstance(b, int) and a % b == 0 else _norm(Fraction(a) / b)
-        out.append((q, f"({ea} / {eb})"))
+        out.append(((a // b if a % b == 0 else Fraction(a, b)) if both_int else _norm(a / b), "/", False))
     if a != 0:
-        q = b // a if isinstance(a, int) and isinstance(b, int) and b % a == 0 else _norm(Fraction(b) / a)
-        out.append((q, f"({eb} / {ea})"))
+        out.append(((b // a if b % a == 0 else Fraction(b, a)) if both_int else _norm(b / a), "/", True))
     return out
 
 
-def _strip_outer(expr: str) -> str:
-    """Drop one pair of parentheses that encloses the whole expression."""
-    if not (expr.startswith("(") and expr.endswith(")")):
-        return expr
-    depth = 0
-    for i, c in enumerate(expr):
-        depth += c == "("
-        depth -= c == ")"
-        if depth == 0 and i < len(expr) - 1:
-            return expr
-    return expr[1:-1]
+def _final(a: Value, b: Value, goal: Value) -> tuple[str, bool] | None:
+    """(operator, swapped) combining a and b into `goal`; division checked by cross-multiplying."""
+    if a + b == goal:
+        return "+", False
+    if a * b == goal:
+        return "*", False
+    if a - b == goal:
+        return "-", False
+    if b - a == goal:
+        return "-", True
+    if b != 0 and a == goal * b:
+        return "/", False
+    if a != 0 and b == goal * a:
+        return "/", True
+    return None
+
+
+# An expression tree: an int literal or (operator, left, right).
+Tree = int | tuple[str, "Tree", "Tree"]
+
+
+def _render(tree: Tree, top: bool = True) -> str:
+    if isinstance(tree, int):
+        return str(tree)
+    op, left, right = tree
+    text = f"{_render(left, False)} {op} {_render(right, False)}"
+    return text if top else f"({text})"
 
 
 def solve(numbers: list[int] | tuple[int, ...], target: int | Fraction) -> str | None:
@@ -73,20 +84,28 @@ def solve(numbers: list[int] | tuple[int, ...], target: int | Fraction) -> str |
     tree is reached by repeatedly combining two of the remaining values), in exact arithmetic;
     multisets already shown to be dead ends are memoised.
     """
-    target = _norm(Fraction(target))
+    goal = _norm(Fraction(target))
     failed: set[tuple[Value, ...]] = set()
 
-    def search(items: list[tuple[Value, str]]) -> str | None:
-        if len(items) == 1:
-            return items[0][1] if items[0][0] == target else None
+    def search(items: list[tuple[Value, Tree]]) -> Tree | None:
+        if len(items) == 2:
+            (a, ta), (b, tb) = items
+            hit = _final(a, b, goal)
+            if hit is None:
+                return None
+            op, swapped = hit
+            return (op, tb, ta) if swapped else (op, ta, tb)
         key = tuple(sorted(v for v, _ in items))
         if key in failed:
             return None
-        for i in range(len(items)):
-            for j in range(i + 1, len(items)):
-                rest = [items[k] for k in range(len(items)) if k != i and k != j]
-                for item in _combine(*items[i], *items[j]):
-                    found = search(rest + [item])
+        n = len(items)
+        for i in range(n):
+            a, ta = items[i]
+            for j in range(i + 1, n):
+                b, tb = items[j]
+                rest = [items[k] for k in range(n) if k != i and k != j]
+                for value, op, swapped in _results(a, b):
+                    found = search([*rest, (value, (op, tb, ta) if swapped else (op, ta, tb))])
                     if found is not None:
                         return found
         failed.add(key)
@@ -94,8 +113,10 @@ def solve(numbers: list[int] | tuple[int, ...], target: int | Fraction) -> str |
 
     if not numbers:
         return None
-    found = search([(int(n), str(int(n))) for n in numbers])
-    return None if found is None else _strip_outer(found)
+    if len(numbers) == 1:
+        return str(int(numbers[0])) if int(numbers[0]) == goal else None
+    found = search([(int(n), int(n)) for n in numbers])
+    return None if found is None else _render(found)
 
 
 def extract_answers(text: str) -> list[str]:
@@ -156,7 +177,10 @@ class Countdown(Task):
         unknown = sorted(k for k, v in self.options.items() if k not in _OPTIONS and v is not None)
         if unknown:
             raise TaskError(f"countdown: unknown option(s) {unknown}; known: {sorted(_OPTIONS)}")
-        cfg = {k: int(self.options.get(k) if self.options.get(k) is not None else d) for k, d in _OPTIONS.items()}
+        try:
+            cfg = {k: int(d if self.options.get(k) is None else self.options[k]) for k, d in _OPTIONS.items()}
+        except (TypeError, ValueError) as exc:
+            raise TaskError(f"countdown: options {sorted(_OPTIONS)} must be integers ({exc})") from exc
         if not 2 <= cfg["min_numbers"] <= cfg["max_numbers"] <= 6:
             raise TaskError(f"countdown: need 2 <= min_numbers <= max_numbers <= 6, got {cfg}")
         if not 0 <= cfg["min_value"] <= cfg["max_value"] <= 999_999:
@@ -176,7 +200,7 @@ class Countdown(Task):
             while len(items) > 1:
                 a = items.pop(rng.randrange(len(items)))
                 b = items.pop(rng.randrange(len(items)))
-                items.append(rng.choice(_combine(a, "", b, ""))[0])
+                items.append(rng.choice(_results(a, b))[0])
             value = items[0]
             if isinstance(value, int) and c["min_target"] <= value <= c["max_target"]:
                 return numbers, value
@@ -199,7 +223,9 @@ class Countdown(Task):
         while len(out) < n:
             attempts += 1
             if attempts > 100 * n + 1000:
-                raise TaskError(f"countdown: could not generate {n} distinct solvable instances with {self.cfg}")
+                raise TaskError(
+                    f"countdown: could not generate {n} distinct solvable instances with {self.cfg}"
+                )
             inst = self._random_instance(rng)
             if inst is None:
                 continue

@@ -74,7 +74,7 @@ def _star_height(tree: Any) -> int:
         if op in (c.MAX_REPEAT, c.MIN_REPEAT, getattr(c, "POSSESSIVE_REPEAT", None)):
             lo, hi, sub = av
             inner = _star_height(sub)
-            best = max(best, inner + (1 if hi is c.MAXREPEAT or hi > 1 else 0))
+            best = max(best, inner + (1 if hi == c.MAXREPEAT or hi > 1 else 0))
         elif op == c.SUBPATTERN:
             best = max(best, _star_height(av[-1]))
         elif op == c.BRANCH:
@@ -132,7 +132,9 @@ def _read_rows(path: Path) -> tuple[list[tuple[int, Any]], str, list[str]]:
         try:
             import pyarrow.parquet as pq
         except ImportError as exc:
-            raise TaskError(f"jsonl: reading {path} needs pyarrow, which is not installed (pip install pyarrow)") from exc
+            raise TaskError(
+                f"jsonl: reading {path} needs pyarrow, which is not installed (pip install pyarrow)"
+            ) from exc
         try:
             rows = pq.read_table(path).to_pylist()
         except Exception as exc:
@@ -164,13 +166,17 @@ class JsonlTask(Task):
         if unknown:
             raise TaskError(f"jsonl: unknown option(s) {unknown}; known: {list(_OPTIONS)}")
         if not self.options.get("data"):
-            raise TaskError("jsonl: no data file; pass --data PATH (.jsonl, .parquet or a save_to_disk directory)")
+            raise TaskError(
+                "jsonl: no data file; pass --data PATH (.jsonl, .parquet or a save_to_disk directory)"
+            )
         self.data_path = Path(self.options["data"])
         eval_data = self.options.get("eval_data")
         self.eval_path = Path(eval_data) if eval_data else None
         self.reward_kind = self.options.get("reward") or "exact"
         if self.reward_kind not in REWARD_KINDS:
-            raise TaskError(f"jsonl: reward must be one of {', '.join(REWARD_KINDS)}, got {self.reward_kind!r}")
+            raise TaskError(
+                f"jsonl: reward must be one of {', '.join(REWARD_KINDS)}, got {self.reward_kind!r}"
+            )
         self._patterns: dict[str, re.Pattern[str]] = {}
 
     # -- data -------------------------------------------------------------------------------

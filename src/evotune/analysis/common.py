@@ -1,0 +1,171 @@
+"""Shared pieces of the analyses: what a `RUN_OR_MODEL` argument means, statistics, JSON output.
+
+Every analysis accepts the same model arguments as `--model` elsewhere (alias, model directory,
+run directory, checkpoint directory). A run brings its own task settings and base model, so an
+analysis of a run scores it on exactly the held-out split it was evaluated on during training.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from evotune.backends.models import ModelError, resolve_model
+
+
+class AnalysisError(ModelError):
+    """Models cannot be compared as asked (different architectures, missing tensors, ...)."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One model to analyse: where its weights are and, for a run, how it was trained."""
+
+    label: str
+    spec: str
+    path: str
+    run: Path | None = None
+    method: str | None = None
+    task_config: Any = None  # evotune.config.TaskConfig of the run, if any
+    base_model: str | None = None  # config model.name of the run, if any
+    max_new_tokens: int | None = None
+
+    def build_task(self) -> Any:
+        return None if self.task_config is None else self.task_config.build()
+
+
+def _run_of(p: Path) -> Path | None:
+    """The run directory holding `p`: `p` itself, or the run of a `checkpoints/iter_*` dir."""
+    if (p / "config.yaml").is_file():
+        return p
+    if p.parent.name == "checkpoints" and (p.parent.parent / "config.yaml").is_file():
+        return p.parent.parent
+    return None
+
+
+def resolve_entry(spec: str, label: str | None = None) -> Entry:
+    """Resolve a RUN_OR_MODEL argument; a run resolves to its latest checkpoint and its config."""
+    p = Path(spec).expanduser()
+    run = _run_of(p) if p.exists() else None
+    path = resolve_model(spec)
+    if run is None:
+        name = label or (p.name if p.exists() else spec)
+        return Entry(label=name, spec=spec, path=path)
+    from evotune.config import load_run_config
+
+    cfg = load_run_config(run)
+    name = label or (run.name if p == run else f"{run.name}@{p.name}")
+    return Entry(
+        label=name,
+        spec=spec,
+        path=path,
+        run=run,
+        method=cfg.method,
+        task_config=cfg.task,
+        base_model=cfg.model.name,
+        max_new_tokens=cfg.generation.max_new_tokens,
+    )
+
+
+def resolve_entries(specs: Sequence[str | Entry]) -> list[Entry]:
+    """Entries (strings resolved) with unique labels: a repeated name gets a `#2`, `#3`, ... suffix."""
+    out: list[Entry] = []
+    seen: dict[str, int] = {}
+    for s in specs:
+        e = s if isinstance(s, Entry) else resolve_entry(s)
+        n = seen.get(e.label, 0) + 1
+        seen[e.label] = n
+        if n > 1:
+            e = replace(e, label=f"{e.label}#{n}")
+        out.append(e)
+    return out
+
+
+def as_task(task: Any) -> Any:
+    """A Task from a Task, a registered name / `module:Class`, or a TaskConfig."""
+    from evotune.tasks import Task, get_task
+
+    if isinstance(task, Task):
+        return task
+    if isinstance(task, str):
+        return get_task(task)
+    if hasattr(task, "build"):
+        return task.build()
+    raise TypeError(f"cannot make a task from {task!r}")
+
+
+def free_memory() -> None:
+    """Models are loaded one after another; collect the previous one before the next load."""
+    gc.collect()
+
+
+def mean_se(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and standard error (sample std / √n); SE is NaN with fewer than two values."""
+    n = len(values)
+    if n == 0:
+        return math.nan, math.nan
+    m = math.fsum(values) / n
+    if n < 2:
+        return m, math.nan
+    var = math.fsum((v - m) ** 2 for v in values) / (n - 1)
+    return m, math.sqrt(var / n)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    n = len(values)
+    if n == 0:
+        return math.nan, math.nan
+    m = math.fsum(values) / n
+    return m, (math.sqrt(math.fsum((v - m) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0)
+
+
+def ratio_mean_se(sums: Sequence[float], counts: Sequence[int]) -> tuple[float, float]:
+    """Per-token mean Σs/Σn with a standard error clustered by sequence.
+
+    Tokens of one completion are correlated, so treating them as independent would understate
+    the error; the linearised ratio estimator treats each sequence as one sample instead.
+    """
+    total = sum(counts)
+    m = len(sums)
+    if total == 0:
+        return math.nan, math.nan
+    mean = math.fsum(sums) / total
+    if m < 2:
+        return mean, math.nan
+    resid = math.fsum((s - mean * c) ** 2 for s, c in zip(sums, counts, strict=True))
+    return mean, math.sqrt(m / (m - 1) * resid) / total
+
+
+def jsonable(obj: Any) -> Any:
+    """Plain JSON: NaN/inf become null, tuples lists, paths strings, tensors/numpy numbers floats."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, bool) or obj is None or isinstance(obj, str | int):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if hasattr(obj, "tolist"):
+        return jsonable(obj.tolist())
+    if hasattr(obj, "item"):
+        return jsonable(obj.item())
+    return str(obj)
+
+
+def parse_floats(text: str | Iterable[float]) -> list[float]:
+    """`0.001,0.003` or an iterable of numbers → floats (a clear error on anything else)."""
+    if isinstance(text, str):
+        parts = [t.strip() for t in text.split(",") if t.strip()]
+        try:
+            return [float(t) for t in parts]
+        except ValueError as exc:
+            raise AnalysisError(f"{text!r}: expected comma-separated numbers") from exc
+    return [float(v) for v in text]
