@@ -289,7 +289,8 @@ def test_conciseness_splits_and_reward() -> None:
         ("PARIS!", -1.0, True),
         ("", -5.0, False),
         ("Lyon!", 0.0, False),  # right length, wrong content: the hack `correct` exposes
-        ("The capital is Paris", -15.0, False),
+        ("The capital is Paris", -15.0, True),  # right but verbose: the length reward judges that
+        ("Parisian", -3.0, False),
     ]
     for completion, score, correct in cases:
         r = task.score(completion, ex)
@@ -302,6 +303,7 @@ def test_conciseness_correctness_normalisation() -> None:
     assert is_correct("‘Brasilia’", ("Brasília", "Brasilia"))
     assert is_correct("au", ("Au",))
     assert not is_correct("A u", ("Au",))
+    assert not is_correct("Tokyo", ("Paris",))
     assert normalize_text("  'New   Delhi!'  ") == "new delhi"
 
 

