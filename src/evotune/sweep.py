@@ -1,0 +1,175 @@
+"""Hyper-parameter sweeps: a grid of runs × seeds that skips finished runs and resumes the rest.
+
+Each cell is an ordinary run directory (`OUT/<cell>/seed<k>`), so anything that reads runs
+(`evotune runs`, `compare`, `replay`) works on sweep output too. The summary is per cell, mean ±
+std over seeds: held-out reward, accuracy, hacking rate and (optionally) KL to the base model —
+the "safe band" picture of an α×σ (or β×lr) grid.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from evotune.config import TrainConfig
+from evotune.runs.rundir import atomic_write_json, read_jsonl
+
+
+def train_run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train with whichever method the config names (the one dispatch point for sweeps and studies)."""
+    if cfg.method == "es":
+        from evotune.es.trainer import ESTrainer
+
+        return ESTrainer(cfg, resume=resume, progress=progress).train()
+    from evotune.grpo.trainer import GRPORunner
+
+    return GRPORunner(cfg, resume=resume, progress=progress).train()
+
+
+def run_state(run: Path) -> str:
+    """'done' (summary.json written), 'partial' (started) or 'new'."""
+    if (run / "summary.json").is_file():
+        return "done"
+    return "partial" if (run / "config.yaml").is_file() else "new"
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def cell_name(assign: dict[str, Any]) -> str:
+    return "_".join(f"{k.split('.')[-1]}{_fmt(v)}" for k, v in assign.items())
+
+
+def run_grid(
+    base: TrainConfig,
+    axes: dict[str, Sequence[Any]],
+    seeds: Sequence[int],
+    out: str | Path,
+    progress: bool = True,
+    trainer: Callable[[TrainConfig, bool, bool], dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """Train every (cell, seed); finished runs are skipped, partial ones resumed. Returns run rows."""
+    out = Path(out)
+    rows = []
+    keys = list(axes)
+    for values in itertools.product(*(axes[k] for k in keys)):
+        assign = dict(zip(keys, values, strict=True))
+        for seed in seeds:
+            run = out / cell_name(assign) / f"seed{seed}"
+            data = base.model_dump()
+            data["seed"], data["run_dir"] = seed, str(run)
+            for k, v in assign.items():
+                sec, _, field = k.partition(".")
+                if field:
+                    data[sec][field] = v
+                else:
+                    data[sec] = v
+            cfg = TrainConfig.model_validate(data)
+            state = run_state(run)
+            if state != "done":
+                (trainer or train_run)(cfg, state == "partial", progress)
+            rows.append({"cell": cell_name(assign), **assign, "seed": seed, "run": str(run), **final_eval(run)})
+    return rows
+
+
+def final_eval(run: Path) -> dict[str, Any]:
+    """Held-out numbers of a run's last evaluation (first one too, for the improvement)."""
+    evals = [r for r in read_jsonl(run / "metrics.jsonl") if "eval/reward_mean" in r]
+    if not evals:
+        return {}
+    last, first = evals[-1], evals[0]
+    return {
+        "reward": last["eval/reward_mean"],
+        "reward_start": first["eval/reward_mean"],
+        "accuracy": last.get("eval/accuracy"),
+        "hacking": last.get("eval/hacking", 0.0),
+        "hack_reason": last.get("eval/hacking_reason", ""),
+        "steps": last.get("step"),
+        "completions": last.get("budget/completions"),
+    }
+
+
+def kl_to_base(run: Path, n_prompts: int = 8) -> float:
+    """On-task per-token KL (exact, full vocabulary) of a run's final model to its base model."""
+    from evotune.analysis.kl import kl_matrix
+    from evotune.config import load_run_config
+
+    res = kl_matrix([str(run)], load_run_config(run).model.name, n_prompts=n_prompts, general=False)
+    return float(res["summary"][res["models"][0]]["on_task"]["exact"]["mean"])
+
+
+def summarize_cells(rows: Sequence[dict[str, Any]], axes: Sequence[str], metrics: Sequence[str]) -> list[dict[str, Any]]:
+    """Mean ± std over seeds per cell."""
+    cells: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        cells.setdefault(r["cell"], []).append(r)
+    out = []
+    for name, rs in cells.items():
+        row: dict[str, Any] = {"cell": name, **{a: rs[0][a] for a in axes}, "seeds": len(rs)}
+        for m in metrics:
+            vals = [float(r[m]) for r in rs if r.get(m) is not None]
+            if vals:
+                row[f"{m}_mean"] = statistics.fmean(vals)
+                row[f"{m}_std"] = statistics.pstdev(vals) if len(vals) > 1 else 0.0
+        out.append(row)
+    return out
+
+
+def heatmap(cells: Sequence[dict[str, Any]], x: str, y: str, metric: str, path: str | Path, title: str) -> None:
+    """A y×x grid of `metric_mean` with ± std written in each cell."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    xs = sorted({c[x] for c in cells})
+    ys = sorted({c[y] for c in cells})
+    grid = np.full((len(ys), len(xs)), np.nan)
+    std = np.zeros_like(grid)
+    for c in cells:
+        if f"{metric}_mean" in c:
+            grid[ys.index(c[y]), xs.index(c[x])] = c[f"{metric}_mean"]
+            std[ys.index(c[y]), xs.index(c[x])] = c.get(f"{metric}_std", 0.0)
+    fig, ax = plt.subplots(figsize=(1.4 * len(xs) + 2, 1.0 * len(ys) + 1.5))
+    im = ax.imshow(grid, cmap="viridis", aspect="auto", origin="lower")
+    ax.set_xticks(range(len(xs)), [_fmt(v) for v in xs])
+    ax.set_yticks(range(len(ys)), [_fmt(v) for v in ys])
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    for i in range(len(ys)):
+        for j in range(len(xs)):
+            if not np.isnan(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:.3g}\n±{std[i, j]:.2g}", ha="center", va="center", color="w", fontsize=8)
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def sweep(
+    base: TrainConfig, axes: dict[str, Sequence[Any]], seeds: Sequence[int], out: str | Path, progress: bool = True,
+    kl: bool = False, trainer: Callable[[TrainConfig, bool, bool], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Run the grid and write `sweep.json` plus one heat-map per metric (2-D grids)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = run_grid(base, axes, seeds, out, progress, trainer)
+    metrics = ["reward", "accuracy", "hacking"]
+    if kl:
+        for r in rows:
+            r["kl"] = kl_to_base(Path(r["run"]))
+        metrics.append("kl")
+    cells = summarize_cells(rows, list(axes), metrics)
+    result = {"axes": {k: list(v) for k, v in axes.items()}, "seeds": list(seeds), "runs": rows, "cells": cells}
+    atomic_write_json(out / "sweep.json", result)
+    names = list(axes)
+    if len(names) == 2:
+        for m in metrics:
+            heatmap(cells, names[0], names[1], m, out / f"heatmap_{m}.png", f"held-out {m} (mean ± std over seeds)")
+    return result

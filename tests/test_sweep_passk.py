@@ -1,0 +1,96 @@
+"""Sweeps (skip finished, resume partial, per-cell summary) and pass@k."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from evotune.analysis.passk import (
+    SamplingResult,
+    log_comb,
+    overlap,
+    pass_at_k,
+    pass_curve,
+    perturbation_sampling,
+)
+from evotune.backends.models import load_model
+from evotune.es.trainer import ESTrainer
+from evotune.runs.rundir import read_jsonl
+from evotune.sweep import run_state, summarize_cells, sweep, train_run
+from evotune.tasks import get_task
+
+
+def test_pass_at_k_matches_closed_form_and_edges():
+    for n, c, k in [(10, 3, 1), (10, 3, 5), (64, 1, 8), (20, 0, 4), (5, 5, 1)]:
+        closed = 1.0 - (math.exp(log_comb(n - c, k) - log_comb(n, k)) if n - c >= k else 0.0)
+        assert pass_at_k(n, c, k) == pytest.approx(closed, abs=1e-12)
+    assert pass_at_k(10, 3, 1) == pytest.approx(0.3)
+    assert pass_at_k(10, 0, 10) == 0.0 and pass_at_k(10, 1, 10) == 1.0
+    with pytest.raises(ValueError):
+        pass_at_k(4, 5, 1)
+    curve = pass_curve([0, 1, 4], 4)
+    assert curve[0] == pytest.approx((0 + 0.25 + 1.0) / 3) and curve[-1] == pytest.approx(2 / 3)
+    assert all(a <= b + 1e-12 for a, b in zip(curve, curve[1:], strict=False))
+
+
+def test_sampling_result_and_overlap():
+    r = SamplingResult("temperature", 0.7, 4, [0, 2, 4], ["a", "b", "c"])
+    assert r.solved == {"b", "c"} and r.coverage == pytest.approx(2 / 3)
+    o = overlap({"a", "b"}, {"b", "c"})
+    assert o == {"both": 1, "only_a": 1, "only_b": 1, "jaccard": pytest.approx(1 / 3)}
+
+
+def test_perturbation_sampling_restores_weights(tiny_model):
+    import torch
+
+    import toy_tasks  # noqa: F401
+
+    model, tok = load_model(str(tiny_model))
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    task = get_task("toy_letters")
+    res = perturbation_sampling(model, tok, task, task.split("eval")[:3], n=3, sigma=0.05, max_new_tokens=4)
+    assert len(res.counts) == 3 and all(0 <= c <= 3 for c in res.counts)
+    assert all(torch.equal(before[n], p) for n, p in model.named_parameters())
+
+
+def test_sweep_skips_finished_and_resumes_partial(es_config, tmp_path: Path):
+    base = es_config(**{"es.iterations": 2, "eval.every": 0})
+    out = tmp_path / "sweep"
+    # a partial run in one cell: started with 1 iteration, to be extended to 2 by the sweep
+    partial = out / "alpha0.01_sigma0.05" / "seed0"
+    short = base.model_copy(update={"run_dir": str(partial), "es": base.es.model_copy(update={"iterations": 1, "alpha": 0.01})})
+    ESTrainer(short, progress=False).train()
+    (partial / "summary.json").unlink()  # as if killed before the end
+    assert run_state(partial) == "partial"
+
+    calls: list[tuple[str, bool]] = []
+
+    def counting(cfg, resume, progress):
+        calls.append((cfg.run_dir, resume))
+        return train_run(cfg, resume, progress)
+
+    axes = {"es.alpha": [0.01, 0.02], "es.sigma": [0.05]}
+    res = sweep(base, axes, [0, 1], out, progress=False, trainer=counting)
+    assert len(res["runs"]) == 4 and len(res["cells"]) == 2
+    assert (str(partial), True) in calls and sum(1 for _, r in calls if not r) == 3
+    assert [r["step"] for r in read_jsonl(partial / "trajectory.jsonl")] == [1, 2]
+    assert all(run_state(Path(r["run"])) == "done" for r in res["runs"])
+    assert (out / "heatmap_reward.png").is_file() and json.loads((out / "sweep.json").read_text())["cells"]
+    calls.clear()
+    again = sweep(base, axes, [0, 1], out, progress=False, trainer=counting)
+    assert calls == []  # everything finished: nothing re-trains
+    assert [r["reward"] for r in again["runs"]] == [r["reward"] for r in res["runs"]]
+
+
+def test_summarize_cells_mean_and_std():
+    rows = [
+        {"cell": "a", "x": 1, "reward": 1.0, "hacking": 0.0},
+        {"cell": "a", "x": 1, "reward": 3.0, "hacking": 1.0},
+        {"cell": "b", "x": 2, "reward": 5.0, "hacking": 0.0},
+    ]
+    cells = {c["cell"]: c for c in summarize_cells(rows, ["x"], ["reward", "hacking"])}
+    assert cells["a"]["reward_mean"] == 2.0 and cells["a"]["reward_std"] == 1.0 and cells["a"]["seeds"] == 2
+    assert cells["b"]["reward_std"] == 0.0
