@@ -94,3 +94,22 @@ def test_summarize_cells_mean_and_std():
     cells = {c["cell"]: c for c in summarize_cells(rows, ["x"], ["reward", "hacking"])}
     assert cells["a"]["reward_mean"] == 2.0 and cells["a"]["reward_std"] == 1.0 and cells["a"]["seeds"] == 2
     assert cells["b"]["reward_std"] == 0.0
+
+
+def test_passk_cli_writes_results(tiny_model, tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from evotune.cli.main import app
+
+    out = tmp_path / "pk"
+    res = CliRunner().invoke(app, [
+        "analyze", "passk", "--model", str(tiny_model), "--task", "toy_letters", "--n", "2",
+        "--temperatures", "0.7,1.0", "--sigmas", "0.05", "--n-select", "2", "--n-report", "3",
+        "--max-new-tokens", "4", "--out", str(out),
+    ])
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "passk.json").read_text())
+    assert data["best"]["temperature"] in (0.7, 1.0) and data["best"]["sigma"] == 0.05
+    assert len(data["temperature"]["curve"]) == 2 and len(data["temperature"]["counts"]) == 3
+    assert data["selection_split"]["split"] == "train" and data["report_split"]["split"] == "eval"
+    assert (out / "passk.png").is_file()

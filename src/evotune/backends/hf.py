@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from evotune.tasks.base import stable_int
+
 
 @dataclass(frozen=True)
 class Completion:
@@ -83,13 +85,11 @@ def generate(
     )
     device = next(model.parameters()).device
     out: list[Completion] = []
-    gen = torch.Generator(device="cpu")
     for start in range(0, len(prompts), batch_size):
         chunk = list(prompts[start : start + batch_size])
         enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-        if sample:
-            gen.manual_seed((0 if seed is None else seed) * 1_000_003 + start)
-            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
+        if sample:  # each batch's sampling stream is a pure function of (seed, batch start)
+            torch.manual_seed(stable_int("sample", 0 if seed is None else seed, start))
         seqs = model.generate(**enc, generation_config=gen_cfg)
         new = seqs[:, enc["input_ids"].shape[1] :].tolist()
         out.extend(decode_completion(tokenizer, ids, stops, max_new_tokens) for ids in new)
