@@ -347,7 +347,7 @@ class _Loop:
     def evaluate(self, k: int) -> dict[str, Any]:
         """Greedy held-out eval in eval mode (no dropout), then back to training mode."""
         was_training = self.model.training
-        self.model.eval()
+        self.model.train(False)
         try:
             return heldout_eval(self.cfg, self.run, self.logger, self.model, self.tok, self.task, k, self.budget.as_metrics())
         finally:
@@ -422,6 +422,8 @@ class GRPORunner:
 
         model, tok = load_model(cfg.model.name, cfg.model.dtype)
         self.model, self.tok = model, tok
+        if cfg.model.dtype != "float32":
+            warnings.warn(f"GRPO updates the {cfg.model.dtype} weights in place (no fp32 master copy)", stacklevel=2)
         mnt = cfg.generation.max_new_tokens or task.default_max_new_tokens
         data = build_step_data(cfg, task, tok)
         stops = stop_ids(model, tok)  # before TRL touches the generation config
@@ -449,6 +451,9 @@ class GRPORunner:
             "stop_reason": loop.stop_reason or "steps done",
             **budget.as_metrics(),
         }
+        if not loop.last_eval:  # nothing left to train (resumed after the end): report the last eval on file
+            evals = [r for r in read_jsonl(run.metrics) if "eval/reward_mean" in r]
+            loop.last_eval = {k[5:]: v for k, v in (evals[-1] if evals else {}).items() if k.startswith("eval/")}
         summary.update({f"eval/{n}": v for n, v in loop.last_eval.items()})
         atomic_write_json(run.path / "summary.json", summary)
         return summary
@@ -481,5 +486,5 @@ class GRPORunner:
         self.trainer = trainer
         set_seed(cfg.seed)  # sampling RNG is a function of the seed only (a resume restores TRL's saved RNG)
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-        loop.model.eval()
+        loop.model.train(False)
         loop.model.requires_grad_(False)
