@@ -1,0 +1,64 @@
+"""Study verdicts are computed from numbers by the stated rules (synthetic compare summaries)."""
+
+from __future__ import annotations
+
+import pytest
+
+from evotune.config import ConfigError
+from evotune.study import FAILS, HOLDS, UNSURE, StudyConfig, findings, findings_html, load_study
+
+
+def _summary(es_r, gr_r, cos_layer, es_norm, gr_norm, es_kl, gr_kl, barrier, es_hack, gr_hack):
+    es, gr = ["es0", "es1"], ["grpo0", "grpo1"]
+    labels = es + gr
+    rewards = {m: {"t": {"reward_mean": r, "reward_std": 1.0, "n": 100}} for m, r in zip(labels, es_r + gr_r, strict=True)}
+    mat = [[1.0 if i == j else cos_layer for j in range(4)] for i in range(4)]
+    return {
+        "primary_task": "t",
+        "rewards": rewards,
+        "cosine": {"models": labels, "layers": {"0": mat, "1": mat}},
+        "update_norms": {"total": {m: {"delta_norm": n} for m, n in zip(labels, es_norm + gr_norm, strict=True)}},
+        "reward_kl": [{"model": m, "off_task_kl": k} for m, k in zip(labels, es_kl + gr_kl, strict=True)],
+        "lmc": {"pairs": [{"a": a, "b": b, "barrier_reward": {"height": barrier}} for a in es for b in gr]},
+        "hacking": [{"model": m, "source": "compare eval (t)", "hack_empty": h, "reason": ""}
+                    for m, h in zip(labels, es_hack + gr_hack, strict=True)],
+    }, {m: ("es" if m.startswith("es") else "grpo") for m in labels}
+
+
+def test_all_claims_hold_on_a_constructed_case():
+    s, methods = _summary([-10.0, -10.2], [-10.1, -10.05], 0.01, [10.0, 11.0], [1.0, 1.2],
+                          [0.5, 0.52], [0.1, 0.11], 5.0, [0.0, 0.0], [0.4, 0.5])
+    rows = findings(s, methods, base_reward=-50.0)
+    assert [r["verdict"] for r in rows] == [HOLDS] * 6
+    assert "ES" in rows[0]["measured"] and findings_html(rows, "completions=1").count("<tr>") == 7
+
+
+def test_all_claims_fail_on_the_opposite_case():
+    s, methods = _summary([-40.0, -40.1], [-10.0, -10.1], 0.9, [1.0, 1.0], [2.0, 2.0],
+                          [0.1, 0.1], [0.5, 0.52], 0.0, [0.6, 0.6], [0.0, 0.0])
+    rows = findings(s, methods, base_reward=-50.0)
+    assert [r["verdict"] for r in rows] == [FAILS] * 6
+
+
+def test_missing_data_is_inconclusive():
+    rows = findings({"primary_task": "t"}, {"a": "es", "b": "grpo"}, None)
+    assert all(r["verdict"] == UNSURE for r in rows)
+
+
+def test_study_config_needs_a_budget(tmp_path):
+    p = tmp_path / "s.yaml"
+    p.write_text("name: x\n")
+    with pytest.raises(ConfigError, match="budget"):
+        load_study(p)
+    p.write_text("name: x\nbudget: {completions: 10}\nseeds: [0, 1]\n")
+    cfg = load_study(p)
+    assert isinstance(cfg, StudyConfig)
+    rc = cfg.run_config("grpo", 1)
+    assert rc.method == "grpo" and rc.seed == 1 and rc.budget.completions == 10
+    assert rc.run_dir.endswith("runs/grpo_seed1")
+
+
+def test_shipped_study_configs_validate():
+    for name in ("conciseness-smollm2", "countdown-qwen"):
+        cfg = load_study(f"studies/{name}.yaml")
+        assert cfg.run_config("es", cfg.seeds[0]).budget == cfg.run_config("grpo", cfg.seeds[0]).budget
