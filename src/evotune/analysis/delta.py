@@ -32,7 +32,7 @@ from evotune.analysis.common import AnalysisError, Entry, resolve_entries, resol
 MODULE_TYPES = ("embeddings", "attention", "mlp", "norms", "lm_head", "other")
 EXTRA_FILE = "evotune_extra.safetensors"
 _LAYER = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)\.")
-_CHUNK = 1 << 22  # elements per partial dot product, summed in float64
+_CHUNK = 1 << 20  # elements per partial dot product (computed in float64)
 
 
 def layer_index(name: str) -> int | None:
@@ -84,7 +84,14 @@ class _Tensors:
 
     def get(self, key: str) -> torch.Tensor:
         if key not in self.where and module_type(key) == "lm_head":
-            emb = next((k for k in self.where if module_type(k) == "embeddings" and k.endswith("embed_tokens.weight")), None)
+            emb = next(
+                (
+                    k
+                    for k in self.where
+                    if module_type(k) == "embeddings" and k.endswith("embed_tokens.weight")
+                ),
+                None,
+            )
             if emb is None:
                 raise AnalysisError(f"{key} is missing and no embedding to tie it to")
             key = emb
@@ -114,7 +121,9 @@ class _Acc:
     def __post_init__(self) -> None:
         self.sq = [0.0] * self.m
 
-    def add(self, base_sq: float, numel: int, sq: Sequence[float], dots: dict[tuple[int, int], float]) -> None:
+    def add(
+        self, base_sq: float, numel: int, sq: Sequence[float], dots: dict[tuple[int, int], float]
+    ) -> None:
         self.numel += numel
         self.base_sq += base_sq
         for i, v in enumerate(sq):
@@ -142,9 +151,13 @@ class _Acc:
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
-    """⟨a, b⟩ with fp32 partial sums over chunks accumulated in float64 (tensors can be huge)."""
+    """⟨a, b⟩ in float64, chunk by chunk: fp32 sums over millions of terms lose digits, and a
+    whole-tensor float64 copy of a large embedding would double its memory."""
     a, b = a.reshape(-1), b.reshape(-1)
-    return math.fsum(float(torch.dot(a[i : i + _CHUNK], b[i : i + _CHUNK])) for i in range(0, a.numel(), _CHUNK))
+    return math.fsum(
+        float(torch.dot(a[i : i + _CHUNK].double(), b[i : i + _CHUNK].double()))
+        for i in range(0, a.numel(), _CHUNK)
+    )
 
 
 def _model_dir(e: Entry) -> Path:
@@ -180,7 +193,9 @@ def delta_stats(models: Sequence[str | Entry], base: str | Entry) -> dict[str, A
             for e, mt in zip(entries, model_t, strict=True):
                 t = mt.get(key)
                 if t.shape != theta0.shape:
-                    raise AnalysisError(f"{key}: shape {tuple(t.shape)} in {e.label} vs {tuple(theta0.shape)} in base")
+                    raise AnalysisError(
+                        f"{key}: shape {tuple(t.shape)} in {e.label} vs {tuple(theta0.shape)} in base"
+                    )
                 deltas.append(t.sub_(theta0))
             base_sq = _dot(theta0, theta0)
             sq = [_dot(d, d) for d in deltas]
@@ -197,7 +212,9 @@ def delta_stats(models: Sequence[str | Entry], base: str | Entry) -> dict[str, A
         "base": base_e.label,
         "models": [e.label for e in entries],
         "tied_lm_head": "lm_head.weight" not in keys,
-        "params": {k: {"layer": layer_index(k), "module": module_type(k), **a.result()} for k, a in params.items()},
+        "params": {
+            k: {"layer": layer_index(k), "module": module_type(k), **a.result()} for k, a in params.items()
+        },
         "layers": {str(k): layers[k].result() for k in sorted(layers)},
         "modules": {k: modules[k].result() for k in MODULE_TYPES if k in modules},
         "total": total.result(),
@@ -217,7 +234,9 @@ def _keys(base: _Tensors, models: Sequence[_Tensors], entries: Sequence[Entry], 
     for e, t in zip(entries, models, strict=True):
         missing = [k for k in keys if k not in t.where and module_type(k) != "lm_head"]
         if missing:
-            raise AnalysisError(f"{e.label} lacks {len(missing)} tensors of {base_e.label}, e.g. {missing[0]}")
+            raise AnalysisError(
+                f"{e.label} lacks {len(missing)} tensors of {base_e.label}, e.g. {missing[0]}"
+            )
     return keys
 
 

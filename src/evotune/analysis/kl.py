@@ -42,7 +42,9 @@ ESTIMATORS = ("k1", "k2", "k3", "exact")
 GENERAL = "general"
 
 
-def token_kl_terms(logits_a: torch.Tensor, logits_b: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+def token_kl_terms(
+    logits_a: torch.Tensor, logits_b: torch.Tensor, tokens: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """Per-position KL terms for `tokens` sampled from A; logits are [n, V], tokens [n].
 
     Returns float64 tensors of shape [n] for k1, k2, k3 and the exact full-vocabulary KL.
@@ -73,7 +75,12 @@ class Sample:
 
 @torch.no_grad()
 def sample_completions(
-    model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int, seed: int = 0, batch_size: int = 16
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    seed: int = 0,
+    batch_size: int = 16,
 ) -> list[Sample]:
     """Sample at T=1 with no top-k/top-p, keeping token ids (re-tokenising text would not match).
 
@@ -140,7 +147,9 @@ def sequence_kl_terms(
             p, n = len(s.prompt_ids), len(s.completion_ids)
             pos = slice(p - 1, p + n - 1)  # logits at t predict token t+1
             toks = torch.tensor(s.completion_ids, dtype=torch.long, device=device)
-            out.append({k: v.cpu() for k, v in token_kl_terms(logits_a[i, pos], logits_b[i, pos], toks).items()})
+            out.append(
+                {k: v.cpu() for k, v in token_kl_terms(logits_a[i, pos], logits_b[i, pos], toks).items()}
+            )
         del logits_a, logits_b
     return out
 
@@ -224,7 +233,7 @@ def kl_matrix(
     base: str | Entry,
     tasks: Sequence[Any] | None = None,
     n_prompts: int = 16,
-    max_new_tokens: int | None = None,
+    max_new_tokens: int | Mapping[str, int] | None = None,
     seed: int = 0,
     general: bool = True,
     dtype: str = "float32",
@@ -235,7 +244,9 @@ def kl_matrix(
     """Task × model matrix of KL(π_model ‖ π_base): held-out prompts of each task, plus general ones.
 
     A run's own task is its on-task source; every other source is off-task. Models are loaded
-    one at a time next to the base, so memory stays at two models.
+    one at a time next to the base, so memory stays at two models. `max_new_tokens` is one length
+    for every source or a mapping source → length; by default a run's own length on its own task,
+    else the task's default (`general_max_new_tokens` for the general prompts).
     """
     from evotune.backends.models import load_model
 
@@ -253,10 +264,13 @@ def kl_matrix(
         model, tok = load_model(e.path, dtype)
         check_same_vocab(tok, base_tok)
         for name, src in sources.items():
-            default = general_max_new_tokens if src == GENERAL else src.default_max_new_tokens
-            mnt = max_new_tokens or (e.max_new_tokens if on_task[e.label] == name and e.max_new_tokens else default)
+            mnt = _length(
+                name, src, max_new_tokens, e if on_task[e.label] == name else None, general_max_new_tokens
+            )
             prompts = source_prompts(src, tok, n_prompts)
-            res = kl_on_prompts(model, base_model, tok, prompts, mnt, stable_int(seed, name), batch_size, micro_batch)
+            res = kl_on_prompts(
+                model, base_model, tok, prompts, mnt, stable_int(seed, name), batch_size, micro_batch
+            )
             cells[name][e.label] = res.to_dict() | {"max_new_tokens": mnt}
         del model
         free_memory()
@@ -271,6 +285,18 @@ def kl_matrix(
         "cells": cells,
         "summary": summary,
     }
+
+
+def _length(
+    name: str, src: Any, given: int | Mapping[str, int] | None, own: Entry | None, general: int
+) -> int:
+    if isinstance(given, Mapping) and name in given:
+        return int(given[name])
+    if isinstance(given, int):
+        return given
+    if own is not None and own.max_new_tokens:
+        return own.max_new_tokens
+    return general if src == GENERAL else src.default_max_new_tokens
 
 
 def _on_off(cells: Mapping[str, Mapping[str, Any]], label: str, own: str | None) -> dict[str, Any]:

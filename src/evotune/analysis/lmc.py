@@ -46,7 +46,9 @@ def endpoint_tensors(model: Any) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def interpolate_(model: Any, a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], lam: float) -> None:
+def interpolate_(
+    model: Any, a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], lam: float
+) -> None:
     """Write (1−λ)a + λb into the model's parameters in place (exactly a at λ=0, b at λ=1)."""
     for n, p in model.named_parameters():
         p.copy_(torch.lerp(a[n], b[n], lam))
@@ -76,11 +78,14 @@ def lmc_curves(
     dtype: str = "float32",
     names: Sequence[str] | None = None,
     log: Log | None = None,
+    known: Mapping[str, Mapping[str, float]] | None = None,
 ) -> dict[str, Any]:
     """Reward/accuracy (and KL to endpoint `kl_ref`) along each pair (i, j) of `endpoints`.
 
     Endpoint evaluations are shared between pairs: λ=0 and λ=1 reproduce the endpoints
-    exactly, so each endpoint is evaluated once.
+    exactly, so each endpoint is evaluated once. `known` maps endpoint labels to results the
+    caller already has from the same evaluation (same task, limit, length, batch size), which
+    are then not recomputed; it is ignored when KL is asked for.
     """
     from evotune.analysis.kl import kl_on_prompts, source_prompts
     from evotune.backends.models import load_model
@@ -97,7 +102,7 @@ def lmc_curves(
         kl_texts = source_prompts(t, tok, kl_prompts)
     mnt = max_new_tokens or t.default_max_new_tokens
     cache: dict[str, dict[str, torch.Tensor]] = {}
-    at_end: dict[str, dict[str, Any]] = {}
+    at_end: dict[str, dict[str, Any]] = {} if kl else {k: dict(v) for k, v in (known or {}).items()}
 
     def tensors(i: int, keep: set[str]) -> dict[str, torch.Tensor]:
         """Endpoint i's tensors, evicting every cached endpoint not in `keep` before a load."""

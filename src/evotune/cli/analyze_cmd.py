@@ -1,0 +1,372 @@
+"""`evotune analyze kl|delta|lmc|robustness` and `evotune compare`: thin wrappers over the library.
+
+Every command accepts models the way `--model` does elsewhere (alias, model directory, run
+directory → latest checkpoint); a run also brings its task and base model as defaults. Each
+writes its JSON result to --out (if given) and prints a table.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from evotune.cli.common import console, friendly, split_csv
+
+Opt = typer.Option
+# Defined before importing `main`: other command modules register on `analyze_app`, and importing
+# this module first must still give them the object (main imports those modules at its end).
+analyze_app = typer.Typer(
+    no_args_is_help=True, help="Solution geometry: KL drift, update geometry, mode connectivity, robustness."
+)
+
+from evotune.cli.main import app  # noqa: E402
+
+app.add_typer(analyze_app, name="analyze")
+
+OutOpt = Annotated[Path | None, Opt("--out", help="write the JSON result here")]
+DtypeOpt = Annotated[str, Opt(help="float32 | bfloat16 | float16")]
+SeedOpt = Annotated[int, Opt(help="sampling / noise seed")]
+ThreadsOpt = Annotated[int | None, Opt(help="torch threads (default: torch's own)")]
+
+
+def _write(out: Path | None, result: dict[str, Any]) -> None:
+    from evotune.analysis.common import jsonable
+    from evotune.runs.rundir import atomic_write_json
+
+    if out is not None:
+        atomic_write_json(out, jsonable(result))
+        console.print(f"wrote {out}")
+
+
+def _f(v: Any, digits: int = 4) -> str:
+    return (
+        "-"
+        if v is None or (isinstance(v, float) and v != v)
+        else (f"{v:.{digits}g}" if isinstance(v, float) else str(v))
+    )
+
+
+def _pm(cell: dict[str, Any]) -> str:
+    return f"{_f(cell['mean'])} ± {_f(cell['se'], 2)}"
+
+
+def _threads(n: int | None) -> None:
+    if n is not None:
+        import torch
+
+        torch.set_num_threads(max(1, n))
+
+
+def _log(msg: str) -> None:
+    from rich.markup import escape
+
+    console.print(f"[dim]{escape(msg)}[/]", highlight=False)
+
+
+def _base_for(models: list[str], base: str | None) -> str:
+    """--base, else the base model recorded in the first run among `models`."""
+    from evotune.analysis.common import AnalysisError, resolve_entry
+
+    if base:
+        return base
+    for m in models:
+        e = resolve_entry(m)
+        if e.base_model:
+            return e.base_model
+    raise AnalysisError("pass --base (none of the models is a run that names its base model)")
+
+
+def _models(value: list[str] | None) -> list[str]:
+    out = [m for v in value or [] for m in split_csv(v) or []]
+    if not out:
+        raise typer.BadParameter("give at least one model")
+    return out
+
+
+@analyze_app.command("kl")
+@friendly
+def kl_cmd(
+    model: Annotated[list[str], Opt("--model", help="model(s) A: repeat or comma-separate")],
+    base: Annotated[str | None, Opt(help="reference model B (default: the run's base model)")] = None,
+    tasks: Annotated[str | None, Opt(help="comma-separated tasks (default: the runs' own tasks)")] = None,
+    n_prompts: Annotated[int, Opt(help="prompts per task / general set")] = 16,
+    max_new_tokens: Annotated[int | None, Opt(help="default: each task's own")] = None,
+    general: Annotated[bool, Opt(help="include the built-in general prompts (off-task)")] = True,
+    seed: SeedOpt = 0,
+    dtype: DtypeOpt = "float32",
+    out: OutOpt = None,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Per-token KL(π_A ‖ π_B) on samples from A at T=1: k1, k2, k3 and exact, on- and off-task."""
+    _threads(threads)
+    from evotune.analysis.kl import ESTIMATORS, kl_matrix
+
+    models = _models(model)
+    res = kl_matrix(
+        models, _base_for(models, base), split_csv(tasks), n_prompts, max_new_tokens, seed, general, dtype
+    )
+    _write(out, res)
+    for est in ESTIMATORS:
+        t = Table(title=f"KL(π_model ‖ π_base) per token — {est}")
+        t.add_column("source")
+        for m in res["models"]:
+            t.add_column(m)
+        for src in res["sources"]:
+            t.add_row(
+                src,
+                *[
+                    _pm(res["cells"][src][m][est]) + (" *" if res["on_task"][m] == src else "")
+                    for m in res["models"]
+                ],
+            )
+        console.print(t)
+    console.print("[dim]* on-task (the run's own task); mean ± SE clustered by sequence[/]")
+
+
+@analyze_app.command("delta")
+@friendly
+def delta_cmd(
+    models: Annotated[list[str], Opt("--models", help="models to compare: repeat or comma-separate")],
+    base: Annotated[str | None, Opt(help="θ₀ (default: the run's base model)")] = None,
+    plots: Annotated[Path | None, Opt(help="directory for heat-map and per-layer PNGs")] = None,
+    out: OutOpt = None,
+    threads: ThreadsOpt = None,
+) -> None:
+    """‖Δ‖, ‖Δ‖/‖θ₀‖ per layer and module type, and pairwise cosine of Δ (streamed from safetensors)."""
+    _threads(threads)
+    from evotune.analysis.delta import delta_stats, plot_delta
+
+    ms = _models(models)
+    res = delta_stats(ms, _base_for(ms, base))
+    _write(out, res)
+    if plots is not None:
+        for p in plot_delta(res, plots).values():
+            console.print(f"wrote {p}")
+    names = res["models"]
+    t = Table(title="‖Δ‖/‖θ₀‖ per group")
+    t.add_column("group")
+    for m in names:
+        t.add_column(m)
+    for k, g in [
+        *((f"layer {k}", g) for k, g in res["layers"].items()),
+        *res["modules"].items(),
+        ("total", res["total"]),
+    ]:
+        t.add_row(k, *[_f(v) for v in g["rel_norm"]])
+    console.print(t)
+    if len(names) > 1:
+        c = Table(title="cosine(Δ_i, Δ_j), all weights")
+        c.add_column("")
+        for m in names:
+            c.add_column(m)
+        for i, m in enumerate(names):
+            c.add_row(m, *[_f(v, 3) for v in res["total"]["cosine"][i]])
+        console.print(c)
+
+
+@analyze_app.command("lmc")
+@friendly
+def lmc_cmd(
+    a: Annotated[str, Opt("--a", help="endpoint A")],
+    b: Annotated[str, Opt("--b", help="endpoint B")],
+    base: Annotated[str | None, Opt(help="θ₀: adds the base→A and base→B paths")] = None,
+    task: Annotated[str | None, Opt(help="task (default: A's run task)")] = None,
+    points: Annotated[int, Opt(help="λ grid size")] = 11,
+    limit: Annotated[int | None, Opt(help="evaluate on the first N held-out items")] = None,
+    max_new_tokens: Annotated[int | None, Opt()] = None,
+    kl: Annotated[bool, Opt("--kl", help="also KL(π_θ(λ) ‖ π_base) (π_A without --base)")] = False,
+    kl_prompts: Annotated[int, Opt()] = 8,
+    batch_size: Annotated[int, Opt()] = 64,
+    seed: SeedOpt = 0,
+    dtype: DtypeOpt = "float32",
+    out: OutOpt = None,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Reward/accuracy along θ(λ) = (1−λ)θ_A + λθ_B and the barrier, for base→A, base→B and A→B."""
+    _threads(threads)
+    from evotune.analysis.common import AnalysisError, resolve_entry
+    from evotune.analysis.lmc import lmc
+
+    ea = resolve_entry(a)
+    t = task or ea.task_config
+    if t is None:
+        raise AnalysisError("pass --task (A is not a run that brings its task)")
+    mnt = max_new_tokens or (ea.max_new_tokens if task is None else None)
+    res = lmc(
+        ea,
+        b,
+        t,
+        base,
+        points,
+        limit=limit,
+        max_new_tokens=mnt,
+        batch_size=batch_size,
+        kl=kl,
+        kl_prompts=kl_prompts,
+        seed=seed,
+        dtype=dtype,
+        log=_log,
+    )
+    _write(out, res)
+    tab = Table(title=f"linear mode connectivity on {res['task']}")
+    for col in ("pair", "λ", "reward", "accuracy", *(["KL"] if kl else [])):
+        tab.add_column(col)
+    for p in res["pairs"]:
+        for i, lam in enumerate(p["lambdas"]):
+            tab.add_row(
+                p["name"] if i == 0 else "",
+                f"{lam:.2f}",
+                _f(p["reward"][i]),
+                _f(p["accuracy"][i]),
+                *([_f(p["kl"][i])] if kl else []),
+            )
+        tab.add_row(
+            "",
+            "barrier",
+            f"{_f(p['barrier_reward']['height'])} @ λ={p['barrier_reward']['lambda']:.2f}",
+            f"{_f(p['barrier_accuracy']['height'])} @ λ={p['barrier_accuracy']['lambda']:.2f}",
+            *([""] if kl else []),
+        )
+    console.print(tab)
+
+
+@analyze_app.command("robustness")
+@friendly
+def robustness_cmd(
+    model: Annotated[str, Opt("--model", help="model or run")],
+    sigmas: Annotated[str, Opt(help="comma-separated noise scales σ")] = "0.001,0.003,0.01",
+    trials: Annotated[int, Opt(help="seeded trials per σ")] = 8,
+    params: Annotated[
+        str, Opt(help="glob(s) of parameters to perturb, e.g. 'lm_head*' (tied: the embedding)")
+    ] = "*",
+    task: Annotated[str | None, Opt(help="task (default: the run's task)")] = None,
+    limit: Annotated[int | None, Opt()] = None,
+    max_new_tokens: Annotated[int | None, Opt()] = None,
+    kl: Annotated[bool, Opt("--kl", help="also KL(π_perturbed ‖ π_unperturbed)")] = False,
+    kl_prompts: Annotated[int, Opt()] = 8,
+    batch_size: Annotated[int, Opt()] = 64,
+    seed: SeedOpt = 0,
+    dtype: DtypeOpt = "float32",
+    out: OutOpt = None,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Held-out reward after seeded weight noise σ·ε: degradation vs unperturbed, mean ± std."""
+    _threads(threads)
+    from evotune.analysis.common import parse_floats
+    from evotune.analysis.robustness import robustness
+
+    res = robustness(
+        model,
+        task,
+        parse_floats(sigmas),
+        trials,
+        params,
+        limit,
+        max_new_tokens,
+        batch_size,
+        seed,
+        kl,
+        kl_prompts,
+        dtype,
+        log=_log,
+    )
+    _write(out, res)
+    t = Table(
+        title=f"robustness of {res['model']} on {res['task']} (unperturbed reward "
+        f"{_f(res['baseline']['reward'])}, {res['numel']} weights perturbed)"
+    )
+    for col in ("σ", "reward", "drop", "accuracy", *(["KL"] if kl else [])):
+        t.add_column(col)
+    for c in res["curves"]:
+        t.add_row(
+            f"{c['sigma']:g}",
+            f"{_f(c['reward_mean'])} ± {_f(c['reward_std'], 2)}",
+            f"{_f(c['degradation_mean'])} ± {_f(c['degradation_std'], 2)}",
+            f"{_f(c['accuracy_mean'])} ± {_f(c['accuracy_std'], 2)}",
+            *([f"{_f(c['kl_mean'])} ± {_f(c['kl_std'], 2)}"] if kl else []),
+        )
+    console.print(t)
+    if res["tied_aliases"]:
+        console.print(f"[yellow]tied: {res['tied_aliases']} — the input embeddings were perturbed too[/]")
+
+
+@app.command("compare")
+@friendly
+def compare_cmd(
+    runs: Annotated[list[str], typer.Argument(help="runs or models to compare")],
+    base: Annotated[str | None, Opt(help="θ₀ (default: the first run's base model)")] = None,
+    tasks: Annotated[str | None, Opt(help="comma-separated tasks (default: the runs' own tasks)")] = None,
+    out: Annotated[Path, Opt("--out", help="report directory (index.html, summary.json)")] = Path("report"),
+    limit: Annotated[int | None, Opt(help="held-out items per evaluation")] = 32,
+    kl_prompts: Annotated[int, Opt(help="prompts per source for KL")] = 16,
+    max_new_tokens: Annotated[int | None, Opt()] = None,
+    points: Annotated[int, Opt(help="LMC λ grid size")] = 11,
+    lmc_limit: Annotated[int | None, Opt(help="held-out items per LMC point (default: --limit)")] = None,
+    lmc_kl: Annotated[bool, Opt("--lmc-kl", help="KL to the base along LMC paths")] = False,
+    sigmas: Annotated[str, Opt(help="robustness σ grid")] = "0.001,0.003,0.01",
+    trials: Annotated[int, Opt(help="robustness trials per σ")] = 4,
+    params: Annotated[str, Opt(help="robustness: parameters to perturb (glob)")] = "*",
+    robust_base: Annotated[bool, Opt(help="also measure the base model's robustness")] = True,
+    skip: Annotated[str | None, Opt(help="analyses to skip: kl,delta,lmc,robustness")] = None,
+    samples: Annotated[int, Opt(help="sample completions per task in the report")] = 4,
+    batch_size: Annotated[int, Opt()] = 64,
+    seed: SeedOpt = 0,
+    dtype: DtypeOpt = "float32",
+    threads: ThreadsOpt = None,
+) -> None:
+    """Run every analysis on runs/models and write one self-contained HTML report + summary.json."""
+    _threads(threads)
+    from evotune.analysis.common import parse_floats
+    from evotune.report import compare
+
+    s = compare(
+        runs,
+        base,
+        split_csv(tasks),
+        out,
+        limit=limit,
+        kl_prompts=kl_prompts,
+        max_new_tokens=max_new_tokens,
+        lmc_points=points,
+        lmc_limit=lmc_limit,
+        lmc_kl=lmc_kl,
+        sigmas=parse_floats(sigmas),
+        trials=trials,
+        robust_params=params,
+        robust_base=robust_base,
+        skip=split_csv(skip) or (),
+        samples=samples,
+        seed=seed,
+        dtype=dtype,
+        batch_size=batch_size,
+        log=_log,
+    )
+    t = Table(title=f"comparison against {s['base']['spec']} on {s['primary_task']}")
+    for col in ("model", "reward", "accuracy", "on-task KL", "off-task KL", "‖Δ‖/‖θ₀‖", "hacking"):
+        t.add_column(col)
+    rel = (s.get("update_norms") or {}).get("total", {})
+    flags = {r["model"]: r["hacking"] for r in s["hacking"] if r["source"].startswith("compare")}
+    for p in s["reward_kl"]:
+        t.add_row(
+            p["model"],
+            _f(p.get("reward")),
+            _f(p.get("accuracy")),
+            _f(p.get("kl")),
+            _f(p.get("off_task_kl")),
+            _f(rel.get(p["model"], {}).get("rel_norm")),
+            _f(flags.get(p["model"])),
+        )
+    console.print(t)
+    for p in (s.get("lmc") or {}).get("pairs", []):
+        console.print(
+            f"LMC {p['name']}: reward barrier {_f(p['barrier_reward']['height'])} "
+            f"at λ={p['barrier_reward']['lambda']:.2f}"
+        )
+    for k, v in s["errors"].items():
+        console.print(f"[red]{k} failed:[/] {v}")
+    console.print(f"wrote {Path(out) / 'index.html'} and {Path(out) / 'summary.json'}")
+    print(json.dumps({"report": str(Path(out) / "index.html"), "summary": str(Path(out) / "summary.json")}))

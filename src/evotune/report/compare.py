@@ -1,0 +1,410 @@
+"""`compare`: every analysis on a set of runs/models, written as one HTML report and summary.json.
+
+The report answers "how do these solutions differ?" in one place: held-out reward and
+accuracy, KL drift on- and off-task (the reward–KL plane), update size per layer and the
+cosine between updates, linear mode connectivity between every pair (and from the base), and
+robustness to weight noise, plus the reward-hacking table and side-by-side completions.
+
+An analysis that cannot run on the given models (e.g. a delta needs local safetensors) is
+recorded under `errors` and the rest of the report is still written.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+from evotune.analysis.common import (
+    AnalysisError,
+    Entry,
+    free_memory,
+    jsonable,
+    resolve_entries,
+    resolve_entry,
+)
+from evotune.runs.rundir import atomic_write_json, atomic_write_text, read_jsonl
+
+Log = Callable[[str], None]
+ANALYSES = ("kl", "delta", "lmc", "robustness")
+BASE_LABEL = "base"
+
+
+def _task_mnt(
+    entries: Sequence[Entry], sources: dict[str, Any], max_new_tokens: int | None
+) -> dict[str, int]:
+    """Generation length per task: the flag, else the first run's setting for it, else the task's default."""
+    out = {}
+    for name, t in sources.items():
+        run_mnt = next(
+            (
+                e.max_new_tokens
+                for e in entries
+                if e.task_config is not None and e.task_config.name == name and e.max_new_tokens
+            ),
+            None,
+        )
+        out[name] = max_new_tokens or run_mnt or t.default_max_new_tokens
+    return out
+
+
+def evaluate_all(
+    entries: Sequence[Entry],
+    sources: dict[str, Any],
+    mnt: dict[str, int],
+    limit: int | None,
+    batch_size: int,
+    dtype: str,
+    samples: int,
+    log: Log | None = None,
+) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """Greedy held-out evaluation of every model on every task: summaries and the first rows."""
+    from evotune.backends.models import load_model
+    from evotune.evaluation import evaluate
+
+    summaries: dict[str, dict[str, Any]] = {}
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for e in entries:
+        model, tok = load_model(e.path, dtype)
+        summaries[e.label] = {}
+        for name, t in sources.items():
+            res = evaluate(model, tok, t, "eval", mnt[name], batch_size, limit)
+            summaries[e.label][name] = res.summary
+            for r in res.rows[:samples]:
+                rows.setdefault(name, []).append(
+                    {
+                        "model": e.label,
+                        "id": r["id"],
+                        "prompt": r["prompt"],
+                        "completion": r["completion"],
+                        "reward": r["reward"],
+                        "correct": r["correct"],
+                    }
+                )
+            if log:
+                log(
+                    f"eval {e.label} on {name}: reward={res.summary['reward_mean']:.4f} "
+                    f"accuracy={res.summary['accuracy']:.3f}"
+                )
+        del model
+        free_memory()
+    return summaries, rows
+
+
+def hacking_table(entries: Sequence[Entry], summaries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Hacking rates from this comparison's evaluations and from each run's last training-time eval."""
+    from evotune.analysis.hacking import DETECTORS
+
+    keys = [f"hack_{k}" for k in DETECTORS]
+    out = []
+    for label, per_task in summaries.items():
+        for task, s in per_task.items():
+            out.append(
+                {
+                    "model": label,
+                    "source": f"compare eval ({task})",
+                    **{k: s.get(k) for k in keys},
+                    "hacking": s.get("hacking"),
+                    "reason": s.get("hacking_reason", ""),
+                }
+            )
+    for e in entries:
+        if e.run is None:
+            continue
+        evals = [r for r in read_jsonl(e.run / "metrics.jsonl") if "eval/hacking" in r]
+        if evals:
+            r = evals[-1]
+            out.append(
+                {
+                    "model": e.label,
+                    "source": f"run eval (step {r.get('step')})",
+                    **{k: r.get(f"eval/{k}") for k in keys},
+                    "hacking": r.get("eval/hacking"),
+                    "reason": r.get("eval/hacking_reason", ""),
+                }
+            )
+    return out
+
+
+def compare(
+    models_or_runs: Sequence[str],
+    base: str | None = None,
+    tasks: Sequence[str] | None = None,
+    out_dir: str | Path = "report",
+    *,
+    limit: int | None = 32,
+    kl_prompts: int = 16,
+    max_new_tokens: int | None = None,
+    lmc_points: int = 11,
+    lmc_limit: int | None = None,
+    lmc_kl: bool = False,
+    sigmas: Sequence[float] = (0.001, 0.003, 0.01),
+    trials: int = 4,
+    robust_params: str = "*",
+    robust_base: bool = True,
+    skip: Sequence[str] = (),
+    samples: int = 4,
+    seed: int = 0,
+    dtype: str = "float32",
+    batch_size: int = 64,
+    log: Log | None = None,
+) -> dict[str, Any]:
+    """Run the analyses on runs/models against `base` and write `index.html` + `summary.json`.
+
+    `base` defaults to the first run's base model (its config `model.name`). `tasks` are added to
+    the runs' own tasks; the first run's task (else the first task) is the primary one, used for
+    LMC and robustness. `skip` names analyses to leave out (kl, delta, lmc, robustness).
+    """
+    from evotune.analysis.kl import build_sources
+
+    bad = sorted(set(skip) - set(ANALYSES))
+    if bad:
+        raise AnalysisError(f"unknown analyses to skip: {bad}; choose from {list(ANALYSES)}")
+    if not models_or_runs:
+        raise AnalysisError("compare needs at least one run or model")
+    entries = resolve_entries(models_or_runs)
+    base_spec = base or next((e.base_model for e in entries if e.base_model), None)
+    if base_spec is None:
+        raise AnalysisError("pass --base: none of the arguments is a run that names its base model")
+    base_e = replace(resolve_entry(base_spec), label=BASE_LABEL)
+    own = [e.task_config.name for e in entries if e.task_config is not None]
+    wanted = list(tasks or []) + [t for t in dict.fromkeys(own) if t not in (tasks or [])]
+    sources = build_sources(entries, wanted or None)  # the runs' own tasks are always included
+    if not sources:
+        raise AnalysisError("pass --tasks: none of the arguments is a run that brings its task")
+    primary = next((e.task_config.name for e in entries if e.task_config is not None), next(iter(sources)))
+    mnt = _task_mnt(entries, sources, max_new_tokens)
+    everyone = [base_e, *entries]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    timing: dict[str, float] = {}
+    errors: dict[str, str] = {}
+    summary: dict[str, Any] = {
+        "models": [e.label for e in entries],
+        "base": {"label": BASE_LABEL, "spec": base_spec, "path": base_e.path},
+        "entries": [
+            {
+                "label": e.label,
+                "spec": e.spec,
+                "path": e.path,
+                "run": e.run,
+                "method": e.method,
+                "task": e.task_config.name if e.task_config is not None else None,
+            }
+            for e in entries
+        ],
+        "tasks": list(sources),
+        "primary_task": primary,
+        "settings": {
+            "limit": limit,
+            "kl_prompts": kl_prompts,
+            "max_new_tokens": mnt,
+            "lmc_points": lmc_points,
+            "lmc_limit": lmc_limit or limit,
+            "sigmas": list(sigmas),
+            "trials": trials,
+            "robust_params": robust_params,
+            "seed": seed,
+            "dtype": dtype,
+            "skip": list(skip),
+        },
+        "errors": errors,
+        "timing": timing,
+        "complete": False,
+    }
+
+    def save() -> None:
+        """summary.json after every analysis, so an interrupted comparison keeps what it measured."""
+        atomic_write_json(out / "summary.json", jsonable(summary))
+
+    def step(name: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        if log:
+            log(f"[{name}] start")
+        try:
+            return fn()
+        except (AnalysisError, ValueError, RuntimeError) as exc:  # keep the rest of the report
+            errors[name] = f"{type(exc).__name__}: {exc}"
+            if log:
+                log(f"[{name}] failed: {errors[name]}")
+            return None
+        finally:
+            timing[name] = time.perf_counter() - t0
+            free_memory()
+
+    rewards, sample_rows = step(
+        "evaluation", lambda: evaluate_all(everyone, sources, mnt, limit, batch_size, dtype, samples, log)
+    ) or ({}, {})
+    summary["rewards"] = {m: {t: _reward_cell(s) for t, s in per.items()} for m, per in rewards.items()}
+    summary["evaluation"] = rewards
+    summary["samples"] = sample_rows
+    summary["hacking"] = hacking_table(entries, rewards)
+    save()
+
+    kl = None
+    if "kl" not in skip:
+        from evotune.analysis.kl import kl_matrix
+
+        lengths = {**mnt, "general": max_new_tokens or 64}
+        kl = step(
+            "kl",
+            lambda: kl_matrix(
+                entries, base_e, list(sources.values()), kl_prompts, lengths, seed, dtype=dtype
+            ),
+        )
+    summary["kl"] = kl
+    summary["reward_kl"] = _reward_kl(entries, rewards, kl, primary)
+    save()
+
+    delta = None
+    if "delta" not in skip:
+        from evotune.analysis.delta import delta_stats
+
+        delta = step("delta", lambda: delta_stats(entries, base_e))
+    summary["delta"] = delta
+    summary["update_norms"] = _update_norms(delta)
+    summary["cosine"] = _cosine(delta)
+    save()
+
+    lmc_res = None
+    if "lmc" not in skip:
+        from evotune.analysis.lmc import lmc_curves
+
+        n = len(entries)
+        known = {m: b for m in rewards if (b := _baseline(rewards, m, primary))}  # = the greedy eval above
+        pairs = [(0, i) for i in range(1, n + 1)] + [(i + 1, j + 1) for i, j in combinations(range(n), 2)]
+        lmc_res = step(
+            "lmc",
+            lambda: lmc_curves(
+                everyone,
+                pairs,
+                sources[primary],
+                lmc_points,
+                lmc_limit or limit,
+                mnt[primary],
+                batch_size,
+                kl=lmc_kl,
+                kl_ref=0,
+                seed=seed,
+                dtype=dtype,
+                log=log,
+                known=known if lmc_limit in (None, limit) else None,
+            ),
+        )
+    summary["lmc"] = lmc_res
+    save()
+
+    robust: dict[str, Any] = {}
+    if "robustness" not in skip:
+        from evotune.analysis.robustness import robustness
+
+        for e in everyone if robust_base else entries:
+            r = step(
+                f"robustness:{e.label}",
+                lambda e=e: robustness(
+                    e,
+                    sources[primary],
+                    sigmas,
+                    trials,
+                    robust_params,
+                    limit,
+                    mnt[primary],
+                    batch_size,
+                    seed,
+                    dtype=dtype,
+                    log=log,
+                    baseline=_baseline(rewards, e.label, primary),
+                ),
+            )
+            if r is not None:
+                robust[e.label] = r
+                summary["robustness"] = robust
+            save()
+    summary["robustness"] = robust or None
+    summary["complete"] = True
+
+    from evotune.report.render import render_html
+
+    atomic_write_text(out / "index.html", render_html(summary))
+    save()
+    return summary
+
+
+def _baseline(rewards: dict[str, dict[str, Any]], label: str, task: str) -> dict[str, float] | None:
+    """{reward, accuracy} of a model from the evaluation step (None if it was not evaluated)."""
+    s = rewards.get(label, {}).get(task)
+    return None if s is None else {"reward": s["reward_mean"], "accuracy": s["accuracy"]}
+
+
+def _reward_cell(s: dict[str, Any]) -> dict[str, Any]:
+    return {k: s.get(k) for k in ("reward_mean", "reward_std", "accuracy", "mean_tokens", "n")}
+
+
+def _reward_kl(
+    entries: Sequence[Entry], rewards: dict[str, dict[str, Any]], kl: dict[str, Any] | None, primary: str
+) -> list[dict[str, Any]]:
+    """One point per model on its own task (the primary one for plain models); the base sits at KL 0."""
+    pts = []
+    if BASE_LABEL in rewards and primary in rewards[BASE_LABEL]:
+        pts.append(
+            {
+                "model": BASE_LABEL,
+                "task": primary,
+                "reward": rewards[BASE_LABEL][primary]["reward_mean"],
+                "accuracy": rewards[BASE_LABEL][primary]["accuracy"],
+                "kl": 0.0,
+                "kl_se": 0.0,
+            }
+        )
+    for e in entries:
+        task = e.task_config.name if e.task_config is not None else primary
+        r = rewards.get(e.label, {}).get(task)
+        p: dict[str, Any] = {
+            "model": e.label,
+            "task": task,
+            "reward": r and r["reward_mean"],
+            "accuracy": r and r["accuracy"],
+            "kl": None,
+            "kl_se": None,
+            "off_task_kl": None,
+        }
+        if kl is not None and task in kl["cells"]:
+            cell = kl["cells"][task][e.label]
+            p.update(kl=cell["exact"]["mean"], kl_se=cell["exact"]["se"], kl_k3=cell["k3"]["mean"])
+            off = kl["summary"][e.label].get("off_task")
+            if off:
+                p["off_task_kl"] = off["exact"]["mean"]
+        pts.append(p)
+    return pts
+
+
+def _update_norms(delta: dict[str, Any] | None) -> dict[str, Any] | None:
+    """‖Δ‖ and ‖Δ‖/‖θ₀‖ per layer / module / total, keyed by model (a compact view of `delta`)."""
+    if delta is None:
+        return None
+    models = delta["models"]
+
+    def view(g: dict[str, Any]) -> dict[str, Any]:
+        return {
+            m: {"delta_norm": g["delta_norm"][i], "rel_norm": g["rel_norm"][i]} for i, m in enumerate(models)
+        }
+
+    return {
+        "layers": {k: view(g) for k, g in delta["layers"].items()},
+        "modules": {k: view(g) for k, g in delta["modules"].items()},
+        "total": view(delta["total"]),
+    }
+
+
+def _cosine(delta: dict[str, Any] | None) -> dict[str, Any] | None:
+    if delta is None:
+        return None
+    return {
+        "models": delta["models"],
+        "total": delta["total"]["cosine"],
+        "layers": {k: g["cosine"] for k, g in delta["layers"].items()},
+        "modules": {k: g["cosine"] for k, g in delta["modules"].items()},
+    }

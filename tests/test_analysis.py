@@ -1,0 +1,373 @@
+"""Analyses on constructions with known answers, and an end-to-end `compare` report on tiny models."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from evotune.analysis.common import ratio_mean_se
+from evotune.analysis.delta import delta_stats, layer_index, module_type, plot_delta
+from evotune.analysis.kl import ESTIMATORS, kl_on_prompts, source_prompts, token_kl_terms
+from evotune.analysis.lmc import barrier, lmc
+from evotune.analysis.robustness import robustness_on, select_targets
+from evotune.backends.models import load_model
+from evotune.tasks import get_task
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models gain nothing from threads, and on a shared machine idle-waiting threads slow
+    every small op down by orders of magnitude; restore the setting afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _variant(src: Path, dst: Path, edit) -> Path:
+    """Copy a model directory and rewrite its weights with `edit(state_dict) -> state_dict`."""
+    shutil.copytree(src, dst)
+    f = dst / "model.safetensors"
+    save_file(edit(load_file(str(f))), str(f), metadata={"format": "pt"})
+    return dst
+
+
+@pytest.fixture(scope="module")
+def models(tiny_model, tmp_path_factory):
+    """Base, A = base + Δ, B = base + 2Δ, C = base + Δ' on tensors Δ does not touch, and an untied head."""
+    root = tmp_path_factory.mktemp("analysis")
+    base = load_file(str(tiny_model / "model.safetensors"))
+    g = torch.Generator().manual_seed(1)
+    delta = {k: torch.randn(v.shape, generator=g) * 0.01 for k, v in base.items()}
+    half = {k for k in base if layer_index(k) == 0}
+    a = _variant(
+        tiny_model, root / "a", lambda sd: {k: v + delta[k] if k in half else v for k, v in sd.items()}
+    )
+    b = _variant(
+        tiny_model, root / "b", lambda sd: {k: v + 2 * delta[k] if k in half else v for k, v in sd.items()}
+    )
+    c = _variant(
+        tiny_model, root / "c", lambda sd: {k: v + delta[k] if k not in half else v for k, v in sd.items()}
+    )
+    head = delta["model.embed_tokens.weight"]
+
+    def untie(sd):
+        return {**sd, "lm_head.weight": sd["model.embed_tokens.weight"] + head}
+
+    u = _variant(tiny_model, root / "untied", untie)
+    return {"base": tiny_model, "a": a, "b": b, "c": c, "untied": u, "root": root, "head": head, "emb": base}
+
+
+# -- KL ------------------------------------------------------------------------------------------
+def test_exact_kl_and_estimators_match_hand_computation():
+    pa, pb = torch.tensor([0.5, 0.3, 0.2]), torch.tensor([0.2, 0.5, 0.3])
+    la, lb = pa.log() + 3.0, pb.log() - 1.0  # unnormalised logits: softmax must normalise them
+    t = token_kl_terms(la.repeat(3, 1), lb.repeat(3, 1), torch.tensor([0, 1, 2]))
+    exact = 0.5 * math.log(0.5 / 0.2) + 0.3 * math.log(0.3 / 0.5) + 0.2 * math.log(0.2 / 0.3)
+    assert t["exact"].tolist() == pytest.approx([exact] * 3, abs=1e-6)
+    r = (pb / pa).double()
+    assert t["k1"].tolist() == pytest.approx((-r.log()).tolist(), abs=1e-6)
+    assert t["k2"].tolist() == pytest.approx((0.5 * r.log() ** 2).tolist(), abs=1e-6)
+    assert t["k3"].tolist() == pytest.approx((r - 1 - r.log()).tolist(), abs=1e-6)
+    # k1 and k3 are unbiased: their expectation under π_A is the exact KL.
+    for k in ("k1", "k3"):
+        assert float((pa.double() * t[k]).sum()) == pytest.approx(exact, abs=1e-6)
+
+
+def test_k3_k2_nonnegative_on_random_logits():
+    g = torch.Generator().manual_seed(0)
+    la, lb = torch.randn(200, 50, generator=g) * 3, torch.randn(200, 50, generator=g) * 3
+    t = token_kl_terms(la, lb, torch.randint(0, 50, (200,), generator=g))
+    assert (t["k3"] >= 0).all() and (t["k2"] >= 0).all() and (t["exact"] >= -1e-6).all()
+
+
+def test_ratio_mean_se_is_per_token_and_clustered():
+    mean, se = ratio_mean_se([2.0, 4.0], [2, 2])
+    assert mean == pytest.approx(1.5)
+    assert se == pytest.approx(0.5)  # residuals ±1 over 4 tokens, m/(m−1) = 2
+    assert math.isnan(ratio_mean_se([1.0], [3])[1])
+
+
+def test_kl_of_a_model_with_itself_is_zero_and_positive_otherwise(models):
+    m1, tok = load_model(str(models["base"]))
+    m2, _ = load_model(str(models["base"]))
+    ma, _ = load_model(str(models["a"]))
+    prompts = source_prompts(get_task("toy_letters"), tok, 3) + source_prompts("general", tok, 2)
+    same = kl_on_prompts(m1, m2, tok, prompts, max_new_tokens=6, seed=3)
+    assert same.n_seqs == 5 and same.n_tokens >= 5
+    for k in ESTIMATORS:
+        assert same.per_token[k][0] == pytest.approx(0.0, abs=1e-9)
+    diff = kl_on_prompts(ma, m1, tok, prompts, max_new_tokens=6, seed=3)
+    assert diff.per_token["exact"][0] > 0 and diff.per_token["k3"][0] > 0
+
+
+# -- update geometry -------------------------------------------------------------------------------
+def test_delta_scaled_update_has_cosine_one_and_norm_ratio_two(models):
+    r = delta_stats([str(models["a"]), str(models["b"]), str(models["c"])], str(models["base"]))
+    assert r["models"] == ["a", "b", "c"]
+    assert r["tied_lm_head"] is True and "lm_head" not in r["modules"]
+    tot = r["total"]
+    assert tot["cosine"][0][1] == pytest.approx(1.0, abs=1e-6)
+    assert tot["delta_norm"][1] / tot["delta_norm"][0] == pytest.approx(2.0, rel=1e-6)
+    assert tot["rel_norm"][1] == pytest.approx(tot["delta_norm"][1] / tot["base_norm"])
+    # C moves only tensors A and B leave alone: orthogonal updates.
+    assert tot["cosine"][0][2] == pytest.approx(0.0, abs=1e-9)
+    assert tot["cosine"][1][2] == pytest.approx(0.0, abs=1e-9)
+    assert r["layers"]["0"]["cosine"][0][1] == pytest.approx(1.0, abs=1e-6)
+    assert r["layers"]["1"]["delta_norm"][0] == 0.0 and r["layers"]["1"]["delta_norm"][2] > 0
+    assert set(r["modules"]) >= {"attention", "mlp", "norms", "embeddings"}
+    pngs = plot_delta(r, models["root"] / "plots")
+    assert set(pngs) >= {"layers", "modules", "cosine", "layer_cosine"}
+    assert all(p.read_bytes().startswith(PNG) for p in pngs.values())
+
+
+def test_delta_untied_head_against_tied_base(models):
+    r = delta_stats([str(models["untied"])], str(models["base"]))
+    head = r["modules"]["lm_head"]
+    emb = models["emb"]["model.embed_tokens.weight"]
+    assert head["delta_norm"][0] == pytest.approx(float(models["head"].double().norm()), rel=1e-5)
+    assert head["base_norm"] == pytest.approx(float(emb.double().norm()), rel=1e-5)
+    assert r["modules"]["embeddings"]["delta_norm"][0] == 0.0
+
+
+def test_module_and_layer_names():
+    assert module_type("model.layers.3.self_attn.q_proj.weight") == "attention"
+    assert module_type("model.layers.3.mlp.down_proj.weight") == "mlp"
+    assert module_type("model.layers.3.input_layernorm.weight") == "norms"
+    assert module_type("model.norm.weight") == "norms"
+    assert module_type("model.embed_tokens.weight") == "embeddings"
+    assert module_type("lm_head.weight") == "lm_head"
+    assert (
+        layer_index("model.layers.12.mlp.up_proj.weight") == 12 and layer_index("model.norm.weight") is None
+    )
+
+
+# -- mode connectivity -----------------------------------------------------------------------------
+def test_barrier_of_a_known_dip():
+    assert barrier([0.0, 0.5, 1.0], [1.0, 0.2, 0.8]) == (pytest.approx(0.7), 0.5)
+    assert barrier([0.0, 0.5, 1.0], [1.0, 2.0, 0.0]) == (0.0, 0.0)
+
+
+def test_identical_endpoints_give_a_flat_path_and_zero_barrier(models):
+    r = lmc(str(models["a"]), str(models["a"]), "toy_letters", points=3, limit=3)
+    (p,) = r["pairs"]
+    assert p["lambdas"] == [0.0, 0.5, 1.0]
+    assert len(set(p["reward"])) == 1 and len(set(p["accuracy"])) == 1
+    assert p["barrier_reward"]["height"] == 0.0 and p["barrier_accuracy"]["height"] == 0.0
+
+
+# -- robustness ------------------------------------------------------------------------------------
+def test_robustness_sigma_zero_no_degradation_and_exact_restore(models):
+    model, tok = load_model(str(models["a"]))
+    before = {n: t.clone() for n, t in model.state_dict().items()}
+    targets, aliases = select_targets(model, ["lm_head*"])
+    assert [n for n, _ in targets] == ["model.embed_tokens.weight"]
+    assert aliases == {"lm_head.weight": "model.embed_tokens.weight"}
+    r = robustness_on(model, tok, "toy_letters", sigmas=[0.0, 0.5], trials=2, params=["*"], limit=3)
+    zero, big = r["curves"]
+    assert zero["degradation_mean"] == 0.0 and zero["degradation_std"] == 0.0
+    assert zero["reward"] == [r["baseline"]["reward"]] * 2
+    assert big["reward"] != zero["reward"]  # σ=0.5 on every weight does change the outputs
+    assert r["restored"] is True
+    after = model.state_dict()
+    assert all(torch.equal(before[n], after[n]) for n in before)
+
+
+# -- CLI and report --------------------------------------------------------------------------------
+def _fake_run(models, name: str, weights: Path) -> Path:
+    """A run directory as the trainers write it: config, metrics with an eval row, one checkpoint."""
+    from evotune.config import build_config
+
+    run = models["root"] / name
+    cfg = build_config(
+        None, {"run_dir": str(run), "model.name": str(models["base"]), "task.name": "toy_letters"}
+    )
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text(cfg.to_yaml())
+    ck = run / "checkpoints" / "iter_000002"
+    shutil.copytree(weights, ck)
+    (ck / "evotune_state.json").write_text(json.dumps({"iteration": 2}))
+    row = {
+        "step": 2,
+        "eval/reward_mean": 0.1,
+        "eval/hacking": 1.0,
+        "eval/hack_empty": 0.5,
+        "eval/hacking_reason": "empty 50% > 20%",
+    }
+    (run / "metrics.jsonl").write_text(json.dumps(row) + "\n")
+    return run
+
+
+def test_cli_delta_writes_json(models, tmp_path):
+    from typer.testing import CliRunner
+
+    from evotune.cli.main import app
+
+    out = tmp_path / "delta.json"
+    res = CliRunner().invoke(
+        app,
+        [
+            "analyze",
+            "delta",
+            "--base",
+            str(models["base"]),
+            "--models",
+            f"{models['a']},{models['b']}",
+            "--out",
+            str(out),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    d = json.loads(out.read_text())
+    assert d["total"]["cosine"][0][1] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_cli_kl_lmc_robustness_write_json(models, tmp_path):
+    from typer.testing import CliRunner
+
+    from evotune.cli.main import app
+
+    run = _fake_run(models, "run_cli", models["a"])
+    r = CliRunner()
+    res = r.invoke(
+        app,
+        [
+            "analyze",
+            "kl",
+            "--model",
+            str(run),
+            "--n-prompts",
+            "2",
+            "--max-new-tokens",
+            "3",
+            "--out",
+            str(tmp_path / "kl.json"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    kl = json.loads((tmp_path / "kl.json").read_text())
+    assert kl["sources"] == ["toy_letters", "general"] and kl["on_task"] == {"run_cli": "toy_letters"}
+    assert kl["cells"]["general"]["run_cli"]["n_seqs"] == 2
+    res = r.invoke(
+        app,
+        [
+            "analyze",
+            "lmc",
+            "--a",
+            str(run),
+            "--b",
+            str(models["b"]),
+            "--points",
+            "2",
+            "--limit",
+            "2",
+            "--max-new-tokens",
+            "3",
+            "--out",
+            str(tmp_path / "lmc.json"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert [p["name"] for p in json.loads((tmp_path / "lmc.json").read_text())["pairs"]] == ["A→B"]
+    res = r.invoke(
+        app,
+        [
+            "analyze",
+            "robustness",
+            "--model",
+            str(run),
+            "--sigmas",
+            "0.001",
+            "--trials",
+            "1",
+            "--params",
+            "lm_head*",
+            "--limit",
+            "2",
+            "--max-new-tokens",
+            "3",
+            "--out",
+            str(tmp_path / "rob.json"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    rob = json.loads((tmp_path / "rob.json").read_text())
+    assert rob["task"] == "toy_letters" and rob["tied_aliases"] == {
+        "lm_head.weight": "model.embed_tokens.weight"
+    }
+    res = r.invoke(
+        app, ["analyze", "robustness", "--model", str(models["a"]), "--task", "toy_letters", "--params", "x*"]
+    )
+    assert res.exit_code == 2 and "no parameters match" in res.output
+
+
+def test_compare_end_to_end_writes_a_self_contained_report(models, tmp_path):
+    from typer.testing import CliRunner
+
+    from evotune.cli.main import app
+
+    run = _fake_run(models, "run_es", models["a"])
+    out = tmp_path / "report"
+    args = [
+        "compare",
+        str(run),
+        str(models["b"]),
+        "--out",
+        str(out),
+        "--limit",
+        "2",
+        "--kl-prompts",
+        "2",
+        "--max-new-tokens",
+        "4",
+        "--points",
+        "3",
+        "--sigmas",
+        "0,0.01",
+        "--trials",
+        "1",
+        "--samples",
+        "2",
+        "--no-robust-base",
+    ]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    s = json.loads((out / "summary.json").read_text())
+    for key in (
+        "rewards",
+        "reward_kl",
+        "kl",
+        "update_norms",
+        "cosine",
+        "lmc",
+        "robustness",
+        "hacking",
+        "samples",
+    ):
+        assert s.get(key), key
+    assert s["errors"] == {} and s["complete"] is True
+    assert s["models"] == ["run_es", "b"] and s["base"]["spec"] == str(
+        models["base"]
+    )  # base from the run config
+    assert s["primary_task"] == "toy_letters" and s["kl"]["on_task"]["run_es"] == "toy_letters"
+    assert s["cosine"]["total"][0][1] == pytest.approx(1.0, abs=1e-6)
+    names = [p["name"] for p in s["lmc"]["pairs"]]
+    assert names == ["base→run_es", "base→b", "run_es→b"]
+    # B = base + 2Δ and A = base + Δ: the midpoint of base→B is A exactly (same greedy reward).
+    mid = s["lmc"]["pairs"][1]["reward"][1]
+    assert mid == pytest.approx(s["lmc"]["pairs"][0]["reward"][2], abs=1e-9)
+    assert s["robustness"]["run_es"]["curves"][0]["degradation_mean"] == 0.0
+    assert any(r["source"].startswith("run eval") and r["hacking"] == 1.0 for r in s["hacking"])
+    page = (out / "index.html").read_text()
+    for sid in ("overview", "rewards", "reward-kl", "kl", "delta", "lmc", "robustness", "hacking", "samples"):
+        assert f'id="{sid}"' in page
+    assert page.count("data:image/png;base64,") >= 6
+    assert "<script" not in page and "http://" not in page and "https://" not in page
