@@ -62,3 +62,31 @@ def test_shipped_study_configs_validate():
     for name in ("conciseness-smollm2", "countdown-qwen"):
         cfg = load_study(f"studies/{name}.yaml")
         assert cfg.run_config("es", cfg.seeds[0]).budget == cfg.run_config("grpo", cfg.seeds[0]).budget
+
+
+def test_study_end_to_end_on_tiny_models(tiny_model, tmp_path):
+    """Both methods train at the same budget, compare runs, the report opens with findings first."""
+    import json
+
+    from evotune.config import build_config
+    from evotune.study import run_study
+
+    cfg = build_config(None, {
+        "name": "tiny", "out": str(tmp_path / "study"), "seeds": [0, 1], "threads": 1,
+        "model.name": str(tiny_model), "task.name": "toy_letters",
+        "generation.max_new_tokens": 4, "eval.every": 0, "eval.limit": 4,
+        "budget.completions": 16,
+        "es.population": 4, "es.sigma": 0.05, "es.alpha": 0.02, "es.prompts_per_iteration": 2,
+        "grpo.num_generations": 4, "grpo.prompts_per_step": 2, "grpo.learning_rate": 1e-3,
+        "analysis.limit": 4, "analysis.kl_prompts": 2, "analysis.off_tasks": [], "analysis.lmc_points": 3,
+        "analysis.lmc_limit": 4, "analysis.sigmas": [0.01], "analysis.trials": 1,
+    }, StudyConfig)
+    res = run_study(cfg, progress=False)
+    assert [r["method"] for r in res["runs"]] == ["es", "es", "grpo", "grpo"]
+    assert all(r["completions"] >= 16 for r in res["runs"])
+    assert len(res["findings"]) == 6 and all(r["verdict"] in (HOLDS, FAILS, UNSURE) for r in res["findings"])
+    html = (tmp_path / "study" / "report" / "index.html").read_text()
+    assert html.index("Findings") < html.index("Update geometry")
+    assert json.loads((tmp_path / "study" / "report" / "study.json").read_text())["findings"]
+    again = run_study(cfg, progress=False)  # finished runs are skipped, not retrained
+    assert [r["steps"] for r in again["runs"]] == [r["steps"] for r in res["runs"]]

@@ -223,5 +223,14 @@ def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
+from evotune.cli import continual_cmd  # noqa: E402,F401
+
+from evotune.cli import analyze_cmd  # noqa: E402,F401  # isort: skip
+
+from evotune.cli import grpo_cmd  # noqa: E402,F401  # isort: skip
+
+
+from evotune.cli import passk_cmd, study_cmd, sweep_cmd  # noqa: E402,F401  # isort: skip
+
 if __name__ == "__main__":
     app()

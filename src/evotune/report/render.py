@@ -5,7 +5,7 @@ Rendering reads only the summary dict, so a report can be re-rendered from `summ
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from evotune.report import plots
@@ -232,8 +232,8 @@ def _samples(s: Mapping[str, Any]) -> str:
     return body
 
 
-def render_html(summary: Mapping[str, Any]) -> str:
-    """The full report page for a `compare` summary."""
+def render_html(summary: Mapping[str, Any], extra_sections: Sequence[tuple[str, str, str]] = ()) -> str:
+    """The full report page for a `compare` summary; `extra_sections` (id, title, html) go first."""
     parts = {
         "overview": ("Overview", _overview),
         "rewards": ("Reward and accuracy", _rewards),
@@ -245,5 +245,5 @@ def render_html(summary: Mapping[str, Any]) -> str:
         "hacking": ("Reward hacking", _hacking),
         "samples": ("Sample completions", _samples),
     }
-    sections = [(sid, title, fn(summary)) for sid, (title, fn) in parts.items()]
+    sections = [*extra_sections, *((sid, title, fn(summary)) for sid, (title, fn) in parts.items())]
     return page("evotune comparison: " + ", ".join(summary["models"]), sections)
