@@ -7,6 +7,7 @@ that directory (~0.3 s).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -61,10 +62,8 @@ def ensure_smollm2() -> Path:
     # weights are already dequantised to fp32, so the marker is stale and can go.
     model.hf_quantizer = None
     if hasattr(model, "is_quantized"):
-        try:
+        with contextlib.suppress(AttributeError):  # a read-only property on some versions
             model.is_quantized = False
-        except AttributeError:
-            pass
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.config._name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct"

@@ -232,5 +232,7 @@ from evotune.cli import grpo_cmd  # noqa: E402,F401  # isort: skip
 
 from evotune.cli import passk_cmd, study_cmd, sweep_cmd  # noqa: E402,F401  # isort: skip
 
-if __name__ == "__main__":
-    app()
+if __name__ == "__main__":  # `python -m evotune.cli.main`: use the imported module's app (all commands)
+    from evotune.cli.main import app as _app
+
+    _app()

@@ -56,7 +56,7 @@ def forgetting(R: Sequence[Sequence[float]]) -> list[float | None]:
         if j == T - 1:
             out.append(None)
         else:
-            out.append(max(R[l][j] for l in range(1, T)) - R[T][j])
+            out.append(max(R[s][j] for s in range(1, T)) - R[T][j])
     return out
 
 

@@ -27,11 +27,13 @@ from evotune.tasks.base import Example, Reward, Task, disjoint_split, register_t
 
 _OPTIONS = ("data", "eval_data")
 LETTERS = "ABCD"
+# The format is spelled out with all four letters (no placeholder letter a small model might copy, and
+# no single example letter that would bias the choice).
 _SYSTEM = (
-    "Answer the multiple-choice chemistry question. Reply with the letter of the correct option in "
-    "the form \\boxed{X}, where X is A, B, C or D, and give only one letter."
+    "Answer the multiple-choice chemistry question with the letter of the correct option, written as "
+    "\\boxed{A}, \\boxed{B}, \\boxed{C} or \\boxed{D}. Give only one letter."
 )
-_INSTRUCTION = "Answer with the letter of the correct option in the form \\boxed{X}, where X is A, B, C or D."
+_INSTRUCTION = "Answer with \\boxed{A}, \\boxed{B}, \\boxed{C} or \\boxed{D}."
 
 # (atomic number, symbol, name, group or None for f-block, period, state at 25 °C and 1 atm or None)
 ELEMENTS: tuple[tuple[int, str, str, int | None, int, str | None], ...] = (

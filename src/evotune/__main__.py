@@ -1,0 +1,5 @@
+"""`python -m evotune ...` runs the CLI."""
+
+from evotune.cli.main import app
+
+app()
