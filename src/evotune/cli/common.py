@@ -22,7 +22,15 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from evotune.es.trainer import ESStateError
     from evotune.tasks.base import TaskError
 
-    return (ConfigError, ModelError, TaskError, ESStateError, FileNotFoundError, FloatingPointError)
+    errors: tuple[type[BaseException], ...] = (ConfigError, ModelError, TaskError, ESStateError, FileNotFoundError,
+                                               FloatingPointError)
+    try:  # Ray is optional at import time; its worker errors are user-facing too
+        from evotune.distributed.ray_evaluator import WorkerError
+
+        errors += (WorkerError,)
+    except ImportError:
+        pass
+    return errors
 
 
 def friendly(fn: F) -> F:

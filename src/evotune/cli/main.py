@@ -64,6 +64,7 @@ def train_es(
     prompts_per_iteration: Annotated[int | None, Opt(help="mini-batch of train prompts per iteration")] = None,
     workers: Annotated[int | None, Opt(help="evaluate members on N local Ray workers")] = None,
     ray_address: Annotated[str | None, Opt(help="join an existing Ray cluster")] = None,
+    ray_check_every: Annotated[int, Opt(help="compare replica checksums every K iterations")] = 10,
     seed: Annotated[int | None, Opt()] = None,
     budget: Annotated[str | None, Opt(help="stop at completions=N or tokens=N")] = None,
     max_new_tokens: Annotated[int | None, Opt()] = None,
@@ -96,7 +97,7 @@ def train_es(
     if workers or ray_address:
         from evotune.distributed.ray_evaluator import ray_evaluator_factory
 
-        factory = ray_evaluator_factory(workers or 0, ray_address)
+        factory = ray_evaluator_factory(workers or 0, ray_address, check_every=ray_check_every)
     summary = ESTrainer(cfg, resume=resume, progress=not no_progress, evaluator_factory=factory).train()
     _print_summary(summary)
 

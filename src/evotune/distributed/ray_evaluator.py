@@ -1,0 +1,816 @@
+"""ES population evaluation on Ray actors: one model replica per actor, only scalars on the wire.
+
+Why it is built this way:
+
+- **No weight broadcast.** Each actor loads the base model itself and follows the run by applying
+  every iteration's (seeds, signs, fitness) row with the trainer's own `apply_row`, so it regenerates
+  the same noise and computes the same fp32 update as the driver. Per-iteration traffic is the
+  population's seeds and fitness plus the iteration's prompts: independent of model size.
+- **Bit-identical to the in-process engine, for any worker count.** A unit of work is evaluated on an
+  actor with the evaluator the trainer would build in-process (`make_evaluator`): full rank one member
+  per unit (a member's fitness never depends on other members), low rank the same member groups that
+  `BatchedLowRankEvaluator` forms (a batched forward pass is not row-independent bit for bit, so group
+  composition must not change). Which actor ran a unit therefore cannot change its fitness, provided
+  torch's kernels do not depend on the thread count (checked on the development CPU; see
+  docs/scaling.md). Replicas are compared with the driver by checksum every K iterations anyway.
+- **Dynamic scheduling with recovery.** A free actor takes the next unit (`ray.wait` loop). A unit
+  whose actor dies is queued again for the others; a replacement actor is rebuilt to the current
+  weights from the base model plus the trajectory rows (or the newest checkpoint plus the rows after
+  it) and joins once its checksum matches the driver's.
+- **Rows are sent ahead.** Right after an iteration's fitness is known, its row goes to every actor,
+  so the actors' updates overlap the driver's. The next iteration first checks that exactly that row
+  was committed to `trajectory.jsonl` (the commit point), and each evaluation request carries the
+  number of rows the actor must have applied, so no member is ever scored on stale weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import os
+import pickle
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from evotune.backends.models import ModelError
+from evotune.config import ConfigError, TrainConfig
+from evotune.es.evaluator import PopulationResult
+from evotune.es.params import EvolvingParams
+from evotune.es.strategy import Member
+from evotune.es.trainer import ESStateError
+from evotune.tasks.base import Example, Task
+
+CHECK_EVERY_ENV = "EVOTUNE_RAY_CHECK_EVERY"
+DEFAULT_CHECK_EVERY = 10
+OBJECT_STORE_BYTES = 256 * 1024**2  # only small messages are stored: keep shared memory free for others
+SETUP_TIMEOUT_S = 900.0  # a replica that cannot be scheduled/loaded by then fails the run
+
+Row = dict[str, Any]
+Checkpoint = tuple[int, str, str | None]  # (iteration, directory, recorded checksum)
+ResultDict = dict[str, Any]
+
+
+class WorkerError(RuntimeError):
+    """Ray workers could not be started, scheduled or kept alive."""
+
+
+class ReplicaMismatchError(ESStateError):
+    """A worker's weights differ from the driver's; the run stops instead of drifting silently."""
+
+
+def available_cores() -> int:
+    """CPUs this process may use (affinity-aware, unlike `os.cpu_count`)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def threads_per_worker(cores: int, workers: int) -> int:
+    """Torch threads per actor so that N actors together do not oversubscribe the cores."""
+    return max(1, cores // max(1, workers))
+
+
+def check_every_default() -> int:
+    """Iterations between replica checksum comparisons: $EVOTUNE_RAY_CHECK_EVERY, else 10 (0 = start only)."""
+    env = os.environ.get(CHECK_EVERY_ENV)
+    if not env:
+        return DEFAULT_CHECK_EVERY
+    try:
+        value = int(env)
+    except ValueError as exc:
+        raise ConfigError(f"${CHECK_EVERY_ENV}={env!r} is not an integer") from exc
+    if value < 0:
+        raise ConfigError(f"${CHECK_EVERY_ENV} must be >= 0, got {value}")
+    return value
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise ConfigError(
+            "--workers/--ray-address need Ray: `pip install ray==2.60.0` (it is a dependency of evotune)"
+        ) from exc
+    return ray
+
+
+def _nbytes(obj: Any) -> int:
+    """Size of a message as it goes on the wire (pickled), for the bytes-per-iteration metric."""
+    return len(pickle.dumps(obj, protocol=5))
+
+
+# -- the Ray session ----------------------------------------------------------------------------
+
+# Idle replica actors of a Ray session this process borrowed, keyed by (job id, threads). Starting an
+# actor costs a Python process importing torch and transformers (seconds); a later run in the same
+# session (a sweep, a test module) rebuilds its replica in a warm one instead. Actors are reset (model
+# dropped) before they are pooled, and never pooled after a failure.
+_IDLE_ACTORS: dict[tuple[str, int], list[Any]] = {}
+
+
+@dataclass
+class RaySession:
+    """A Ray connection: `owned` if this process opened it (and so must shut it down)."""
+
+    owned: bool
+    temp_dir: str | None = None
+
+    def shutdown(self) -> None:
+        if not self.owned:
+            return
+        import ray
+
+        _IDLE_ACTORS.clear()
+        ray.shutdown()
+        if self.temp_dir:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+        self.owned = False
+
+
+@contextlib.contextmanager
+def _loopback_node() -> Any:
+    """Make Ray choose 127.0.0.1 as this node's address while it starts, so its servers bind loopback.
+
+    Ray turns a requested 127.0.0.1 into the machine's routable address unless its single-machine
+    switch (used on Windows/macOS, read from the environment at import) is off; set it for the
+    start-up only, so a later `ray.init(address=...)` in this process still joins clusters normally.
+    """
+    from ray._private import ray_constants
+
+    key = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+    old_env, old_flag = os.environ.get(key), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[key] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = old_flag
+        if old_env is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old_env
+
+
+def start_local_ray(num_cpus: int) -> RaySession:
+    """A private single-machine Ray: loopback only, no dashboard, its own temp dir.
+
+    Reuses an already initialised Ray (e.g. a test session) without taking ownership. Workers get
+    the driver's `sys.path`, so task modules importable here (e.g. `module:Class` tasks) import there.
+    """
+    ray = _import_ray()
+    if ray.is_initialized():
+        return RaySession(owned=False)
+    temp = tempfile.mkdtemp(prefix="evotune-ray-")
+    try:
+        with _loopback_node():
+            ray.init(
+                address="local",
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                _temp_dir=temp,
+                object_store_memory=OBJECT_STORE_BYTES,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+                runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}},
+            )
+    except Exception:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    return RaySession(owned=True, temp_dir=temp)
+
+
+def connect_ray(address: str) -> RaySession:
+    """Join an existing Ray cluster (`ray start --head` on some node; see docs/scaling.md)."""
+    ray = _import_ray()
+    if ray.is_initialized():
+        return RaySession(owned=False)
+    ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+    return RaySession(owned=True)
+
+
+# -- the actor ----------------------------------------------------------------------------------
+
+
+class ReplicaWorker:
+    """One model replica inside a Ray actor process (a plain class; `ray.remote` wraps it at start).
+
+    Calls run one at a time in submission order, so rows sent before an evaluation are applied
+    before it. A failure while applying rows poisons the replica: every later call re-raises it
+    rather than scoring members on weights that differ from the driver's.
+    """
+
+    def __init__(self, threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+        self.applied = 0
+        self.broken: BaseException | None = None
+        self.params: EvolvingParams | None = None
+        self.evaluator: Any = None
+        self.cfg: TrainConfig | None = None
+
+    def _ok(self) -> EvolvingParams:
+        if self.broken is not None:
+            raise ReplicaMismatchError(f"this replica failed earlier and is unusable: {self.broken!r}")
+        if self.params is None:
+            raise WorkerError("replica used before build()")
+        return self.params
+
+    def build(
+        self,
+        task: Task,
+        cfg: TrainConfig,
+        max_new_tokens: int,
+        rows: Sequence[Row],
+        checkpoint: Checkpoint | None,
+    ) -> dict[str, Any]:
+        """Load the base model, build the trainer's params and evaluator, then `advance` to `rows`."""
+        import torch
+
+        from evotune.backends.models import load_model
+        from evotune.es.trainer import make_evaluator, make_params
+
+        model, tok = load_model(cfg.model.name, cfg.model.dtype)
+        self.cfg = cfg
+        self.params = make_params(model, cfg)
+        self.evaluator = make_evaluator(model, tok, task, self.params, cfg, max_new_tokens)
+        from_checkpoint = self.advance(rows, checkpoint)
+        return {
+            "pid": os.getpid(),
+            "node": _node_address(),
+            "threads": torch.get_num_threads(),
+            "from_checkpoint": from_checkpoint,
+            "checksum": self.params.checksum(),
+        }
+
+    def advance(self, rows: Sequence[Row], checkpoint: Checkpoint | None = None) -> int:
+        """Apply the trajectory rows after the ones already applied, with the trainer's `apply_row`.
+
+        `checkpoint` (iteration, path, recorded checksum), when newer than this replica and readable
+        from its node (same machine or a shared filesystem), replaces the replay of the rows before
+        it, as the trainer's resume does. Returns the checkpoint iteration used (0 if none).
+        """
+        from evotune.es.trainer import apply_row, load_checkpoint_into
+
+        params = self._ok()
+        used = 0
+        try:
+            if checkpoint is not None and checkpoint[0] > self.applied and Path(checkpoint[1]).is_dir():
+                k, path, recorded = checkpoint
+                load_checkpoint_into(params, Path(path))
+                if recorded not in (None, params.checksum()):
+                    raise ESStateError(f"checkpoint {path} does not match its recorded checksum")
+                self.applied = used = k
+            for row in rows:
+                if row["step"] <= self.applied:
+                    continue
+                if row["step"] != self.applied + 1:
+                    raise ESStateError(
+                        f"replica has {self.applied} iterations applied, was sent step {row['step']}"
+                    )
+                apply_row(params, row, self.cfg)
+                self.applied += 1
+        except BaseException as exc:
+            self.broken = exc
+            raise
+        return used
+
+    def evaluate(
+        self,
+        unit: Sequence[tuple[int, int, int]],
+        batch: tuple[list[Example], list[str]],
+        rows: int,
+        sample: bool,
+    ) -> ResultDict:
+        """Fitness of the members in `unit` (index, seed, sign), at the weights after `rows` iterations."""
+        self._ok()
+        if self.applied != rows:
+            raise ReplicaMismatchError(f"replica is at iteration {self.applied}, driver at {rows}")
+        examples, prompts = batch
+        res: PopulationResult = self.evaluator([Member(i, s, g) for i, s, g in unit], examples, prompts)
+        return {
+            "fitness": list(res.fitness),
+            "completions": res.completions,
+            "completion_tokens": res.completion_tokens,
+            "prompt_tokens": res.prompt_tokens,
+            "correct": round(res.accuracy * res.completions),  # exact: accuracy is correct / completions
+            "sample": res.sample if sample else "",
+            "times": dict(res.times),
+        }
+
+    def reset(self) -> None:
+        """Drop the replica (frees its memory); the process stays warm for the next `build`."""
+        self.params = self.evaluator = self.cfg = None
+        self.applied, self.broken = 0, None
+        gc.collect()
+
+    def checksum(self) -> tuple[int, str]:
+        """(iterations applied, checksum of the master weights)."""
+        return self.applied, self._ok().checksum()
+
+
+def _node_address() -> str:
+    try:
+        import ray
+
+        return str(ray.util.get_node_ip_address())
+    except Exception:  # outside Ray (unit use of the class)
+        return "local"
+
+
+# -- the driver side ----------------------------------------------------------------------------
+
+
+@dataclass(eq=False)  # identity: a slot's old and new actor must never compare equal
+class _Worker:
+    slot: int
+    actor: Any
+    applied: int = 0  # rows sent to it (it applies them before any later call)
+    pending: Any = None  # ObjectRef of a build not yet confirmed; None when the replica is usable
+    expect: str = ""  # the checksum the pending build must produce
+    built_rows: int = 0  # rows the build was given (its checksum is the driver's at that point)
+    since: float = 0.0
+    busy: Any = None  # ObjectRef of the evaluation in flight
+    pid: int | None = None
+    node: str = ""
+    got_batch: bool = False  # whether this iteration's prompts were sent to it (for byte counts)
+    reused: bool = False  # taken warm from the idle pool
+
+
+def _wire_row(row: Row) -> Row:
+    """The part of a trajectory row a replica needs."""
+    return {
+        "step": row["step"],
+        "seeds": list(row["seeds"]),
+        "signs": list(row["signs"]),
+        "fitness": list(row["fitness"]),
+    }
+
+
+def _lowrank_members_per_call(batch_size: int, n_prompts: int) -> int:
+    """Members that `BatchedLowRankEvaluator.generate_members` puts in one generate call."""
+    longest_chunk = min(batch_size, n_prompts)
+    return max(1, batch_size // longest_chunk) if longest_chunk else 1
+
+
+def _lost_worker_errors(ray: Any) -> tuple[type[BaseException], ...]:
+    ex = ray.exceptions
+    return (
+        ex.RayActorError,
+        ex.WorkerCrashedError,
+        ex.NodeDiedError,
+        ex.ObjectLostError,
+        ex.OutOfMemoryError,
+    )
+
+
+def _unwrap(ray: Any, exc: BaseException, worker: _Worker | None = None) -> BaseException:
+    """The user-facing error inside a Ray task error (ModelError, TaskError, ...), labelled by worker."""
+    cause = getattr(exc, "cause", None) if isinstance(exc, ray.exceptions.RayTaskError) else None
+    if cause is None:
+        return exc
+    where = "Ray worker"
+    if worker is not None:
+        where += f" {worker.slot}" + (f" on {worker.node}" if worker.node else "")
+    if isinstance(cause, ModelError):
+        return ModelError(f"{where} could not load the model: {cause}")
+    missing = re.search(r"No module named '[^']+'", str(cause))
+    if missing:
+        return ConfigError(
+            f"{where} cannot import code the run needs ({missing.group(0)}): every Ray node must be able to "
+            "import evotune and the task's module (install them there, or set PYTHONPATH before `ray start`)"
+        )
+    with contextlib.suppress(Exception):
+        cause = type(cause)(f"{where}: {cause}")
+    return cause
+
+
+class RayEvaluator:
+    """An `Evaluator` whose members run on Ray actors; the driver's own params stay the reference."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        task: Task,
+        params: EvolvingParams,
+        cfg: TrainConfig,
+        max_new_tokens: int,
+        *,
+        workers: int = 0,
+        address: str | None = None,
+        check_every: int | None = None,
+        threads: int | None = None,
+        max_failures: int | None = None,
+        trajectory: str | Path | None = "auto",
+    ) -> None:
+        self.ray = _import_ray()
+        self.params, self.cfg, self.tokenizer = params, cfg, tokenizer
+        self.check_every = check_every_default() if check_every is None else check_every
+        if self.check_every < 0:
+            raise ConfigError(f"check_every must be >= 0, got {self.check_every}")
+        if trajectory == "auto":
+            from evotune.runs.rundir import RunDir
+
+            trajectory = RunDir(cfg.run_dir).trajectory
+        self.trajectory = None if trajectory is None else Path(trajectory)
+        self.workers: list[_Worker] = []
+        self.rows: list[Row] = []
+        self.failures = 0
+        # replacement replicas: slot, rows at launch, checkpoint used (0 = replayed from the base model)
+        self.rebuilds: list[dict[str, int]] = []
+        self.session: RaySession | None = None
+        self._calls = 0
+        self._checked = -1
+        self._driver_sum: tuple[int, str] | None = None
+        self._sent = self._received = 0
+        try:
+            self._start(task, max_new_tokens, workers, address, threads, max_failures)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- start-up -----------------------------------------------------------------------------
+    def _start(
+        self,
+        task: Task,
+        max_new_tokens: int,
+        workers: int,
+        address: str | None,
+        threads: int | None,
+        max_failures: int | None,
+    ) -> None:
+        ray = self.ray
+        if address:
+            self.session = connect_ray(address)
+            node_cpus = [
+                int(n["Resources"]["CPU"])
+                for n in ray.nodes()
+                if n.get("Alive") and n["Resources"].get("CPU", 0) >= 1
+            ]
+            if not node_cpus:
+                raise WorkerError(f"the Ray cluster at {address} has no node with a CPU")
+            n_workers = workers or len(node_cpus)  # default: one replica per node
+            per_node = -(-n_workers // len(node_cpus))
+            self.threads = threads or threads_per_worker(min(node_cpus), per_node)
+        else:
+            if workers < 1:
+                raise ConfigError(f"--workers must be >= 1 without --ray-address, got {workers}")
+            n_workers = workers
+            cores = available_cores()
+            self.threads = threads or threads_per_worker(cores, n_workers)
+            self.session = start_local_ray(max(cores, n_workers * self.threads))
+        self.n_workers = n_workers
+        self.max_failures = 2 * n_workers + 2 if max_failures is None else max_failures
+        self._actor_cls = ray.remote(ReplicaWorker).options(
+            num_cpus=self.threads, max_restarts=0, max_task_retries=0, scheduling_strategy="SPREAD"
+        )
+        self._task_ref = ray.put(task)
+        self._build_args = (self.cfg, max_new_tokens)
+        self.setup_bytes = _nbytes(task) * n_workers
+        expect = self._driver_checksum()
+        for slot in range(n_workers):
+            self.workers.append(self._launch(slot, expect, reuse=not self.session.owned))
+        while any(w.pending is not None for w in self.workers):
+            self._await_builds(at_start=True)
+        self._checked = 0
+
+    def _pool_key(self) -> tuple[str, int]:
+        return self.ray.get_runtime_context().get_job_id(), self.threads
+
+    def _new_actor(self, reuse: bool) -> tuple[Any, bool]:
+        """(actor, reused): a warm idle actor of this session with the same threads, else a new one."""
+        key = self._pool_key()
+        for other in [k for k in _IDLE_ACTORS if k != key]:  # free their CPUs (or stale handles)
+            for actor in _IDLE_ACTORS.pop(other):
+                with contextlib.suppress(Exception):
+                    self.ray.kill(actor, no_restart=True)
+        idle = _IDLE_ACTORS.get(key, [])
+        if reuse and idle:
+            return idle.pop(), True
+        return self._actor_cls.remote(self.threads), False
+
+    def _launch(self, slot: int, expect: str, reuse: bool = False) -> _Worker:
+        """An actor for `slot`, building its replica up to the driver's current rows."""
+        actor, reused = self._new_actor(reuse)
+        rows = list(self.rows)
+        ckpt = self._checkpoint_for(len(rows))
+        w = _Worker(
+            slot, actor, applied=len(rows), expect=expect, built_rows=len(rows), since=time.monotonic()
+        )
+        w.reused = reused
+        w.pending = actor.build.remote(self._task_ref, *self._build_args, rows, ckpt)
+        self._sent += _nbytes((rows, ckpt))
+        return w
+
+    def _checkpoint_for(self, n_rows: int) -> Checkpoint | None:
+        """The newest complete checkpoint at or before `n_rows` iterations, as the driver's resume uses."""
+        if self.trajectory is None:
+            return None
+        from evotune.runs.rundir import checkpoint_dirs, read_state
+
+        ckpts = [(k, d) for k, d in checkpoint_dirs(self.trajectory.parent) if 0 < k <= n_rows]
+        if not ckpts:
+            return None
+        k, d = ckpts[-1]
+        return k, str(d.resolve()), read_state(d).get("checksum")
+
+    def _await_builds(self, at_start: bool = False) -> None:
+        """Wait (briefly) for pending replica builds and admit those whose checksum matches."""
+        ray = self.ray
+        pending = {w.pending: w for w in self.workers if w.pending is not None}
+        done, _ = ray.wait(list(pending), num_returns=1, timeout=5.0)
+        for ref in done:
+            self._finish_build(pending[ref], at_start)
+        self._check_deadlines()
+
+    def _finish_build(self, w: _Worker, at_start: bool) -> None:
+        ray = self.ray
+        ref, w.pending = w.pending, None
+        try:
+            info = ray.get(ref)
+        except _lost_worker_errors(ray) as exc:
+            if at_start and not w.reused:
+                raise WorkerError(f"Ray worker {w.slot} died while loading the model: {exc}") from None
+            if at_start:  # a pooled actor that died while idle: not a failure of this run
+                self.workers[self.workers.index(w)] = self._launch(w.slot, w.expect)
+            else:
+                self._replace(w, exc)
+            return
+        except ray.exceptions.RayTaskError as exc:
+            raise _unwrap(ray, exc, w) from exc
+        w.pid, w.node = info["pid"], info["node"]
+        if not at_start:
+            self.rebuilds.append(
+                {"slot": w.slot, "rows": w.built_rows, "from_checkpoint": info["from_checkpoint"]}
+            )
+        if info["checksum"] != w.expect:
+            raise ReplicaMismatchError(
+                f"Ray worker {w.slot} on {w.node} built weights with checksum {info['checksum']} after "
+                f"{w.built_rows} iterations, the driver has {w.expect}: it loaded a different model or "
+                "dtype, or its kernels differ (library versions, CPU) — stopping"
+            )
+
+    def _check_deadlines(self) -> None:
+        now = time.monotonic()
+        for w in self.workers:
+            if w.pending is not None and now - w.since > SETUP_TIMEOUT_S:
+                res = self.ray.available_resources()
+                raise WorkerError(
+                    f"Ray worker {w.slot} was not ready after {SETUP_TIMEOUT_S:.0f} s (being scheduled, "
+                    f"loading the model and catching up on {w.built_rows} iterations; it needs "
+                    f"{self.threads} CPUs, the cluster has {res.get('CPU', 0)} free): too many workers?"
+                )
+
+    def _driver_checksum(self) -> str:
+        """The driver's checksum at its current row count (cached: hashing a large model takes a while)."""
+        n = len(self.rows)
+        if self._driver_sum is None or self._driver_sum[0] != n:
+            self._driver_sum = (n, self.params.checksum())
+        return self._driver_sum[1]
+
+    def _replace(self, w: _Worker, exc: BaseException) -> None:
+        """Swap a dead actor for a new one rebuilt to the current weights (its units were re-queued)."""
+        self.failures += 1
+        if self.failures > self.max_failures:
+            raise WorkerError(
+                f"{self.failures} Ray worker failures (limit {self.max_failures}); last one: {exc}"
+            ) from None
+        with contextlib.suppress(Exception):
+            self.ray.kill(w.actor, no_restart=True)
+        new = self._launch(w.slot, self._driver_checksum())
+        self.workers[self.workers.index(w)] = new
+
+    # -- keeping replicas in step ---------------------------------------------------------------
+    def _sync(self) -> None:
+        """Bring `rows` up to the committed trajectory and send every replica the rows it lacks."""
+        if self.trajectory is not None:
+            from evotune.runs.rundir import read_jsonl
+
+            committed = read_jsonl(self.trajectory)
+            for i, row in enumerate(self.rows):
+                if i >= len(committed) or _wire_row(committed[i]) != row:
+                    raise ESStateError(
+                        f"{self.trajectory}: row {i + 1} is not the one Ray workers were sent; "
+                        "replicas and driver would diverge"
+                    )
+            self.rows.extend(_wire_row(r) for r in committed[len(self.rows) :])
+        for w in self.workers:
+            self._send_rows(w)
+
+    def _send_rows(self, w: _Worker) -> None:
+        """Send a replica the rows it lacks (plus the newest checkpoint when it lacks several: resume)."""
+        if w.applied < len(self.rows):
+            chunk = self.rows[w.applied :]
+            ckpt = self._checkpoint_for(len(self.rows)) if len(chunk) > 1 else None
+            w.actor.advance.remote(chunk, ckpt)  # errors poison the replica and surface on its next call
+            self._sent += _nbytes((chunk, ckpt))
+            w.applied = len(self.rows)
+
+    def _check_replicas(self) -> float:
+        """Compare every usable replica's checksum with the driver's; a mismatch stops the run."""
+        t0 = time.perf_counter()
+        ray = self.ray
+        expect = self._driver_checksum()
+        refs = {w.actor.checksum.remote(): w for w in self.workers if w.pending is None}
+        self._sent += _nbytes(None) * len(refs)
+        for ref, w in refs.items():
+            try:
+                applied, got = ray.get(ref)
+            except _lost_worker_errors(ray) as exc:
+                self._replace(w, exc)  # the replacement's own build is checked against the driver
+                continue
+            except ray.exceptions.RayTaskError as exc:
+                raise _unwrap(ray, exc, w) from exc
+            self._received += _nbytes((applied, got))
+            if (applied, got) != (len(self.rows), expect):
+                raise ReplicaMismatchError(
+                    f"replica check after iteration {len(self.rows)}: Ray worker {w.slot} on {w.node} "
+                    f"(iteration {applied}) has weights {got}, the driver has {expect} — stopping instead "
+                    "of drifting; likely a kernel that depends on the CPU, thread count or library version"
+                )
+        self._checked = len(self.rows)
+        return time.perf_counter() - t0
+
+    # -- one population -----------------------------------------------------------------------
+    def _units(self, members: Sequence[Member], n_prompts: int) -> list[list[Member]]:
+        """Members grouped exactly as the in-process evaluator groups them into forward passes."""
+        size = 1
+        if self.cfg.es.noise == "lowrank":
+            size = _lowrank_members_per_call(self.cfg.generation.batch_size, n_prompts)
+        return [list(members[i : i + size]) for i in range(0, len(members), size)]
+
+    def _submit(self, w: _Worker, unit: list[Member], index: int, batch_ref: Any) -> Any:
+        msg = [(m.index, m.seed, m.sign) for m in unit]
+        ref = w.actor.evaluate.remote(msg, batch_ref, len(self.rows), index == 0)
+        self._sent += _nbytes((msg, len(self.rows), index == 0))
+        if not w.got_batch:
+            self._sent += self._batch_bytes
+            w.got_batch = True
+        return ref
+
+    def _run_units(self, units: list[list[Member]], batch_ref: Any) -> list[ResultDict]:
+        """Dynamic scheduling: each free replica takes the next unit; a lost replica's unit is re-queued."""
+        ray = self.ray
+        queue = deque(range(len(units)))
+        out: dict[int, ResultDict] = {}
+        inflight: dict[Any, tuple[_Worker, int]] = {}
+        while len(out) < len(units):
+            for w in self.workers:
+                if queue and w.pending is None and w.busy is None:
+                    i = queue.popleft()
+                    w.busy = self._submit(w, units[i], i, batch_ref)
+                    inflight[w.busy] = (w, i)
+            builds = {w.pending: w for w in self.workers if w.pending is not None}
+            done, _ = ray.wait([*inflight, *builds], num_returns=1, timeout=5.0)
+            for ref in done:
+                if ref in builds:
+                    self._finish_build(builds[ref], at_start=False)
+                    continue
+                w, i = inflight.pop(ref)
+                w.busy = None
+                try:
+                    out[i] = ray.get(ref)
+                except _lost_worker_errors(ray) as exc:
+                    queue.appendleft(i)
+                    self._replace(w, exc)
+                    continue
+                except ray.exceptions.RayTaskError as exc:
+                    raise _unwrap(ray, exc, w) from exc
+                self._received += _nbytes(out[i])
+            self._check_deadlines()
+        return [out[i] for i in range(len(units))]
+
+    def __call__(
+        self, members: Sequence[Member], examples: Sequence[Example], prompts: Sequence[str]
+    ) -> PopulationResult:
+        ray = self.ray
+        self._sent = self._received = 0
+        self._sync()
+        t_check = 0.0
+        n = len(self.rows)
+        due = n != self._checked and (
+            (self.check_every and n % self.check_every == 0) or (self._calls == 0 and n > 0)
+        )
+        if due:
+            t_check = self._check_replicas()
+        self._calls += 1
+        t0 = time.perf_counter()
+        batch = (list(examples), list(prompts))
+        self._batch_bytes = _nbytes(batch)
+        batch_ref = ray.put(batch)
+        for w in self.workers:
+            w.got_batch = False
+        units = self._units(members, len(prompts))
+        results = self._run_units(units, batch_ref)
+        del batch_ref
+        res = PopulationResult(fitness=[f for r in results for f in r["fitness"]])
+        correct = 0
+        times = {"noise": 0.0, "generate": 0.0, "score": 0.0}
+        for r in results:
+            res.completions += r["completions"]
+            res.completion_tokens += r["completion_tokens"]
+            res.prompt_tokens += r["prompt_tokens"]
+            correct += r["correct"]
+            for k, v in r["times"].items():
+                times[k] = times.get(k, 0.0) + v
+        res.sample = results[0]["sample"] if results else ""
+        res.accuracy = correct / res.completions if res.completions else 0.0
+        # Send this iteration's row now so the replicas' update overlaps the driver's; the next call
+        # checks that the trainer committed exactly this row.
+        row = {
+            "step": n + 1,
+            "seeds": [m.seed for m in members],
+            "signs": [m.sign for m in members],
+            "fitness": list(res.fitness),
+        }
+        self.rows.append(row)
+        for w in self.workers:
+            self._send_rows(w)
+        res.times = {**times, "ray_dispatch": time.perf_counter() - t0, "ray_checksum": t_check}
+        res.extra = {
+            "ray/bytes_per_iteration": float(self._sent + self._received),
+            "ray/bytes_to_workers": float(self._sent),
+            "ray/bytes_from_workers": float(self._received),
+            "ray/workers": float(len(self.workers)),
+            "ray/threads_per_worker": float(self.threads),
+            "ray/units": float(len(units)),
+            "ray/worker_failures": float(self.failures),
+        }
+        return res
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def wait_ready(self) -> None:
+        """Block until every replica (including replacements still loading) is built and verified."""
+        while any(w.pending is not None for w in self.workers):
+            self._await_builds()
+
+    def worker_pids(self) -> list[int | None]:
+        """Process ids of the replicas (None while one is being built); for tests and diagnostics."""
+        return [w.pid for w in self.workers]
+
+    def close(self) -> None:
+        """Stop Ray if this evaluator started it; in a borrowed session, pool the healthy idle actors."""
+        pool = self.session is not None and not self.session.owned
+        for w in self.workers:
+            if pool and w.pending is None and w.busy is None:
+                with contextlib.suppress(Exception):
+                    self.ray.get(w.actor.reset.remote(), timeout=60)
+                    _IDLE_ACTORS.setdefault(self._pool_key(), []).append(w.actor)
+                    continue
+            with contextlib.suppress(Exception):
+                self.ray.kill(w.actor, no_restart=True)
+        self.workers = []
+        if self.session is not None:
+            self.session.shutdown()
+            self.session = None
+
+
+def ray_evaluator_factory(
+    workers: int = 0,
+    ray_address: str | None = None,
+    *,
+    check_every: int | None = None,
+    threads: int | None = None,
+    max_failures: int | None = None,
+) -> Callable[..., RayEvaluator]:
+    """What `evotune train es --workers N / --ray-address ADDR` hands to `ESTrainer`.
+
+    Nothing starts until the trainer calls the factory (after loading its own model), so Ray's
+    start-up and the replicas' model loading stay out of the per-iteration timings.
+    `check_every` defaults to $EVOTUNE_RAY_CHECK_EVERY or 10; `threads` to cores // workers.
+    """
+    if workers < 0:
+        raise ConfigError(f"--workers must be >= 0, got {workers}")
+    if not workers and not ray_address:
+        raise ConfigError("Ray evaluation needs --workers N (local) or --ray-address ADDR (a cluster)")
+    _import_ray()
+
+    def factory(
+        model: Any, tok: Any, task: Task, params: EvolvingParams, cfg: TrainConfig, max_new_tokens: int
+    ) -> RayEvaluator:
+        return RayEvaluator(
+            model,
+            tok,
+            task,
+            params,
+            cfg,
+            max_new_tokens,
+            workers=workers,
+            address=ray_address,
+            check_every=check_every,
+            threads=threads,
+            max_failures=max_failures,
+        )
+
+    return factory
