@@ -31,6 +31,7 @@ class PopulationResult:
     times: dict[str, float] = field(default_factory=dict)
     accuracy: float = 0.0
     sample: str = ""
+    extra: dict[str, float] = field(default_factory=dict)  # evaluator-specific metrics, logged as-is
 
 
 class Evaluator(Protocol):
@@ -62,30 +63,31 @@ class SequentialEvaluator:
         res = PopulationResult(fitness=[])
         n_prompt_tokens = sum(len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts)
         correct = []
-        for m in members:
-            t0 = time.perf_counter()
-            self.params.perturb(m.seed, m.sign, self.sigma)
-            t1 = time.perf_counter()
-            try:
+        try:
+            for m in members:
+                t0 = time.perf_counter()
+                # perturb writes master + sign·σ·ε from the master, so the previous member needs no restore
+                self.params.perturb(m.seed, m.sign, self.sigma)
+                t1 = time.perf_counter()
                 comps = generate(
                     self.model, self.tokenizer, prompts, self.max_new_tokens, batch_size=self.batch_size
                 )
-            finally:
                 t2 = time.perf_counter()
-                self.params.restore()  # exact: the weights are bit-for-bit those before the member
-                t3 = time.perf_counter()
-            rows = score_rows(self.task, examples, comps)
-            t4 = time.perf_counter()
-            times["noise"] += (t1 - t0) + (t3 - t2)
-            times["generate"] += t2 - t1
-            times["score"] += t4 - t3
-            res.fitness.append(statistics.fmean(r["reward"] for r in rows))
-            correct.extend(r["correct"] for r in rows)
-            res.completions += len(rows)
-            res.completion_tokens += sum(r["n_tokens"] for r in rows)
-            res.prompt_tokens += n_prompt_tokens
-            if not res.sample and rows:
-                res.sample = rows[0]["completion"]
+                rows = score_rows(self.task, examples, comps)
+                times["noise"] += t1 - t0
+                times["generate"] += t2 - t1
+                times["score"] += time.perf_counter() - t2
+                res.fitness.append(statistics.fmean(r["reward"] for r in rows))
+                correct.extend(r["correct"] for r in rows)
+                res.completions += len(rows)
+                res.completion_tokens += sum(r["n_tokens"] for r in rows)
+                res.prompt_tokens += n_prompt_tokens
+                if not res.sample and rows:
+                    res.sample = rows[0]["completion"]
+        finally:
+            t3 = time.perf_counter()
+            self.params.restore()  # exact: the weights are bit-for-bit those before the population
+            times["noise"] += time.perf_counter() - t3
         res.times = times
         res.accuracy = statistics.fmean(1.0 if c else 0.0 for c in correct) if correct else 0.0
         return res

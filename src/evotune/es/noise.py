@@ -21,9 +21,21 @@ def tensor_seed(seed: int, name: str) -> int:
     return stable_int("tensor", seed, name)
 
 
-def noise(seed: int, name: str, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
-    """Full-rank N(0, I) noise in fp32 for parameter `name` of member `seed`."""
+def noise(
+    seed: int, name: str, shape: torch.Size | tuple[int, ...], out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Full-rank N(0, I) noise in fp32 for parameter `name` of member `seed`.
+
+    `out` (fp32, of `shape`) receives the same values without allocating: a fresh 100 MB tensor
+    costs page faults that are a sizeable share of drawing it.
+    """
     g = torch.Generator(device="cpu").manual_seed(tensor_seed(seed, name))
+    if out is not None:
+        if out.dtype != torch.float32 or tuple(out.shape) != tuple(shape):
+            raise ValueError(
+                f"noise out= must be fp32 of shape {tuple(shape)}, got {out.dtype} {tuple(out.shape)}"
+            )
+        return torch.randn(tuple(shape), generator=g, out=out)
     return torch.randn(tuple(shape), generator=g, dtype=torch.float32)
 
 

@@ -184,6 +184,7 @@ class ESTrainer:
                 "train/updated": int(updated),
                 "train/sample": res.sample[:300],
                 **{f"time/{n}": v for n, v in res.times.items()},
+                **res.extra,
                 "time/update": t2 - t1,
                 "time/iteration": t2 - t0,
                 **budget.as_metrics(),

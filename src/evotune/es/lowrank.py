@@ -1,0 +1,382 @@
+"""Low-rank (EGGROLL-style) ES: the whole population in one batched generation.
+
+Member i's perturbation of a weight matrix W (out×in) is σ·sᵢ·Eᵢ with Eᵢ = AᵢBᵢᵀ/√r, Aᵢ: out×r and
+Bᵢ: in×r regenerated from (member seed, parameter name) by `noise.factors`. Because a torch Linear
+computes x Wᵀ, the perturbed output is
+
+    x (W + σ sᵢ Eᵢ)ᵀ = x Wᵀ + (σ sᵢ/√r) · (x Bᵢ) Aᵢᵀ,
+
+so the shared x Wᵀ runs once for every row of a (member × prompt) batch and only the thin rank-r
+path is per member. Embeddings are matrices too: row t of Eᵢ is Aᵢ[t] Bᵢᵀ/√r, which the lookup adds;
+an `lm_head` tied to the embedding shares the parameter and therefore the same Eᵢ, exactly what
+materialising W + σEᵢ into the tied tensor does. The update is full rank,
+θ += (α/N)·Σ cₛ AₛBₛᵀ/√r, computed as one GEMM per matrix in fp32 (`LowRankNoise.weighted_sum`).
+
+Non-matrix parameters (norm scales, biases) are frozen (`lowrank_vectors="freeze"`, default: they are
+<0.1% of a transformer and would need per-row weights) or get full-rank noise (`"full"`), applied per
+row: Linear biases as a per-member offset, elementwise scales (RMSNorm) by broadcasting a per-row
+weight. Anything the batched path cannot express is refused at construction, never approximated.
+
+`materialise` (the noise fn given to `EvolvingParams`) returns exactly the Eᵢ the batched path adds,
+so `SequentialEvaluator` with the same `EvolvingParams` is the reference implementation.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from evotune.backends.hf import Completion, generate
+from evotune.es.evaluator import PopulationResult
+from evotune.es.noise import factors, noise
+from evotune.es.params import EvolvingParams
+from evotune.es.strategy import Member
+from evotune.evaluation import score_rows
+from evotune.tasks.base import Example, Task
+
+Named = list[tuple[str, torch.nn.Parameter]]
+
+
+def lowrank_param_filter(named: Iterable[tuple[str, torch.nn.Parameter]], vectors: str) -> Named:
+    """The parameters low-rank ES evolves: every matrix, plus the rest when vectors get full noise."""
+    if vectors not in ("freeze", "full"):
+        raise ValueError(f"lowrank_vectors must be 'freeze' or 'full', got {vectors!r}")
+    named = list(named)
+    kept = named if vectors == "full" else [(n, p) for n, p in named if p.dim() == 2]
+    if not kept:
+        raise ValueError("low-rank ES found no weight matrices among the selected parameters")
+    return kept
+
+
+class LowRankNoise:
+    """The noise fn of low-rank ES: materialised E = A Bᵀ/√r for matrices, full noise otherwise.
+
+    A callable `(seed, name, shape) -> fp32 tensor` as `EvolvingParams` expects, plus
+    `weighted_sum`, which `EvolvingParams.apply_update` uses to build Σ cₛEₛ with one GEMM per
+    matrix instead of materialising N outer products.
+    """
+
+    def __init__(self, rank: int, vectors: str = "freeze") -> None:
+        if rank < 1:
+            raise ValueError(f"rank must be >= 1, got {rank}")
+        self.rank, self.vectors = rank, vectors
+
+    def __call__(self, seed: int, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        shape = tuple(shape)
+        if len(shape) == 2:
+            a, b = factors(seed, name, shape, self.rank)  # type: ignore[arg-type]
+            return (a @ b.T).div_(math.sqrt(self.rank))
+        if self.vectors != "full":
+            raise ValueError(f"{name} (shape {shape}) is not a matrix and lowrank_vectors={self.vectors!r}")
+        return noise(seed, name, shape)
+
+    def weighted_sum(
+        self, coeffs: Sequence[tuple[int, float]], name: str, shape: tuple[int, ...]
+    ) -> torch.Tensor | None:
+        """Σ cₛ AₛBₛᵀ/√r as [c₁A₁ … cₙAₙ][B₁ … Bₙ]ᵀ/√r (None for non-matrices: the caller loops)."""
+        if len(tuple(shape)) != 2:
+            return None
+        a_parts, b_parts = [], []
+        for s, c in coeffs:
+            a, b = factors(s, name, tuple(shape), self.rank)  # type: ignore[arg-type]
+            a_parts.append(a.mul_(c))
+            b_parts.append(b)
+        return (torch.cat(a_parts, 1) @ torch.cat(b_parts, 1).T).div_(math.sqrt(self.rank))
+
+    def __repr__(self) -> str:
+        return f"LowRankNoise(rank={self.rank}, vectors={self.vectors!r})"
+
+
+def lowrank_noise_fn(rank: int, vectors: str = "freeze") -> LowRankNoise:
+    return LowRankNoise(rank, vectors)
+
+
+# -- the batched forward ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Group:
+    """What the hooks need for one generate call: per-member factors, rows per member."""
+
+    members: int
+    rows_per_member: int
+    a: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (m, out, r), scaled by sσ/√r
+    at: dict[str, torch.Tensor] = field(default_factory=dict)  # the same, contiguous (m, r, out)
+    bt: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> Bᵀ, contiguous (m, r, in)
+    offset: dict[str, torch.Tensor] = field(default_factory=dict)  # bias name -> (m, 1, out): sσε
+    weight: dict[str, torch.Tensor] = field(default_factory=dict)  # scale name -> (m, *shape): master + sσε
+
+    @property
+    def rows(self) -> int:
+        return self.members * self.rows_per_member
+
+
+class BatchedForward:
+    """Forward hooks that make one model call evaluate many low-rank members side by side.
+
+    Rows of the batch are member-major: rows [j·P, (j+1)·P) belong to the j-th member of the group.
+    HF greedy generation with a KV cache never reorders or drops rows, so the mapping holds from
+    prefill to the last decode step; every hook checks the batch size to fail loudly if not.
+    """
+
+    def __init__(self, model: nn.Module, params: EvolvingParams, sigma: float, rank: int) -> None:
+        self.model, self.params, self.sigma, self.rank = model, params, sigma, rank
+        by_id = {id(p): n for n, p in params.params.items()}
+        self.linears: list[tuple[nn.Linear, str | None, str | None]] = []
+        self.embeddings: list[tuple[nn.Embedding, str]] = []
+        self.scales: list[tuple[nn.Module, str, str]] = []
+        covered: set[str] = set()
+        for mod in model.modules():
+            own = {pn: by_id[id(p)] for pn, p in mod.named_parameters(recurse=False) if id(p) in by_id}
+            if not own:
+                continue
+            if isinstance(mod, nn.Linear):
+                self.linears.append((mod, own.get("weight"), own.get("bias")))
+            elif isinstance(mod, nn.Embedding) and set(own) == {"weight"}:
+                self.embeddings.append((mod, own["weight"]))
+            elif all(params.params[n].dim() == 1 for n in own.values()) and len(own) == 1:
+                pname, name = next(iter(own.items()))
+                _check_elementwise(mod, pname)
+                self.scales.append((mod, pname, name))
+            else:
+                raise ValueError(
+                    f"batched low-rank ES cannot perturb {sorted(own.values())} of {type(mod).__name__} per row; "
+                    "exclude them (es.exclude) or use es.lowrank_vectors=freeze"
+                )
+            covered.update(own.values())
+        missing = set(params.params) - covered
+        if missing:
+            raise ValueError(f"evolving parameters not owned by any module: {sorted(missing)[:5]}")
+        self.matrices = sorted({n for n, p in params.params.items() if p.dim() == 2})
+        self.vectors = sorted(set(params.params) - set(self.matrices))
+        self.group: _Group | None = None
+
+    # -- per-group state ------------------------------------------------------------------------
+    @torch.no_grad()
+    def make_group(self, members: Sequence[Member], rows_per_member: int = 0) -> _Group:
+        """Regenerate the members' factors (and vector noise) for one generate call."""
+        g = _Group(len(members), rows_per_member)
+        dtype = next(iter(self.params.params.values())).dtype
+        for name in self.matrices:
+            shape = tuple(self.params.params[name].shape)
+            pairs = [factors(m.seed, name, shape, self.rank) for m in members]  # type: ignore[arg-type]
+            coef = torch.tensor(
+                [m.sign * self.sigma / math.sqrt(self.rank) for m in members], dtype=torch.float32
+            )
+            g.a[name] = torch.stack([a for a, _ in pairs]).mul_(coef.view(-1, 1, 1)).to(dtype)
+            g.at[name] = g.a[name].transpose(1, 2).contiguous()
+            g.bt[name] = torch.stack([b.T for _, b in pairs]).to(dtype)
+        for name in self.vectors:
+            p, master = self.params.params[name], self.params.master[name]
+            fn = self.params.noise_fn
+            rows = []
+            for m in members:
+                eps = fn(m.seed, name, tuple(p.shape))
+                # exactly the value `EvolvingParams.perturb` writes
+                rows.append(eps.mul_(m.sign * self.sigma).add_(master).to(p.dtype))
+            g.weight[name] = torch.stack(rows)
+            g.offset[name] = (g.weight[name].to(torch.float32) - master).to(p.dtype)
+        return g
+
+    @contextmanager
+    def active(self, group: _Group) -> Iterator[None]:
+        """Install the hooks for the duration of one generate call; always removes them."""
+        self.group = group
+        handles = []
+        swapped: list[tuple[nn.Module, str, Any]] = []
+        try:
+            for mod, wname, bname in self.linears:
+                handles.append(mod.register_forward_hook(self._linear_hook(wname, bname)))
+            for mod, name in self.embeddings:
+                handles.append(mod.register_forward_hook(self._embedding_hook(name)))
+            for mod, pname, name in self.scales:
+                handles.append(mod.register_forward_pre_hook(self._scale_pre_hook(pname, name, swapped)))
+                handles.append(mod.register_forward_hook(self._scale_post_hook(swapped)))
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+            for mod, pname, original in reversed(swapped):
+                mod._parameters[pname] = original
+            self.group = None
+
+    def _rows(self, x: torch.Tensor) -> _Group:
+        g = self.group
+        if g is None or x.shape[0] != g.rows:
+            raise RuntimeError(
+                f"batched low-rank forward expected {g.rows if g else '?'} rows, got input of shape {tuple(x.shape)}"
+            )
+        return g
+
+    def _linear_hook(self, wname: str | None, bname: str | None) -> Any:
+        def hook(mod: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> torch.Tensor:
+            g = self._rows(args[0])
+            y = out.view(g.members, -1, out.shape[-1])
+            if wname is not None:
+                x = args[0].reshape(g.members, -1, args[0].shape[-1])
+                # (Bᵀ xᵀ)ᵀ: as a GEMM with M=r this is several times faster than the GEMV x B
+                _add_lowrank(y, torch.bmm(g.bt[wname], x.transpose(1, 2)).transpose(1, 2), g.at[wname])
+            if bname is not None:
+                y.add_(g.offset[bname].view(g.members, 1, -1))
+            return out
+
+        return hook
+
+    def _embedding_hook(self, name: str) -> Any:
+        def hook(mod: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> torch.Tensor:
+            ids = args[0]
+            g = self._rows(ids)
+            member = (
+                torch.arange(g.members)
+                .repeat_interleave(g.rows_per_member)
+                .view(-1, *([1] * (ids.dim() - 1)))
+            )
+            a_rows = g.a[name][member, ids]  # (rows, ..., r): row t of this member's A, scaled
+            out3 = out.view(g.members, -1, out.shape[-1])
+            _add_lowrank(out3, a_rows.reshape(g.members, -1, a_rows.shape[-1]), g.bt[name])
+            return out
+
+        return hook
+
+    def _scale_pre_hook(self, pname: str, name: str, swapped: list[tuple[nn.Module, str, Any]]) -> Any:
+        def hook(mod: nn.Module, args: tuple[Any, ...]) -> None:
+            g = self._rows(args[0])
+            w = g.weight[name]  # (m, *shape)
+            lead = args[0].dim() - (w.dim() - 1) - 1
+            rows = w.repeat_interleave(g.rows_per_member, 0)
+            per_row = rows.view(g.rows, *([1] * lead), *w.shape[1:])
+            swapped.append((mod, pname, mod._parameters[pname]))
+            mod._parameters[pname] = per_row  # type: ignore[assignment]  # read by forward, restored after
+
+        return hook
+
+    def _scale_post_hook(self, swapped: list[tuple[nn.Module, str, Any]]) -> Any:
+        def hook(mod: nn.Module, args: tuple[Any, ...], out: Any) -> Any:
+            m, pname, original = swapped.pop()
+            m._parameters[pname] = original
+            return out
+
+        return hook
+
+
+def _add_lowrank(y: torch.Tensor, u: torch.Tensor, vt: torch.Tensor) -> None:
+    """y += u @ vt per member, in place: y (m, n, out), u (m, n, r), vt (m, r, out).
+
+    Rank 1 is a broadcast multiply-add (one pass over y); a batched GEMM with K=1 is slower.
+    """
+    if u.shape[-1] == 1:
+        y.addcmul_(u, vt)
+    else:
+        y.baddbmm_(u, vt)
+
+
+@torch.no_grad()
+def _check_elementwise(mod: nn.Module, pname: str) -> None:
+    """Refuse a vector parameter unless a per-row weight broadcasts to per-row outputs (e.g. RMSNorm)."""
+    p = getattr(mod, pname)
+    d = p.shape[0]
+    x = torch.randn(2, 3, d, generator=torch.Generator().manual_seed(0)).to(p.dtype)
+    ws = [p.detach() + 0.25, p.detach() - 0.5]
+    original = mod._parameters[pname]
+    try:
+        sep = []
+        for k in range(2):
+            mod._parameters[pname] = ws[k]  # type: ignore[assignment]
+            sep.append(type(mod).forward(mod, x[k : k + 1]))
+        mod._parameters[pname] = torch.stack(ws).view(2, 1, d)  # type: ignore[assignment]
+        both = type(mod).forward(mod, x)
+        ok = isinstance(both, torch.Tensor) and torch.allclose(both, torch.cat(sep), rtol=1e-5, atol=1e-6)
+    except (RuntimeError, TypeError, ValueError):
+        ok = False
+    finally:
+        mod._parameters[pname] = original
+    if not ok:
+        raise ValueError(
+            f"{type(mod).__name__}.{pname} cannot take a per-row weight, so low-rank ES cannot give it "
+            "full-rank noise in a batch; use es.lowrank_vectors=freeze or exclude it"
+        )
+
+
+# -- the evaluator ------------------------------------------------------------------------------
+
+
+class BatchedLowRankEvaluator:
+    """Evaluate a whole low-rank population with batched greedy generation.
+
+    Rows are (member × prompt). Prompts are chunked exactly as `generate` chunks them for one member
+    (`batch_size` prompts per call), and as many members as fit share a call; so each member sees
+    the same padded prompt batches as under `SequentialEvaluator`, and any grouping of members
+    gives the same per-row computation. Factors are regenerated per group, so memory grows with the
+    rows of one call, not with the population.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        task: Task,
+        params: EvolvingParams,
+        es: Any,
+        max_new_tokens: int,
+        batch_size: int,
+    ) -> None:
+        if not isinstance(params.noise_fn, LowRankNoise):
+            raise TypeError("BatchedLowRankEvaluator needs EvolvingParams built with lowrank_noise_fn")
+        self.model, self.tokenizer, self.task, self.params = model, tokenizer, task, params
+        self.sigma, self.max_new_tokens, self.batch_size = float(es.sigma), max_new_tokens, batch_size
+        self.forward = BatchedForward(model, params, self.sigma, params.noise_fn.rank)
+
+    def generate_members(
+        self, members: Sequence[Member], prompts: Sequence[str]
+    ) -> tuple[list[list[Completion]], float]:
+        """Completions per member (in prompt order) and the seconds spent regenerating factors."""
+        comps: list[list[Completion]] = [[] for _ in members]
+        t_noise = 0.0
+        chunks = [list(prompts[i : i + self.batch_size]) for i in range(0, len(prompts), self.batch_size)]
+        per_call = max(1, self.batch_size // max(len(c) for c in chunks)) if chunks else 1
+        for start in range(0, len(members), per_call):
+            group = list(members[start : start + per_call])
+            t0 = time.perf_counter()
+            state = self.forward.make_group(group)
+            t_noise += time.perf_counter() - t0
+            for chunk in chunks:
+                state.rows_per_member = len(chunk)
+                rows = [p for _ in group for p in chunk]
+                with self.forward.active(state):
+                    out = generate(
+                        self.model, self.tokenizer, rows, self.max_new_tokens, batch_size=len(rows)
+                    )
+                for j in range(len(group)):
+                    comps[start + j].extend(out[j * len(chunk) : (j + 1) * len(chunk)])
+        return comps, t_noise
+
+    def __call__(
+        self, members: Sequence[Member], examples: Sequence[Example], prompts: Sequence[str]
+    ) -> PopulationResult:
+        res = PopulationResult(fitness=[])
+        t0 = time.perf_counter()
+        comps, t_noise = self.generate_members(members, prompts)
+        t1 = time.perf_counter()
+        n_prompt_tokens = sum(len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts)
+        correct = []
+        for mc in comps:
+            rows = score_rows(self.task, examples, mc)
+            res.fitness.append(statistics.fmean(r["reward"] for r in rows))
+            correct.extend(r["correct"] for r in rows)
+            res.completions += len(rows)
+            res.completion_tokens += sum(r["n_tokens"] for r in rows)
+            res.prompt_tokens += n_prompt_tokens
+            if not res.sample and rows:
+                res.sample = rows[0]["completion"]
+        t2 = time.perf_counter()
+        res.times = {"noise": t_noise, "generate": t1 - t0 - t_noise, "score": t2 - t1}
+        res.accuracy = statistics.fmean(1.0 if c else 0.0 for c in correct) if correct else 0.0
+        return res
