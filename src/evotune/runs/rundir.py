@@ -1,0 +1,186 @@
+"""The run directory: one format for ES and GRPO, atomic writes, tolerant readers.
+
+    RUN/config.yaml            the validated config the run was started with
+    RUN/metrics.jsonl          one row per iteration/step (shared metric names)
+    RUN/trajectory.jsonl       ES only: seeds and fitness per iteration (enough to rebuild weights)
+    RUN/evals/iter_000010.jsonl  per-completion rows of each held-out evaluation
+    RUN/checkpoints/iter_000010/ HF-loadable safetensors + tokenizer + evotune_state.json
+    RUN/tb/                    TensorBoard events
+
+Every file a resume depends on is written to a temporary name, fsynced and renamed, or appended
+line by line with fsync; readers drop a torn last line left by a kill -9.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+_CKPT_RE = re.compile(r"^iter_(\d+)$")
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
+    """Append one JSON line durably (a torn line from a crash is dropped by `read_jsonl`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """All complete rows of a JSONL file; a final line without newline (torn write) is ignored."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    if lines and lines[-1] != "":
+        lines = lines[:-1]  # torn last line
+    rows = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{i}: corrupt JSON line ({exc.msg})") from exc
+    return rows
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+
+
+def keep_rows(path: str | Path, keep: Callable[[dict[str, Any]], bool]) -> None:
+    """Atomically rewrite a JSONL file keeping only rows that satisfy `keep` (used by resume)."""
+    path = Path(path)
+    if path.exists():
+        write_jsonl(path, [r for r in read_jsonl(path) if keep(r)])
+
+
+def checkpoint_dirs(run: str | Path) -> list[tuple[int, Path]]:
+    """(iteration, path) of complete checkpoints, oldest first."""
+    root = Path(run) / "checkpoints"
+    if not root.is_dir():
+        return []
+    out = []
+    for d in root.iterdir():
+        m = _CKPT_RE.match(d.name)
+        if m and (d / "evotune_state.json").is_file():
+            out.append((int(m.group(1)), d))
+    return sorted(out)
+
+
+def latest_checkpoint(run: str | Path) -> Path | None:
+    dirs = checkpoint_dirs(run)
+    return dirs[-1][1] if dirs else None
+
+
+class RunDir:
+    """Paths and writers of one run directory."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def trajectory(self) -> Path:
+        return self.path / "trajectory.jsonl"
+
+    @property
+    def evals(self) -> Path:
+        return self.path / "evals"
+
+    @property
+    def tb(self) -> Path:
+        return self.path / "tb"
+
+    def checkpoint_path(self, iteration: int) -> Path:
+        return self.path / "checkpoints" / f"iter_{iteration:06d}"
+
+    def exists(self) -> bool:
+        return self.config.is_file()
+
+    def save_checkpoint(
+        self,
+        iteration: int,
+        model: Any,
+        tokenizer: Any,
+        state: dict[str, Any],
+        extra_tensors: dict[str, Any] | None = None,
+        keep_last: int | None = None,
+    ) -> Path:
+        """Write an HF-loadable checkpoint atomically (temp dir, then rename).
+
+        `evotune_state.json` is written last inside the temp dir and marks the checkpoint complete.
+        `extra_tensors` (e.g. fp32 master weights of a bf16 model) go to `evotune_extra.safetensors`.
+        """
+        from safetensors.torch import save_file
+
+        final = self.checkpoint_path(iteration)
+        tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if extra_tensors:
+            save_file(
+                {k: v.contiguous() for k, v in extra_tensors.items()}, str(tmp / "evotune_extra.safetensors")
+            )
+        for f in tmp.iterdir():  # fsync files before the rename makes them visible
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        atomic_write_json(tmp / "evotune_state.json", {"iteration": iteration, **state})
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_dir(final.parent)
+        if keep_last:
+            for _, d in checkpoint_dirs(self.path)[:-keep_last]:
+                shutil.rmtree(d, ignore_errors=True)
+        return final
+
+
+def read_state(checkpoint: str | Path) -> dict[str, Any]:
+    return json.loads((Path(checkpoint) / "evotune_state.json").read_text())
