@@ -26,6 +26,15 @@ from evotune.tasks import get_task
 MNT = 8
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: on a shared 2-core machine OpenMP barriers with a preempted peer cost ~20×."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _setup(tiny_model: Path, vectors: str, rank: int, sigma: float = 0.05):
     model, tok = load_model(str(tiny_model))
     task = get_task("toy_letters")
@@ -142,7 +151,7 @@ def test_unsupported_vector_module_is_refused():
 
 
 def _lowrank(es_config, **over):
-    base = {"es.noise": "lowrank", "es.rank": 2, "es.population": 4, "generation.batch_size": 8}
+    base = {"es.noise": "lowrank", "es.rank": 2, "es.population": 4, "generation.batch_size": 8, "threads": 1}
     base.update(over)
     return es_config(**base)
 
