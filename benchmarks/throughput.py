@@ -1,7 +1,7 @@
-"""ES throughput against plain batched inference, side by side in one process.
+"""ES throughput against plain batched inference, side by side in one run.
 
     python benchmarks/throughput.py                       # SmolLM2-135M, N=32, P=8, 64 new tokens
-    python benchmarks/throughput.py --quick               # tiny random model, seconds
+    python benchmarks/throughput.py --quick               # tiny random model, small sizes
 
 Measures, on the same model, prompts (P per member), population N and max new tokens:
   (a) limit      plain batched greedy generation of the same N×P completions, unperturbed model,
@@ -12,15 +12,22 @@ Measures, on the same model, prompts (P per member), population N and max new to
   (c) full-rank  one evotune ES iteration (EvolvingParams + SequentialEvaluator + tell + update);
   (d) low-rank   one evotune low-rank iteration (BatchedLowRankEvaluator, whole population batched).
 Prints completions/s, generated tokens/s, peak RSS, ratios to (a) and speed-ups over (b); writes JSON.
+
+Each phase runs in a fresh spawned process (same code, same inputs), so its peak RSS is its own:
+freed memory of an earlier phase would otherwise stay mapped in the allocator and count again.
+Setup a run does once (loading the model, the fp32 master copy) is inside the RSS window but not
+timed. Completions/s is the comparable rate (every phase produces N×P completions of at most
+max-new-tokens); tokens/s counts generated tokens up to each stop token.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
+import multiprocessing as mp
 import os
 import platform
+import queue
 import statistics
 import sys
 import tempfile
@@ -36,11 +43,7 @@ import torch
 
 
 class RSSPeak:
-    """Peak resident memory of this process during a block (sampled from /proc, 5 ms period).
-
-    `ru_maxrss` only ever grows over the process's life, so phases run in one process need their
-    own sampler to report their own peak.
-    """
+    """Peak resident memory of this process during a block (sampled from /proc every 5 ms)."""
 
     def __init__(self, period: float = 0.005) -> None:
         self.period, self.peak, self._stop = period, 0, threading.Event()
@@ -67,38 +70,121 @@ class RSSPeak:
         self.peak = max(self.peak, self.now())
 
 
-def measure(
-    name: str, fn: Callable[[Any], dict[str, Any]], n_completions: int, setup: Callable[[], Any] | None = None
-) -> dict[str, Any]:
-    """Run one phase: wall and CPU time of `fn`, peak RSS over `setup` + `fn` (setup is not timed).
+# -- what each phase does (run inside its own process) -------------------------------------------
 
-    Setup is what a run does once (the fp32 master copy, the evaluator), not per iteration.
-    """
-    gc.collect()
-    with RSSPeak() as mem:
-        state = setup() if setup is not None else None
-        t0, c0 = time.perf_counter(), time.process_time()
-        extra = fn(state)
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    tokens = extra.pop("tokens")
-    row = {
-        "phase": name,
-        "wall_s": wall,
-        "cpu_s": cpu,
-        "completions": n_completions,
-        "tokens": tokens,
-        "completions_per_s": n_completions / wall,
-        "tokens_per_s": tokens / wall,
-        "peak_rss_mb": mem.peak / 2**20,
-        "load_avg_1min": os.getloadavg()[0],
-        **extra,
-    }
-    print(
-        f"  {name:<24} {wall:8.1f} s (cpu {cpu:7.1f} s)  {row['completions_per_s']:7.2f} compl/s  "
-        f"{row['tokens_per_s']:7.1f} tok/s  peak RSS {row['peak_rss_mb']:7.0f} MB  load {row['load_avg_1min']:.1f}",
-        flush=True,
-    )
-    return row
+
+class Bench:
+    """Model, prompts and members of one phase process."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        from evotune.backends.models import load_model
+        from evotune.es.strategy import ask
+        from evotune.tasks import get_task
+
+        self.spec = spec
+        self.n, self.p, self.mnt = spec["population"], spec["prompts"], spec["max_new_tokens"]
+        self.model, self.tok = load_model(spec["model"])
+        self.task = get_task(spec["task"])
+        self.examples = self.task.batch("train", self.p, 0, 1)
+        self.prompts = [self.task.render(e, self.tok) for e in self.examples]
+        self.members = ask(0, 1, self.n)
+
+    def plain(self, bs: int) -> tuple[None, Callable[[Any], dict[str, Any]]]:
+        """(a) The same N×P completions from the unperturbed model at batch size `bs`."""
+        from evotune.backends.hf import generate
+
+        rows = [pr for _ in range(self.n) for pr in self.prompts]
+
+        def run(_: Any) -> dict[str, Any]:
+            comps = generate(self.model, self.tok, rows, self.mnt, batch_size=bs)
+            return {"tokens": sum(c.n_tokens for c in comps), "batch_size": bs}
+
+        return None, run
+
+    def naive(self) -> tuple[None, Callable[[Any], dict[str, Any]]]:
+        """(b) The paper's algorithm without evotune's engineering (noise regenerated 3× per member)."""
+        from evotune.backends.hf import generate
+        from evotune.evaluation import score_rows
+
+        sigma, alpha, n = self.spec["sigma"], self.spec["alpha"], self.n
+        named = list(self.model.named_parameters())
+
+        def eps(seed: int, nm: str, shape: torch.Size) -> torch.Tensor:
+            g = torch.Generator().manual_seed(seed ^ zlib.crc32(nm.encode()))
+            return torch.randn(shape, generator=g)
+
+        @torch.no_grad()
+        def run(_: Any) -> dict[str, Any]:
+            fitness, tokens, times = [], 0, {"noise": 0.0, "generate": 0.0, "update": 0.0}
+            for m in self.members:
+                t0 = time.perf_counter()
+                for nm, t in named:
+                    t.add_(eps(m.seed, nm, t.shape), alpha=sigma)
+                t1 = time.perf_counter()
+                comps = generate(self.model, self.tok, self.prompts, self.mnt, batch_size=self.p)
+                t2 = time.perf_counter()
+                for nm, t in named:
+                    t.sub_(eps(m.seed, nm, t.shape), alpha=sigma)
+                times["noise"] += (t1 - t0) + (time.perf_counter() - t2)
+                times["generate"] += t2 - t1
+                rows = score_rows(self.task, self.examples, comps)
+                fitness.append(statistics.fmean(r["reward"] for r in rows))
+                tokens += sum(c.n_tokens for c in comps)
+            t0 = time.perf_counter()
+            f = torch.tensor(fitness, dtype=torch.float64)
+            z = ((f - f.mean()) / (f.std(unbiased=False) + 1e-8)).tolist()
+            for nm, t in named:
+                for m, zi in zip(self.members, z, strict=True):
+                    t.add_(eps(m.seed, nm, t.shape), alpha=alpha / n * zi)
+            times["update"] = time.perf_counter() - t0
+            return {"tokens": tokens, "times": times, "batch_size": self.p}
+
+        return None, run
+
+    def evotune(
+        self, noise: str, batch_size: int
+    ) -> tuple[Callable[[], Any], Callable[[Any], dict[str, Any]]]:
+        """(c)/(d) One ES iteration exactly as the trainer runs it (evaluate, tell, update)."""
+        from evotune.config import build_config
+        from evotune.es.strategy import tell
+        from evotune.es.trainer import make_evaluator, make_params
+
+        s = self.spec
+        cfg = build_config(
+            None,
+            {
+                "model.name": s["model"],
+                "task.name": s["task"],
+                "es.population": self.n,
+                "es.sigma": s["sigma"],
+                "es.alpha": s["alpha"],
+                "es.noise": noise,
+                "es.rank": s["rank"],
+                "es.prompts_per_iteration": self.p,
+                "generation.max_new_tokens": self.mnt,
+                "generation.batch_size": batch_size,
+            },
+        )
+
+        def setup() -> Any:
+            params = make_params(self.model, cfg)
+            return params, make_evaluator(self.model, self.tok, self.task, params, cfg, self.mnt)
+
+        def run(state: Any) -> dict[str, Any]:
+            params, evaluator = state
+            res = evaluator(self.members, self.examples, self.prompts)
+            t0 = time.perf_counter()
+            coeffs = tell(self.members, res.fitness, cfg.es.shaping)
+            if coeffs is not None:
+                params.apply_update(coeffs, cfg.es.alpha / self.n)
+            return {
+                "tokens": res.completion_tokens,
+                "times": {**res.times, "update": time.perf_counter() - t0},
+                "fitness_mean": statistics.fmean(res.fitness),
+                "batch_size": batch_size,
+            }
+
+        return setup, run
 
 
 def noise_options(model: Any, reps: int = 2) -> dict[str, float]:
@@ -156,9 +242,67 @@ def noise_options(model: Any, reps: int = 2) -> dict[str, float]:
     params.apply_update({11: 1.0, 12: -1.0}, 0.0)  # timing only: scale 0 leaves the weights as they are
     out["evotune update, per member"] = (time.perf_counter() - t0) / 2
     params.restore()
-    for k, v in out.items():
-        print(f"  noise: {k:<56} {v:6.2f} s", flush=True)
     return out
+
+
+def phase_process(spec: dict[str, Any], out: Any) -> None:
+    """Entry point of one phase's process: build, time, measure, report through `out`."""
+    torch.set_num_threads(spec["threads"])
+    import transformers.models.llama.modeling_llama  # noqa: F401  (the runtime, before any weights)
+
+    import evotune.es.lowrank  # noqa: F401
+    import evotune.es.trainer  # noqa: F401
+
+    runtime = RSSPeak.now()
+    with RSSPeak() as mem:
+        bench = Bench(spec)
+        model_bytes = sum(t.numel() * 4 for t in bench.model.parameters())
+        if spec["phase"] == "noise":
+            out.put({"noise_options_s": noise_options(bench.model)})
+            return
+        kind, arg = spec["phase"]
+        setup, run = {
+            "plain": lambda: bench.plain(arg),
+            "naive": bench.naive,
+            "full": lambda: bench.evotune("full", arg),
+            "lowrank": lambda: bench.evotune("lowrank", arg),
+        }[kind]()
+        state = setup() if setup is not None else None
+        t0, c0 = time.perf_counter(), time.process_time()
+        extra = run(state)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    n = bench.n * bench.p
+    out.put(
+        {
+            **extra,
+            "wall_s": wall,
+            "cpu_s": cpu,
+            "completions": n,
+            "completions_per_s": n / wall,
+            "tokens_per_s": extra["tokens"] / wall,
+            "peak_rss_mb": mem.peak / 2**20,
+            "runtime_rss_mb": runtime / 2**20,
+            "model_mb_fp32": model_bytes / 2**20,
+            "load_avg_1min": os.getloadavg()[0],
+        }
+    )
+
+
+def in_process(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one phase in a fresh spawned interpreter and return what it reported."""
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    proc = ctx.Process(target=phase_process, args=(spec, q))
+    proc.start()
+    while True:
+        try:
+            res = q.get(timeout=1.0)
+            break
+        except queue.Empty:
+            if not proc.is_alive():
+                raise RuntimeError(f"phase {spec['phase']} died with exit code {proc.exitcode}") from None
+    proc.join()
+    return res
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -173,220 +317,113 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--sigma", type=float, default=1e-3)
     ap.add_argument("--alpha", type=float, default=5e-4)
     ap.add_argument(
-        "--batch-sizes",
-        default=None,
-        help="comma-separated batch sizes for (a); default P,8P,N·P (deduplicated)",
+        "--batch-sizes", default=None, help="batch sizes for (a), comma-separated; default P,8P,N·P"
     )
     ap.add_argument(
-        "--lowrank-batch", type=int, default=None, help="rows per generate call in (d); default: (a)'s best"
+        "--lowrank-batch", type=int, default=None, help="rows per call in (d); default (a)'s best"
     )
-    ap.add_argument("--skip", default="", help="comma-separated phases to skip: naive,full,lowrank")
+    ap.add_argument("--skip", default="", help="comma-separated phases to skip: noise,naive,full,lowrank")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads per phase (default: all cores)")
     ap.add_argument(
-        "--no-noise-options", action="store_true", help="skip the noise-generation micro-benchmark"
-    )
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
-    ap.add_argument(
-        "--json", default=None, help="write results here (default benchmarks/results/<model>.json)"
+        "--json", default=None, help="output (default benchmarks/results/throughput-<model>.json)"
     )
     args = ap.parse_args(argv)
 
-    from evotune.backends.hf import generate
-    from evotune.backends.models import load_model, make_tiny
-    from evotune.config import build_config
-    from evotune.es.strategy import ask, tell
-    from evotune.es.trainer import make_evaluator, make_params
-    from evotune.evaluation import score_rows
-    from evotune.tasks import get_task
-
-    torch.set_num_threads(args.threads or os.cpu_count() or 1)
     n = args.population or (4 if args.quick else 32)
     p = args.prompts or (4 if args.quick else 8)
     mnt = args.max_new_tokens or (16 if args.quick else 64)
+    threads = args.threads or os.cpu_count() or 1
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     tmp = None
     model_spec = args.model
     if args.quick:
+        from evotune.backends.models import make_tiny
+
         tmp = tempfile.TemporaryDirectory()
         model_spec = str(make_tiny(Path(tmp.name) / "tiny", seed=0))
-    rss_runtime = RSSPeak.now()
-    model, tok = load_model(model_spec)
-    model_bytes = sum(t.numel() * 4 for t in model.parameters())
-    task = get_task(args.task)
-    examples = task.batch("train", p, 0, 1)
-    prompts = [task.render(e, tok) for e in examples]
-    rows_all = [pr for _ in range(n) for pr in prompts]
-    batch_sizes = sorted(
-        {int(b) for b in args.batch_sizes.split(",")} if args.batch_sizes else {p, 8 * p, n * p}
-    )
-    members = ask(0, 1, n)
+    label = "tiny" if args.quick else args.model
     base = {
-        "model.name": model_spec,
-        "task.name": args.task,
-        "es.population": n,
-        "es.sigma": args.sigma,
-        "es.alpha": args.alpha,
-        "es.prompts_per_iteration": p,
-        "generation.max_new_tokens": mnt,
+        "model": model_spec,
+        "task": args.task,
+        "population": n,
+        "prompts": p,
+        "max_new_tokens": mnt,
+        "rank": args.rank,
+        "sigma": args.sigma,
+        "alpha": args.alpha,
+        "threads": threads,
     }
-    print(
-        f"model {args.model if not args.quick else 'tiny'} ({model_bytes / 2**20:.0f} MB fp32), "
-        f"N={n} P={p} max_new_tokens={mnt} rank={args.rank}, threads={torch.get_num_threads()}, "
-        f"runtime RSS before the model {rss_runtime / 2**20:.0f} MB",
-        flush=True,
-    )
-    results: list[dict[str, Any]] = []
-    noise_opts = {} if args.no_noise_options else noise_options(model)
+    print(f"model {label}, N={n} P={p} max_new_tokens={mnt} rank={args.rank}, threads={threads}", flush=True)
 
-    # (a) the limit: the same N×P completions from the unperturbed model
-    def plain(bs: int) -> Callable[[Any], dict[str, Any]]:
-        def run(_: Any) -> dict[str, Any]:
-            comps = generate(model, tok, rows_all, mnt, batch_size=bs)
-            return {"tokens": sum(c.n_tokens for c in comps), "batch_size": bs}
+    def phase(name: str, what: Any) -> dict[str, Any]:
+        row = {"phase": name, **in_process({**base, "phase": what})}
+        print(
+            f"  {name:<22} {row['wall_s']:8.1f} s (cpu {row['cpu_s']:7.1f} s)  {row['completions_per_s']:6.2f} "
+            f"compl/s  {row['tokens_per_s']:6.1f} tok/s  peak RSS {row['peak_rss_mb']:6.0f} MB  "
+            f"load {row['load_avg_1min']:.1f}",
+            flush=True,
+        )
+        return row
 
-        return run
-
-    for bs in batch_sizes:
-        results.append(measure(f"a_limit_batch{bs}", plain(bs), n * p))
-
-    # (b) naive: the paper's algorithm without evotune's engineering
-    def naive(_: Any) -> dict[str, Any]:
-        named = [(nm, t) for nm, t in model.named_parameters()]
-        sigma, alpha = args.sigma, args.alpha
-
-        def eps(seed: int, nm: str, shape: torch.Size) -> torch.Tensor:
-            g = torch.Generator().manual_seed(seed ^ zlib.crc32(nm.encode()))
-            return torch.randn(shape, generator=g)
-
-        fitness, tokens, times = [], 0, {"noise": 0.0, "generate": 0.0, "update": 0.0}
-        with torch.no_grad():
-            for m in members:
-                t0 = time.perf_counter()
-                for nm, t in named:
-                    t.add_(eps(m.seed, nm, t.shape), alpha=sigma)
-                t1 = time.perf_counter()
-                comps = generate(model, tok, prompts, mnt, batch_size=p)
-                t2 = time.perf_counter()
-                for nm, t in named:
-                    t.sub_(eps(m.seed, nm, t.shape), alpha=sigma)
-                times["noise"] += (t1 - t0) + (time.perf_counter() - t2)
-                times["generate"] += t2 - t1
-                rows = score_rows(task, examples, comps)
-                fitness.append(statistics.fmean(r["reward"] for r in rows))
-                tokens += sum(c.n_tokens for c in comps)
-            t0 = time.perf_counter()
-            f = torch.tensor(fitness, dtype=torch.float64)
-            z = ((f - f.mean()) / (f.std(unbiased=False) + 1e-8)).tolist()
-            for nm, t in named:
-                for m, zi in zip(members, z, strict=True):
-                    t.add_(eps(m.seed, nm, t.shape), alpha=alpha / n * zi)
-            times["update"] = time.perf_counter() - t0
-        return {"tokens": tokens, "times": times}
-
-    def fresh() -> None:
-        """Reload the base weights from disk (no in-memory snapshot to inflate the next phase's RSS)."""
-        nonlocal model
-        model = None
-        gc.collect()
-        model, _ = load_model(model_spec)
-
+    noise_opts: dict[str, float] = {}
+    if "noise" not in skip:
+        noise_opts = in_process({**base, "phase": "noise"})["noise_options_s"]
+        for k, v in noise_opts.items():
+            print(f"  noise: {k:<56} {v:6.2f} s", flush=True)
+    sizes = sorted({int(b) for b in args.batch_sizes.split(",")} if args.batch_sizes else {p, 8 * p, n * p})
+    results = [phase(f"a_limit_batch{bs}", ("plain", bs)) for bs in sizes]
+    limit = max(results, key=lambda r: r["completions_per_s"])
     if "naive" not in skip:
-        fresh()
-        results.append(measure("b_naive", naive, n * p))
-
-    def evotune_iteration(
-        noise_kind: str, batch_size: int
-    ) -> tuple[Callable[[], Any], Callable[[Any], dict[str, Any]]]:
-        over = {**base, "es.noise": noise_kind, "es.rank": args.rank, "generation.batch_size": batch_size}
-        cfg = build_config(None, over)
-
-        def setup() -> Any:
-            params = make_params(model, cfg)
-            return params, make_evaluator(model, tok, task, params, cfg, mnt)
-
-        def run(state: Any) -> dict[str, Any]:
-            params, evaluator = state
-            res = evaluator(members, examples, prompts)
-            t0 = time.perf_counter()
-            coeffs = tell(members, res.fitness, cfg.es.shaping)
-            if coeffs is not None:
-                params.apply_update(coeffs, cfg.es.alpha / n)
-            times = {**res.times, "update": time.perf_counter() - t0}
-            return {
-                "tokens": res.completion_tokens,
-                "times": times,
-                "fitness_mean": statistics.fmean(res.fitness),
-                "batch_size": batch_size,
-            }
-
-        return setup, run
-
-    best_a = max((r for r in results if r["phase"].startswith("a_")), key=lambda r: r["completions_per_s"])
+        results.append(phase("b_naive", ("naive", p)))
     if "full" not in skip:
-        fresh()
-        setup, run = evotune_iteration("full", p)
-        results.append(measure("c_evotune_full_rank", run, n * p, setup))
+        results.append(phase("c_evotune_full_rank", ("full", p)))
     if "lowrank" not in skip:
-        fresh()
-        lr_batch = args.lowrank_batch or best_a["batch_size"]
-        setup, run = evotune_iteration("lowrank", lr_batch)
-        results.append(measure("d_evotune_low_rank", run, n * p, setup))
+        results.append(phase("d_evotune_low_rank", ("lowrank", args.lowrank_batch or limit["batch_size"])))
 
     by = {r["phase"]: r for r in results}
-    limit = max((r for r in results if r["phase"].startswith("a_")), key=lambda r: r["completions_per_s"])
-    full_limit = by.get(f"a_limit_batch{p}")
+    model_mb = results[0]["model_mb_fp32"]
     for r in results:
         r["ratio_to_limit"] = r["completions_per_s"] / limit["completions_per_s"]
         r["tokens_ratio_to_limit"] = r["tokens_per_s"] / limit["tokens_per_s"]
-        r["peak_rss_x_model"] = r["peak_rss_mb"] * 2**20 / model_bytes
-        r["peak_rss_above_runtime_x_model"] = (r["peak_rss_mb"] * 2**20 - rss_runtime) / model_bytes
+        r["peak_rss_x_model"] = r["peak_rss_mb"] / model_mb
+        r["peak_rss_above_runtime_x_model"] = (r["peak_rss_mb"] - r["runtime_rss_mb"]) / model_mb
     summary: dict[str, Any] = {"limit_phase": limit["phase"]}
-    if "b_naive" in by:
-        for k in ("c_evotune_full_rank", "d_evotune_low_rank"):
-            if k in by:
-                summary[f"speedup_{k[0]}_over_naive"] = (
-                    by[k]["completions_per_s"] / by["b_naive"]["completions_per_s"]
-                )
+    for k in ("c_evotune_full_rank", "d_evotune_low_rank"):
+        if k in by and "b_naive" in by:
+            summary[f"speedup_{k[0]}_over_naive"] = (
+                by[k]["completions_per_s"] / by["b_naive"]["completions_per_s"]
+            )
+    full_limit = by.get(f"a_limit_batch{p}")
     if "c_evotune_full_rank" in by and full_limit:
-        summary["full_rank_vs_full_rank_limit"] = (
-            by["c_evotune_full_rank"]["completions_per_s"] / full_limit["completions_per_s"]
-        )
+        c = by["c_evotune_full_rank"]
+        summary["full_rank_vs_full_rank_limit"] = c["completions_per_s"] / full_limit["completions_per_s"]
+        summary["full_rank_peak_rss_above_runtime_x_model"] = c["peak_rss_above_runtime_x_model"]
     if "d_evotune_low_rank" in by:
         summary["low_rank_vs_limit"] = by["d_evotune_low_rank"]["ratio_to_limit"]
     out = {
         "config": {
-            "model": "tiny" if args.quick else args.model,
-            "population": n,
-            "prompts_per_member": p,
-            "max_new_tokens": mnt,
-            "rank": args.rank,
-            "sigma": args.sigma,
-            "alpha": args.alpha,
-            "task": args.task,
-            "threads": torch.get_num_threads(),
+            **{k: v for k, v in base.items() if k != "model"},
+            "model": label,
             "torch": torch.__version__,
             "cpu": platform.processor() or platform.machine(),
-            "model_mb_fp32": model_bytes / 2**20,
-            "runtime_rss_mb": rss_runtime / 2**20,
-            "load_avg_at_end": os.getloadavg(),
+            "cores": os.cpu_count(),
+            "model_mb_fp32": model_mb,
             "argv": sys.argv[1:] if argv is None else argv,
         },
         "phases": results,
         "noise_options_s": noise_opts,
         "summary": summary,
     }
-    print("\nphase                      compl/s   tok/s  ×limit  peak RSS (×model)")
+    print("\nphase                   compl/s   tok/s  ×limit  peak RSS (×model; above runtime ×model)")
     for r in results:
         print(
-            f"{r['phase']:<26} {r['completions_per_s']:7.2f} {r['tokens_per_s']:7.1f}  {r['ratio_to_limit']:5.3f}  "
-            f"{r['peak_rss_mb']:6.0f} MB ({r['peak_rss_x_model']:.2f}×)"
+            f"{r['phase']:<22} {r['completions_per_s']:8.2f} {r['tokens_per_s']:7.1f}  {r['ratio_to_limit']:5.3f}  "
+            f"{r['peak_rss_mb']:6.0f} MB ({r['peak_rss_x_model']:.2f}×; {r['peak_rss_above_runtime_x_model']:.2f}×)"
         )
     for k, v in summary.items():
         print(f"{k}: {v if isinstance(v, str) else f'{v:.3f}'}")
-    dest = (
-        Path(args.json)
-        if args.json
-        else Path(__file__).parent / "results" / f"throughput-{out['config']['model']}.json"
-    )
+    default = Path(__file__).parent / "results" / f"throughput-{label}.json"
+    dest = Path(args.json) if args.json else default
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(out, indent=2))
     print(f"wrote {dest}")

@@ -112,6 +112,29 @@ def test_batched_logits_match_materialised_weights(tiny_model):
     assert params.model_matches_master()
 
 
+def test_member_rows_do_not_depend_on_grouping(tiny_model):
+    """Bit-identical logits for a member alone (padded with null members) or among others."""
+    model, tok, task, examples, prompts, es, params = _setup(tiny_model, "full", 2, sigma=0.1)
+    members = ask(5, 1, 6)
+    enc = tok(prompts[:3], return_tensors="pt", padding=True, add_special_tokens=False)
+    fwd = BatchedForward(model, params, es.sigma, es.rank)
+
+    def logits(group, pad):
+        g = fwd.make_group(group, rows_per_member=3, pad=pad)
+        rows = {k: v.repeat(g.members, 1) for k, v in enc.items()}
+        with torch.no_grad(), fwd.active(g):
+            return model(**rows).logits
+
+    together = logits(members, 0)
+    for j in (0, 4):
+        alone = logits([members[j]], 5)
+        assert torch.equal(alone[:3], together[3 * j : 3 * j + 3])
+    nulls = logits([members[0]], 5)[3:]
+    with torch.no_grad():
+        base = model(**enc).logits
+    torch.testing.assert_close(nulls, base.repeat(5, 1, 1))  # null members are the unperturbed model
+
+
 def test_materialised_noise_and_weighted_sum():
     fn = lowrank_noise_fn(4, "full")
     a, b = factors(9, "w", (12, 7), 4)
@@ -202,9 +225,9 @@ def test_factors_are_made_per_micro_batch(tiny_model, monkeypatch):
     sizes: list[int] = []
     real = BatchedForward.make_group
 
-    def spy(self, members, rows_per_member=0):
+    def spy(self, members, rows_per_member=0, pad=0):
         sizes.append(len(members))
-        return real(self, members, rows_per_member)
+        return real(self, members, rows_per_member, pad)
 
     monkeypatch.setattr(BatchedForward, "make_group", spy)
     BatchedLowRankEvaluator(model, tok, task, params, es, 2, 10)(ask(0, 1, 5), examples, prompts)

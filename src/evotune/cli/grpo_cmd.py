@@ -6,25 +6,16 @@ from typing import Annotated
 
 import typer
 
-from evotune.cli.common import assemble, friendly
-from evotune.cli.main import (
-    ConfigOpt,
-    ModelOpt,
-    RunDirOpt,
-    SetOpt,
-    TaskOpt,
-    _print_summary,
-    common_overrides,
-    train_app,
-)
+from evotune.cli.common import friendly
+from evotune.cli.main import TrainArgs, _print_summary, shared_train_options, train_app
 
 Opt = typer.Option
 
 
 @train_app.command("grpo")
 @friendly
+@shared_train_options
 def train_grpo(
-    config: ConfigOpt = None, task: TaskOpt = None, model: ModelOpt = None, run_dir: RunDirOpt = None,
     resume: Annotated[bool, Opt(help="continue the run in --run-dir from its last TRL checkpoint")] = False,
     beta: Annotated[float | None, Opt(help="KL weight β to the reference (base) model; 0 = no reference")] = None,
     num_generations: Annotated[int | None, Opt(help="completions per prompt (group size K)")] = None,
@@ -38,34 +29,18 @@ def train_grpo(
     scale_rewards: Annotated[str | None, Opt(help="group | batch | none (advantage scaling)")] = None,
     steps: Annotated[int | None, Opt(help="number of optimizer steps")] = None,
     grad_accum: Annotated[int | None, Opt("--grad-accum", help="micro-batches per step")] = None,
-    seed: Annotated[int | None, Opt()] = None,
-    budget: Annotated[str | None, Opt(help="stop at completions=N or tokens=N")] = None,
-    max_new_tokens: Annotated[int | None, Opt(help="max completion length in tokens")] = None,
-    eval_every: Annotated[int | None, Opt()] = None,
-    eval_limit: Annotated[int | None, Opt()] = None,
-    n_train: Annotated[int | None, Opt()] = None,
-    n_eval: Annotated[int | None, Opt()] = None,
-    data: Annotated[str | None, Opt(help="data file for the jsonl task")] = None,
-    reward: Annotated[str | None, Opt(help="jsonl task reward: exact|numeric|contains|regex")] = None,
-    threads: Annotated[int | None, Opt()] = None,
-    dtype: Annotated[str | None, Opt(help="float32 | bfloat16 | float16")] = None,
-    batch_size: Annotated[int | None, Opt(help="generation batch size of held-out evaluation")] = None,
-    checkpoint_every: Annotated[int | None, Opt()] = None,
-    sets: SetOpt = None,
-    no_progress: Annotated[bool, Opt("--no-progress")] = False,
+    *,
+    args: TrainArgs,
 ) -> None:
     """GRPO (TRL) on a task's verifiable reward, on the same prompts, budget and eval as ES."""
     from evotune.grpo.trainer import GRPORunner
 
-    o = common_overrides(task, model, run_dir, seed, budget, max_new_tokens, eval_every, eval_limit, n_train,
-                         n_eval, data, reward, threads, dtype, batch_size, checkpoint_every, sets)
-    o.update({
+    cfg = args.build(resume, {
         "method": "grpo", "grpo.beta": beta, "grpo.num_generations": num_generations,
         "grpo.prompts_per_step": prompts_per_step, "grpo.learning_rate": lr, "grpo.lr_scheduler": lr_scheduler,
         "grpo.warmup_steps": warmup_steps, "grpo.temperature": temperature,
         "grpo.max_prompt_length": max_prompt_length, "grpo.loss_type": loss_type,
         "grpo.scale_rewards": scale_rewards, "grpo.steps": steps, "grpo.gradient_accumulation_steps": grad_accum,
     })
-    cfg = assemble(config, run_dir, resume, o)
-    summary = GRPORunner(cfg, resume=resume, progress=not no_progress).train()
+    summary = GRPORunner(cfg, resume=resume, progress=args.progress).train()
     _print_summary(summary)

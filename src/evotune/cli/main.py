@@ -1,6 +1,9 @@
 """`evotune` command line: thin typer commands that validate, then call the library."""
 
+import functools
+import inspect
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,40 +19,78 @@ app.add_typer(train_app, name="train")
 app.add_typer(model_app, name="model")
 
 Opt = typer.Option
-ConfigOpt = Annotated[Path | None, Opt("--config", "-c", help="YAML config; flags override it")]
 TaskOpt = Annotated[str | None, Opt(help="task name (countdown, conciseness, jsonl, ...) or module:Class")]
-ModelOpt = Annotated[str | None, Opt(help="smollm2-135m, a local directory, a run directory or a hub id")]
-RunDirOpt = Annotated[str | None, Opt("--run-dir", help="run directory")]
 SetOpt = Annotated[list[str] | None, Opt("--set", help="override any config field: section.key=value")]
 
 
-def common_overrides(
-    task: str | None, model: str | None, run_dir: str | None, seed: int | None, budget: str | None,
-    max_new_tokens: int | None, eval_every: int | None, eval_limit: int | None, n_train: int | None,
-    n_eval: int | None, data: str | None, reward: str | None, threads: int | None, dtype: str | None,
-    batch_size: int | None, checkpoint_every: int | None, sets: list[str] | None,
-) -> dict[str, Any]:
-    """Flags shared by every trainer → dotted config overrides (only flags the user gave)."""
-    from evotune.config import BudgetConfig
+class TrainArgs:
+    """The flags every trainer shares, after parsing: what `assemble` needs plus the overrides."""
 
-    o: dict[str, Any] = {
-        "task.name": task, "model.name": model, "run_dir": run_dir, "seed": seed,
-        "generation.max_new_tokens": max_new_tokens, "eval.every": eval_every, "eval.limit": eval_limit,
-        "task.n_train": n_train, "task.n_eval": n_eval, "task.data": data, "task.reward": reward,
-        "threads": threads, "model.dtype": dtype, "generation.batch_size": batch_size,
-        "checkpoint_every": checkpoint_every,
-    }
-    if budget is not None:
-        b = BudgetConfig.parse(budget)
-        o["budget.completions"], o["budget.tokens"] = b.completions, b.tokens
-    o.update(parse_sets(sets))
-    return o
+    def __init__(self, config: Path | None, run_dir: str | None, no_progress: bool, overrides: dict[str, Any]):
+        self.config, self.run_dir, self.progress, self.overrides = config, run_dir, not no_progress, overrides
+
+    def build(self, resume: bool, method_overrides: dict[str, Any]) -> Any:
+        """The validated TrainConfig: YAML (or the run's own config on --resume), then every flag given."""
+        return assemble(self.config, self.run_dir, resume, {**self.overrides, **method_overrides})
+
+
+# name → (type, typer option, config key). One list, so `train es` and `train grpo` cannot drift apart.
+_SHARED: list[tuple[str, Any, Any, str | None]] = [
+    ("config", Path | None, Opt("--config", "-c", help="YAML config; flags override it"), None),
+    ("task", str | None, Opt(help="task name (countdown, conciseness, jsonl, ...) or module:Class"), "task.name"),
+    ("model", str | None, Opt(help="smollm2-135m, a local directory, a run directory or a hub id"), "model.name"),
+    ("run_dir", str | None, Opt("--run-dir", help="run directory"), "run_dir"),
+    ("seed", int | None, Opt(), "seed"),
+    ("budget", str | None, Opt(help="stop at completions=N or tokens=N"), None),
+    ("max_new_tokens", int | None, Opt(help="max completion length in tokens"), "generation.max_new_tokens"),
+    ("eval_every", int | None, Opt(help="held-out evaluation every K iterations/steps"), "eval.every"),
+    ("eval_limit", int | None, Opt(help="held-out items per evaluation"), "eval.limit"),
+    ("n_train", int | None, Opt(), "task.n_train"),
+    ("n_eval", int | None, Opt(), "task.n_eval"),
+    ("data", str | None, Opt(help="data file for the jsonl task"), "task.data"),
+    ("reward", str | None, Opt(help="jsonl task reward: exact|numeric|contains|regex"), "task.reward"),
+    ("threads", int | None, Opt(), "threads"),
+    ("dtype", str | None, Opt(help="float32 | bfloat16 | float16"), "model.dtype"),
+    ("batch_size", int | None, Opt(help="generation batch size"), "generation.batch_size"),
+    ("checkpoint_every", int | None, Opt(), "checkpoint_every"),
+    ("sets", list[str] | None, Opt("--set", help="override any config field: section.key=value"), None),
+    ("no_progress", bool, Opt("--no-progress"), None),
+]
+
+
+def shared_train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a trainer command the shared flags; it receives them parsed, as `args: TrainArgs`.
+
+    typer reads the command's signature, so the shared parameters are appended to it here.
+    """
+    own = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.name != "args"]
+    shared = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=False if tp is bool else None,
+                          annotation=Annotated[tp, opt])
+        for name, tp, opt, _ in _SHARED
+    ]
+
+    @functools.wraps(fn)
+    def wrapper(**kw: Any) -> Any:
+        from evotune.config import BudgetConfig
+
+        vals = {name: kw.pop(name) for name, *_ in _SHARED}
+        o: dict[str, Any] = {key: vals[name] for name, _, _, key in _SHARED if key is not None}
+        if vals["budget"] is not None:
+            b = BudgetConfig.parse(vals["budget"])
+            o["budget.completions"], o["budget.tokens"] = b.completions, b.tokens
+        o.update(parse_sets(vals["sets"]))
+        return fn(**kw, args=TrainArgs(vals["config"], vals["run_dir"], vals["no_progress"], o))
+
+    kinds = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+    wrapper.__signature__ = inspect.Signature(kinds + shared)  # type: ignore[attr-defined]
+    return wrapper
 
 
 @train_app.command("es")
 @friendly
+@shared_train_options
 def train_es(
-    config: ConfigOpt = None, task: TaskOpt = None, model: ModelOpt = None, run_dir: RunDirOpt = None,
     resume: Annotated[bool, Opt(help="continue the run in --run-dir where it stopped")] = False,
     population: Annotated[int | None, Opt(help="members per iteration (N)")] = None,
     sigma: Annotated[float | None, Opt(help="noise scale σ")] = None,
@@ -65,40 +106,24 @@ def train_es(
     workers: Annotated[int | None, Opt(help="evaluate members on N local Ray workers")] = None,
     ray_address: Annotated[str | None, Opt(help="join an existing Ray cluster")] = None,
     ray_check_every: Annotated[int, Opt(help="compare replica checksums every K iterations")] = 10,
-    seed: Annotated[int | None, Opt()] = None,
-    budget: Annotated[str | None, Opt(help="stop at completions=N or tokens=N")] = None,
-    max_new_tokens: Annotated[int | None, Opt()] = None,
-    eval_every: Annotated[int | None, Opt()] = None,
-    eval_limit: Annotated[int | None, Opt()] = None,
-    n_train: Annotated[int | None, Opt()] = None,
-    n_eval: Annotated[int | None, Opt()] = None,
-    data: Annotated[str | None, Opt(help="data file for the jsonl task")] = None,
-    reward: Annotated[str | None, Opt(help="jsonl task reward: exact|numeric|contains|regex")] = None,
-    threads: Annotated[int | None, Opt()] = None,
-    dtype: Annotated[str | None, Opt(help="float32 | bfloat16 | float16")] = None,
-    batch_size: Annotated[int | None, Opt(help="generation batch size")] = None,
-    checkpoint_every: Annotated[int | None, Opt()] = None,
-    sets: SetOpt = None,
-    no_progress: Annotated[bool, Opt("--no-progress")] = False,
+    *,
+    args: TrainArgs,
 ) -> None:
     """Full-parameter Evolution Strategies on a task's verifiable reward."""
     from evotune.es.trainer import ESTrainer
 
-    o = common_overrides(task, model, run_dir, seed, budget, max_new_tokens, eval_every, eval_limit, n_train,
-                         n_eval, data, reward, threads, dtype, batch_size, checkpoint_every, sets)
-    o.update({
+    cfg = args.build(resume, {
         "method": "es", "es.population": population, "es.sigma": sigma, "es.alpha": alpha,
         "es.iterations": iterations, "es.shaping": shaping, "es.antithetic": antithetic, "es.noise": noise,
         "es.rank": rank, "es.include": split_csv(include), "es.exclude": split_csv(exclude),
         "es.prompts_per_iteration": prompts_per_iteration,
     })
-    cfg = assemble(config, run_dir, resume, o)
     factory = None
     if workers or ray_address:
         from evotune.distributed.ray_evaluator import ray_evaluator_factory
 
         factory = ray_evaluator_factory(workers or 0, ray_address, check_every=ray_check_every)
-    summary = ESTrainer(cfg, resume=resume, progress=not no_progress, evaluator_factory=factory).train()
+    summary = ESTrainer(cfg, resume=resume, progress=args.progress, evaluator_factory=factory).train()
     _print_summary(summary)
 
 

@@ -303,7 +303,7 @@ class ReplicaWorker:
             "completions": res.completions,
             "completion_tokens": res.completion_tokens,
             "prompt_tokens": res.prompt_tokens,
-            "correct": round(res.accuracy * res.completions),  # exact: accuracy is correct / completions
+            "correct": res.correct,
             "sample": res.sample if sample else "",
             "times": dict(res.times),
         }
@@ -725,6 +725,7 @@ class RayEvaluator:
             for k, v in r["times"].items():
                 times[k] = times.get(k, 0.0) + v
         res.sample = results[0]["sample"] if results else ""
+        res.correct = correct
         res.accuracy = correct / res.completions if res.completions else 0.0
         # Send this iteration's row now so the replicas' update overlaps the driver's; the next call
         # checks that the trainer committed exactly this row.

@@ -32,6 +32,18 @@ class PopulationResult:
     accuracy: float = 0.0
     sample: str = ""
     extra: dict[str, float] = field(default_factory=dict)  # evaluator-specific metrics, logged as-is
+    correct: int = 0
+
+    def add_member(self, rows: Sequence[dict[str, Any]], prompt_tokens: int) -> None:
+        """Fold one member's scored rows in; its fitness is the mean reward over its prompts."""
+        self.fitness.append(statistics.fmean(r["reward"] for r in rows))
+        self.correct += sum(1 for r in rows if r["correct"])
+        self.completions += len(rows)
+        self.completion_tokens += sum(r["n_tokens"] for r in rows)
+        self.prompt_tokens += prompt_tokens
+        self.accuracy = self.correct / self.completions if self.completions else 0.0
+        if not self.sample and rows:
+            self.sample = rows[0]["completion"]
 
 
 class Evaluator(Protocol):
@@ -62,7 +74,6 @@ class SequentialEvaluator:
         times = {"noise": 0.0, "generate": 0.0, "score": 0.0}
         res = PopulationResult(fitness=[])
         n_prompt_tokens = sum(len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts)
-        correct = []
         try:
             for m in members:
                 t0 = time.perf_counter()
@@ -77,17 +88,10 @@ class SequentialEvaluator:
                 times["noise"] += t1 - t0
                 times["generate"] += t2 - t1
                 times["score"] += time.perf_counter() - t2
-                res.fitness.append(statistics.fmean(r["reward"] for r in rows))
-                correct.extend(r["correct"] for r in rows)
-                res.completions += len(rows)
-                res.completion_tokens += sum(r["n_tokens"] for r in rows)
-                res.prompt_tokens += n_prompt_tokens
-                if not res.sample and rows:
-                    res.sample = rows[0]["completion"]
+                res.add_member(rows, n_prompt_tokens)
         finally:
             t3 = time.perf_counter()
             self.params.restore()  # exact: the weights are bit-for-bit those before the population
             times["noise"] += time.perf_counter() - t3
         res.times = times
-        res.accuracy = statistics.fmean(1.0 if c else 0.0 for c in correct) if correct else 0.0
         return res

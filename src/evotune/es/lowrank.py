@@ -24,7 +24,6 @@ so `SequentialEvaluator` with the same `EvolvingParams` is the reference impleme
 from __future__ import annotations
 
 import math
-import statistics
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -43,6 +42,12 @@ from evotune.evaluation import score_rows
 from evotune.tasks.base import Example, Task
 
 Named = list[tuple[str, torch.nn.Parameter]]
+
+# A generate call has at least this many rows (padded with null members). Linear layers here
+# (MKL/oneDNN fp32) give a row bit-identical results whatever the batch only from ~12 rows on
+# (1–11 rows take other kernels), so padding is what makes every grouping of members compute each
+# row identically.
+MIN_ROWS = 16
 
 
 def lowrank_param_filter(named: Iterable[tuple[str, torch.nn.Parameter]], vectors: str) -> Named:
@@ -161,15 +166,20 @@ class BatchedForward:
 
     # -- per-group state ------------------------------------------------------------------------
     @torch.no_grad()
-    def make_group(self, members: Sequence[Member], rows_per_member: int = 0) -> _Group:
-        """Regenerate the members' factors (and vector noise) for one generate call."""
-        g = _Group(len(members), rows_per_member)
+    def make_group(self, members: Sequence[Member], rows_per_member: int = 0, pad: int = 0) -> _Group:
+        """Regenerate the members' factors (and vector noise) for one generate call.
+
+        `pad` null members (zero perturbation, outputs discarded) follow the real ones; see MIN_ROWS.
+        """
+        g = _Group(len(members) + pad, rows_per_member)
         dtype = next(iter(self.params.params.values())).dtype
         for name in self.matrices:
             shape = tuple(self.params.params[name].shape)
             pairs = [factors(m.seed, name, shape, self.rank) for m in members]  # type: ignore[arg-type]
+            pairs += [(torch.zeros(shape[0], self.rank), torch.zeros(shape[1], self.rank))] * pad
             coef = torch.tensor(
-                [m.sign * self.sigma / math.sqrt(self.rank) for m in members], dtype=torch.float32
+                [m.sign * self.sigma / math.sqrt(self.rank) for m in members] + [0.0] * pad,
+                dtype=torch.float32,
             )
             g.a[name] = torch.stack([a for a, _ in pairs]).mul_(coef.view(-1, 1, 1)).to(dtype)
             g.at[name] = g.a[name].transpose(1, 2).contiguous()
@@ -182,9 +192,19 @@ class BatchedForward:
                 eps = fn(m.seed, name, tuple(p.shape))
                 # exactly the value `EvolvingParams.perturb` writes
                 rows.append(eps.mul_(m.sign * self.sigma).add_(master).to(p.dtype))
+            rows += [master.to(p.dtype)] * pad
             g.weight[name] = torch.stack(rows)
             g.offset[name] = (g.weight[name].to(torch.float32) - master).to(p.dtype)
         return g
+
+    @staticmethod
+    def head(g: _Group, members: int, rows_per_member: int) -> _Group:
+        """The first `members` members of a group (views, no copies), for a call of another shape."""
+
+        def cut(d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            return {k: v[:members] for k, v in d.items()}
+
+        return _Group(members, rows_per_member, cut(g.a), cut(g.at), cut(g.bt), cut(g.offset), cut(g.weight))
 
     @contextmanager
     def active(self, group: _Group) -> Iterator[None]:
@@ -341,15 +361,18 @@ class BatchedLowRankEvaluator:
         comps: list[list[Completion]] = [[] for _ in members]
         t_noise = 0.0
         chunks = [list(prompts[i : i + self.batch_size]) for i in range(0, len(prompts), self.batch_size)]
-        per_call = max(1, self.batch_size // max(len(c) for c in chunks)) if chunks else 1
+        if not chunks:
+            return comps, t_noise
+        per_call = max(1, self.batch_size // max(len(c) for c in chunks))
         for start in range(0, len(members), per_call):
             group = list(members[start : start + per_call])
+            need = [max(0, -(-MIN_ROWS // len(c)) - len(group)) for c in chunks]
             t0 = time.perf_counter()
-            state = self.forward.make_group(group)
+            full = self.forward.make_group(group, pad=max(need))
             t_noise += time.perf_counter() - t0
-            for chunk in chunks:
-                state.rows_per_member = len(chunk)
-                rows = [p for _ in group for p in chunk]
+            for chunk, pad in zip(chunks, need, strict=True):
+                state = self.forward.head(full, len(group) + pad, len(chunk))
+                rows = [p for _ in range(state.members) for p in chunk]
                 with self.forward.active(state):
                     out = generate(
                         self.model, self.tokenizer, rows, self.max_new_tokens, batch_size=len(rows)
@@ -366,17 +389,8 @@ class BatchedLowRankEvaluator:
         comps, t_noise = self.generate_members(members, prompts)
         t1 = time.perf_counter()
         n_prompt_tokens = sum(len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts)
-        correct = []
         for mc in comps:
-            rows = score_rows(self.task, examples, mc)
-            res.fitness.append(statistics.fmean(r["reward"] for r in rows))
-            correct.extend(r["correct"] for r in rows)
-            res.completions += len(rows)
-            res.completion_tokens += sum(r["n_tokens"] for r in rows)
-            res.prompt_tokens += n_prompt_tokens
-            if not res.sample and rows:
-                res.sample = rows[0]["completion"]
+            res.add_member(score_rows(self.task, examples, mc), n_prompt_tokens)
         t2 = time.perf_counter()
         res.times = {"noise": t_noise, "generate": t1 - t0 - t_noise, "score": t2 - t1}
-        res.accuracy = statistics.fmean(1.0 if c else 0.0 for c in correct) if correct else 0.0
         return res

@@ -163,3 +163,37 @@ def check_options(task: Task, known: tuple[str, ...]) -> None:
         raise TaskError(f"{task.name}: eval_data needs data as well")
     if task.options.get("data") and not Path(task.options["data"]).exists():
         raise TaskError(f"{task.name}: data file {task.options['data']!r} not found")
+
+
+class SuiteTask(Task):
+    """Shared shape of the suite tasks (math, chemistry, boolq): a generator, or the user's own file.
+
+    Subclasses set `known_options`, `system` and `convert_answer` (a local row's answer → what the
+    reward expects, ValueError if it cannot be graded) and implement `generate_splits`.
+    """
+
+    known_options: tuple[str, ...] = ("data", "eval_data")
+    system: str | None = None
+
+    def __init__(
+        self, seed: int = 0, n_train: int | None = None, n_eval: int | None = None, *args: Any, **kwargs: Any
+    ) -> None:
+        super().__init__(seed, n_train, n_eval, *args, **kwargs)
+        self._given = (n_train, n_eval)  # a local file's own size wins unless the user gave one
+        check_options(self, self.known_options)
+
+    @staticmethod
+    def convert_answer(answer: Any) -> Any:
+        raise NotImplementedError
+
+    def system_prompt(self) -> str | None:
+        return self.system
+
+    def generate_splits(self) -> tuple[list[Example], list[Example]]:
+        raise NotImplementedError
+
+    def build(self) -> tuple[list[Example], list[Example]]:
+        if self.options.get("data"):
+            return local_splits(self, *self._given, convert=self.convert_answer)
+        return self.generate_splits()
+

@@ -16,8 +16,8 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from evotune.tasks.answers import check_options, local_splits, single_choice, unwrap
-from evotune.tasks.base import Example, Reward, Task, TaskError, register_task, stable_int
+from evotune.tasks.answers import SuiteTask, single_choice, unwrap
+from evotune.tasks.base import Example, Reward, TaskError, register_task, stable_int
 
 _OPTIONS = ("data", "eval_data")
 _SYSTEM = (
@@ -175,22 +175,15 @@ def yes_no_answer(answer: Any) -> str:
 
 
 @register_task("boolq")
-class BoolQ(Task):
+class BoolQ(SuiteTask):
     """Generated passage + yes/no question, balanced; options: data, eval_data."""
 
     default_n_train = 300
     default_n_eval = 500
     default_max_new_tokens = 64
 
-    def __init__(
-        self, seed: int = 0, n_train: int | None = None, n_eval: int | None = None, *args: Any, **kwargs: Any
-    ) -> None:
-        super().__init__(seed, n_train, n_eval, *args, **kwargs)
-        self._given = (n_train, n_eval)
-        check_options(self, _OPTIONS)
-
-    def system_prompt(self) -> str | None:
-        return _SYSTEM
+    system = _SYSTEM
+    convert_answer = staticmethod(yes_no_answer)
 
     def _generate(self, stream: str, n: int, exclude: set[str]) -> list[Example]:
         rng = random.Random(stable_int("boolq", self.seed, stream))
@@ -216,9 +209,7 @@ class BoolQ(Task):
                                meta={"family": family}))
         return out
 
-    def build(self) -> tuple[list[Example], list[Example]]:
-        if self.options.get("data"):
-            return local_splits(self, *self._given, convert=yes_no_answer)
+    def generate_splits(self) -> tuple[list[Example], list[Example]]:
         ev = self._generate("eval", self.n_eval, set())
         tr = self._generate("train", self.n_train, {e.prompt for e in ev})
         return tr, ev

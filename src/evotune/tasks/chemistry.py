@@ -22,8 +22,8 @@ import random
 import re
 from typing import Any
 
-from evotune.tasks.answers import check_options, local_splits, single_choice
-from evotune.tasks.base import Example, Reward, Task, disjoint_split, register_task, stable_int
+from evotune.tasks.answers import SuiteTask, single_choice
+from evotune.tasks.base import Example, Reward, disjoint_split, register_task, stable_int
 
 _OPTIONS = ("data", "eval_data")
 LETTERS = "ABCD"
@@ -220,26 +220,17 @@ def letter_answer(answer: Any) -> str:
 
 
 @register_task("chemistry")
-class Chemistry(Task):
+class Chemistry(SuiteTask):
     """4-way multiple choice from the fact tables above; options: data, eval_data."""
 
     default_n_train = 300
     default_n_eval = 500
     default_max_new_tokens = 64
 
-    def __init__(
-        self, seed: int = 0, n_train: int | None = None, n_eval: int | None = None, *args: Any, **kwargs: Any
-    ) -> None:
-        super().__init__(seed, n_train, n_eval, *args, **kwargs)
-        self._given = (n_train, n_eval)
-        check_options(self, _OPTIONS)
+    system = _SYSTEM
+    convert_answer = staticmethod(letter_answer)
 
-    def system_prompt(self) -> str | None:
-        return _SYSTEM
-
-    def build(self) -> tuple[list[Example], list[Example]]:
-        if self.options.get("data"):
-            return local_splits(self, *self._given, convert=letter_answer)
+    def generate_splits(self) -> tuple[list[Example], list[Example]]:
         items = []
         for key, question, correct, pool in _items():
             rng = random.Random(stable_int("chemistry", self.seed, key))

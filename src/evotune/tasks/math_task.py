@@ -20,8 +20,8 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from evotune.tasks.answers import check_options, extract_boxed, local_splits, parse_value, unwrap
-from evotune.tasks.base import Example, Reward, Task, TaskError, register_task, stable_int
+from evotune.tasks.answers import SuiteTask, extract_boxed, parse_value, unwrap
+from evotune.tasks.base import Example, Reward, TaskError, register_task, stable_int
 
 _OPTIONS = ("difficulty", "data", "eval_data")
 _SYSTEM = (
@@ -199,26 +199,25 @@ def _canon(text: str) -> str:
 
 
 @register_task("math")
-class MathTask(Task):
+class MathTask(SuiteTask):
     """Generated multi-step word problems; options: difficulty (1–3, default mixed), data, eval_data."""
 
     default_n_train = 300
     default_n_eval = 500
     default_max_new_tokens = 192
 
+    known_options = _OPTIONS
+    system = _SYSTEM
+    convert_answer = staticmethod(numeric_target)
+
     def __init__(
         self, seed: int = 0, n_train: int | None = None, n_eval: int | None = None, *args: Any, **kwargs: Any
     ) -> None:
         super().__init__(seed, n_train, n_eval, *args, **kwargs)
-        self._given = (n_train, n_eval)
-        check_options(self, _OPTIONS)
         d = self.options.get("difficulty")
         if d is not None and (isinstance(d, bool) or str(d) not in ("1", "2", "3")):
             raise TaskError(f"math: difficulty must be 1, 2 or 3 (number of steps), got {d!r}")
         self.difficulty = int(d) if d is not None else None
-
-    def system_prompt(self) -> str | None:
-        return _SYSTEM
 
     # -- data -------------------------------------------------------------------------------
     def _generate(self, stream: str, n: int, exclude: set[str]) -> list[Example]:
@@ -244,10 +243,8 @@ class MathTask(Task):
                                meta={"family": family, "steps": steps}))
         return out
 
-    def build(self) -> tuple[list[Example], list[Example]]:
+    def generate_splits(self) -> tuple[list[Example], list[Example]]:
         """Eval and train from separate seeded streams (train skips eval prompts), as in countdown."""
-        if self.options.get("data"):
-            return local_splits(self, *self._given, convert=numeric_target)
         ev = self._generate("eval", self.n_eval, set())
         tr = self._generate("train", self.n_train, {e.prompt for e in ev})
         return tr, ev
