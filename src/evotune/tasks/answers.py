@@ -174,6 +174,8 @@ class SuiteTask(Task):
 
     known_options: tuple[str, ...] = ("data", "eval_data")
     system: str | None = None
+    convert_answer: Callable[[Any], Any]  # a staticmethod in each subclass
+    generate_splits: Callable[[], tuple[list[Example], list[Example]]]  # a method in each subclass
 
     def __init__(
         self, seed: int = 0, n_train: int | None = None, n_eval: int | None = None, *args: Any, **kwargs: Any
@@ -182,15 +184,8 @@ class SuiteTask(Task):
         self._given = (n_train, n_eval)  # a local file's own size wins unless the user gave one
         check_options(self, self.known_options)
 
-    @staticmethod
-    def convert_answer(answer: Any) -> Any:
-        raise NotImplementedError
-
     def system_prompt(self) -> str | None:
         return self.system
-
-    def generate_splits(self) -> tuple[list[Example], list[Example]]:
-        raise NotImplementedError
 
     def build(self) -> tuple[list[Example], list[Example]]:
         if self.options.get("data"):
