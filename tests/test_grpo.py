@@ -166,6 +166,21 @@ def test_es_and_grpo_runs_are_comparable_and_stop_at_the_budget(es_config, grpo_
 
 
 # -- (d) clear config errors ------------------------------------------------------------------------
+def test_micro_batches_are_bounded_by_default(grpo_config, tmp_path):
+    """Unset accumulation splits a step into the fewest equal micro-batches of ≤ 8 completions."""
+    from evotune.grpo.trainer import accumulation_steps, grpo_args
+    from evotune.runs.rundir import RunDir
+
+    for p, k, want in [(4, 8, 4), (2, 8, 2), (2, 3, 1), (3, 3, 3), (1, 16, 2), (5, 2, 2)]:
+        cfg = grpo_config(**{"grpo.prompts_per_step": p, "grpo.num_generations": k})
+        assert accumulation_steps(cfg) == want, (p, k)
+        args = grpo_args(cfg, RunDir(tmp_path / f"r{p}{k}"), 4)
+        assert args.per_device_train_batch_size * args.gradient_accumulation_steps == p * k
+        assert args.per_device_train_batch_size <= 8
+    cfg = grpo_config(**{"grpo.prompts_per_step": 4, "grpo.num_generations": 8, "grpo.gradient_accumulation_steps": 1})
+    assert accumulation_steps(cfg) == 1  # an explicit value is kept
+
+
 def test_indivisible_batch_is_a_config_error_naming_the_numbers(grpo_config, tmp_path):
     cfg = grpo_config(**{"grpo.prompts_per_step": 1, "grpo.num_generations": 3, "grpo.gradient_accumulation_steps": 2})
     with pytest.raises(ConfigError) as exc:

@@ -125,7 +125,10 @@ class GRPOSettings(_Strict):
     loss_type: str = "grpo"
     scale_rewards: Literal["group", "batch", "none"] = "group"
     steps: int = Field(default=100, ge=1)
-    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    # None = the fewest equal micro-batches of at most MAX_MICRO_BATCH completions: the backward pass
+    # holds vocabulary-sized logits for every completion of a micro-batch, so a step of 32 long-prompt
+    # completions in one micro-batch needs ~20 GB (measured on boolq with SmolLM2).
+    gradient_accumulation_steps: int | None = Field(default=None, ge=1)
     max_grad_norm: float = Field(default=1.0, gt=0)
 
 

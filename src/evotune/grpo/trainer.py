@@ -63,6 +63,17 @@ def completions_per_step(cfg: TrainConfig) -> int:
     return cfg.grpo.prompts_per_step * cfg.grpo.num_generations
 
 
+MAX_MICRO_BATCH = 8  # completions per backward pass when grpo.gradient_accumulation_steps is not set
+
+
+def accumulation_steps(cfg: TrainConfig) -> int:
+    """grpo.gradient_accumulation_steps, or the fewest equal micro-batches of ≤ MAX_MICRO_BATCH completions."""
+    if cfg.grpo.gradient_accumulation_steps is not None:
+        return cfg.grpo.gradient_accumulation_steps
+    batch = completions_per_step(cfg)
+    return next(d for d in range(1, batch + 1) if batch % d == 0 and batch // d <= MAX_MICRO_BATCH)
+
+
 def validate_grpo(cfg: TrainConfig) -> None:
     """Reject settings TRL would reject (or silently mis-handle) before any model is loaded."""
     g = cfg.grpo
@@ -71,7 +82,7 @@ def validate_grpo(cfg: TrainConfig) -> None:
     batch = completions_per_step(cfg)
     if batch % g.num_generations:  # cannot happen with prompts_per_step × K, kept as TRL's own invariant
         raise ConfigError(f"generation batch {batch} is not divisible by grpo.num_generations={g.num_generations}")
-    ga = g.gradient_accumulation_steps
+    ga = accumulation_steps(cfg)
     if batch % ga:
         divisors = [d for d in range(1, batch + 1) if batch % d == 0]
         raise ConfigError(
@@ -370,8 +381,8 @@ def grpo_args(cfg: TrainConfig, run: RunDir, max_new_tokens: int) -> Any:
             seed=cfg.seed,
             data_seed=cfg.seed,
             max_steps=g.steps,
-            per_device_train_batch_size=batch // g.gradient_accumulation_steps,
-            gradient_accumulation_steps=g.gradient_accumulation_steps,
+            per_device_train_batch_size=batch // accumulation_steps(cfg),
+            gradient_accumulation_steps=accumulation_steps(cfg),
             num_generations=g.num_generations,
             learning_rate=g.learning_rate,
             lr_scheduler_type=g.lr_scheduler,
