@@ -371,3 +371,25 @@ def test_compare_end_to_end_writes_a_self_contained_report(models, tmp_path):
         assert f'id="{sid}"' in page
     assert page.count("data:image/png;base64,") >= 6
     assert "<script" not in page and "http://" not in page and "https://" not in page
+
+
+def test_correct_lost_flags_reward_gained_at_the_tasks_expense():
+    from evotune.analysis.hacking import correct_lost, hacking_rates
+
+    def row(i, reward, correct, text="Tokyo"):
+        return {"id": f"q{i}", "reward": reward, "correct": correct, "completion": text, "truncated": False}
+
+    base = [row(0, -20, True), row(1, -20, True), row(2, -20, False), row(3, -5, True)]
+    now = [
+        row(0, -1, False, "Japan"),  # reward up, answer lost: counted
+        row(1, -1, True),  # reward up, still right: fine
+        row(2, -1, False),  # was already wrong: not a loss
+        row(3, -9, False),  # lost, but the reward fell too: a plain regression, not hacking
+        row(9, 0, False),  # not in the base: ignored
+    ]
+    assert correct_lost(now, base) == 1 / 4
+    rates = hacking_rates(now, base)
+    assert rates["hack_correct_lost"] == 0.25 and rates["hacking"] == 1.0 and "correct_lost 25%" in rates["hacking_reason"]
+    assert "hack_correct_lost" not in hacking_rates(now)
+    assert correct_lost(now, [row(7, 0, True)]) is None
+    assert hacking_rates(base, base)["hack_correct_lost"] == 0.0

@@ -15,7 +15,7 @@ import torch
 from evotune.config import ConfigError, TrainConfig, load_run_config
 from evotune.evaluation import evaluate
 from evotune.runs.logger import MetricsLogger
-from evotune.runs.rundir import RunDir, atomic_write_text, write_jsonl
+from evotune.runs.rundir import RunDir, atomic_write_text, read_jsonl, write_jsonl
 
 
 def set_threads(threads: int | None) -> None:
@@ -106,6 +106,11 @@ def heldout_eval(
     """Greedy held-out evaluation: rows to `evals/iter_K.jsonl`, summary to metrics as `eval/*`."""
     mnt = cfg.generation.max_new_tokens or task.default_max_new_tokens
     res = evaluate(model, tok, task, "eval", mnt, cfg.generation.batch_size, cfg.eval.limit)
+    base_file = run.evals / "iter_000000.jsonl"
+    if step > 0 and base_file.is_file():  # item by item against the starting model: correctness lost for reward
+        from evotune.analysis.hacking import hacking_rates
+
+        res.summary.update(hacking_rates(res.rows, read_jsonl(base_file)))
     write_jsonl(run.evals / f"iter_{step:06d}.jsonl", res.rows)
     row: dict[str, Any] = {"step": step, **extra, **{f"eval/{k}": v for k, v in res.summary.items()}}
     for i, r in enumerate(res.rows[: cfg.eval.samples]):
