@@ -40,6 +40,19 @@ def test_all_claims_fail_on_the_opposite_case():
     assert [r["verdict"] for r in rows] == [FAILS] * 6
 
 
+def test_hacking_counts_only_what_training_added_over_the_base():
+    s, methods = _summary([-10.0, -10.2], [-10.1, -10.05], 0.01, [10.0, 11.0], [1.0, 1.2],
+                          [0.5, 0.52], [0.1, 0.11], 5.0, [0.4, 0.42], [0.1, 0.1])
+    assert findings(s, methods, base_reward=-50.0)[5]["verdict"] == FAILS  # ES 0.41 vs GRPO 0.1, no base row
+    s["hacking"].append({"model": "base", "source": "compare eval (t)", "hack_empty": 0.45, "reason": ""})
+    s["hacking"].append({"model": "base", "source": "run eval (step 3)", "hack_empty": 0.0, "reason": ""})
+    row = findings(s, methods, base_reward=-50.0)[5]
+    assert row["verdict"] == UNSURE and "nothing above the base" in row["measured"]  # both at or below the base
+    s["hacking"].append({"model": "grpo1", "source": "compare eval (t)", "hack_correct_lost": 0.3, "reason": ""})
+    row = findings(s, methods, base_reward=-50.0)[5]
+    assert row["verdict"] == HOLDS and "correct_lost +30%" in row["measured"]
+
+
 def test_missing_data_is_inconclusive():
     rows = findings({"primary_task": "t"}, {"a": "es", "b": "grpo"}, None)
     assert all(r["verdict"] == UNSURE for r in rows)
