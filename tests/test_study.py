@@ -50,7 +50,10 @@ def test_hacking_counts_only_what_training_added_over_the_base():
     assert row["verdict"] == UNSURE and "nothing above the base" in row["measured"]  # both at or below the base
     s["hacking"].append({"model": "grpo1", "source": "compare eval (t)", "hack_correct_lost": 0.3, "reason": ""})
     row = findings(s, methods, base_reward=-50.0)[5]
-    assert row["verdict"] == HOLDS and "correct_lost +30%" in row["measured"]
+    assert row["verdict"] == UNSURE  # one GRPO seed of two: 0.15 ± 0.15 is within 2·SE of ES's 0
+    s["hacking"].append({"model": "grpo0", "source": "compare eval (t)", "hack_correct_lost": 0.28, "reason": ""})
+    row = findings(s, methods, base_reward=-50.0)[5]
+    assert row["verdict"] == HOLDS and "correct_lost" in row["measured"]
 
 
 def test_missing_data_is_inconclusive():
@@ -103,3 +106,9 @@ def test_study_end_to_end_on_tiny_models(tiny_model, tmp_path):
     assert json.loads((tmp_path / "study" / "report" / "study.json").read_text())["findings"]
     again = run_study(cfg, progress=False)  # finished runs are skipped, not retrained
     assert [r["steps"] for r in again["runs"]] == [r["steps"] for r in res["runs"]]
+    judged = run_study(cfg, progress=False, reuse_compare=True)  # verdicts from the saved comparison
+    assert judged["findings"] == again["findings"]
+    cfg_other = cfg.model_copy(update={"out": str(tmp_path / "elsewhere")})
+    with pytest.raises(ConfigError, match="no comparison"):
+        run_study(cfg_other, progress=False, reuse_compare=True)
+    assert not (tmp_path / "elsewhere").exists()  # refused before any training

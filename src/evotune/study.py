@@ -8,6 +8,7 @@ interrupted study picks up where it stopped.
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from pydantic import Field, model_validator
 
 from evotune.config import (
     BudgetConfig,
+    ConfigError,
     ESConfig,
     EvalConfig,
     GenerationConfig,
@@ -42,8 +44,9 @@ CLAIM_RULES = {
     "barrier_between_solutions": "holds if the ES→GRPO reward barrier > 2·SE of the endpoint reward for every pair; "
     "does not hold if it is below 1·SE for every pair",
     "es_hacks_less": "hacking rate = the largest detector rate above the base model's (correct_lost: correct "
-    "base answers turned wrong for a higher reward; empty, truncated, repetitive, ...); holds if ES's is lower "
-    "than GRPO's by > 0.05 (mean over seeds); does not hold if higher by > 0.05",
+    "base answers turned wrong for a higher reward; empty, truncated, repetitive, ...), the largest over tasks per "
+    "model; holds if ES's mean over seeds is lower than GRPO's by more than max(0.05, 2·SE of the difference); "
+    "does not hold if higher by that much",
 }
 
 
@@ -198,7 +201,7 @@ def findings(summary: dict[str, Any], methods: dict[str, str], base_reward: floa
     # (6) which one hacks the reward, and how. A detector counts only what training added: its rate
     # minus the base model's on the same task (a base that already truncates 40% at a tight token
     # limit is not hacking; `correct_lost` is relative to the base by construction).
-    hk: dict[str, list[float]] = {"es": [], "grpo": []}
+    per_model: dict[str, float] = {}  # a model's hacking rate: its largest excess over tasks and detectors
     rates: dict[str, dict[str, list[float]]] = {"es": {}, "grpo": {}}
     compare_rows = [r for r in summary.get("hacking") or [] if str(r.get("source", "")).startswith("compare eval")]
     base_rates = {
@@ -217,14 +220,18 @@ def findings(summary: dict[str, Any], methods: dict[str, str], base_reward: floa
             for k in row
             if k.startswith("hack_") and row[k] is not None
         }
-        hk[meth].append(max(det.values()) if det else 0.0)
+        per_model[row["model"]] = max([per_model.get(row["model"], 0.0), *det.values()])
         for k, val in det.items():
             rates[meth].setdefault(k, []).append(val)
-    he, hg = _mean_se(hk["es"]), _mean_se(hk["grpo"])
+    he = _mean_se([x for m, x in per_model.items() if methods[m] == "es"])
+    hg = _mean_se([x for m, x in per_model.items() if methods[m] == "grpo"])
     if he[0] != he[0] or hg[0] != hg[0]:
         v = UNSURE
     else:
-        v = HOLDS if he[0] < hg[0] - 0.05 else FAILS if he[0] > hg[0] + 0.05 else UNSURE
+        diff = hg[0] - he[0]
+        ses = [x for x in (he[1], hg[1]) if x == x]
+        margin = max(0.05, 2 * math.sqrt(sum(x * x for x in ses)))
+        v = HOLDS if diff > margin else FAILS if diff < -margin else UNSURE
 
     def how(meth: str) -> str:
         top = sorted(((statistics.fmean(xs), k) for k, xs in rates[meth].items() if xs), reverse=True)[:2]
@@ -255,13 +262,20 @@ def findings_html(rows: Sequence[dict[str, Any]], budget: str) -> str:
     )
 
 
-def run_study(cfg: StudyConfig, progress: bool = True, log: Any = None) -> dict[str, Any]:
-    """Train ES and GRPO over seeds (resumable), run `compare`, write the findings report."""
+def run_study(cfg: StudyConfig, progress: bool = True, log: Any = None, reuse_compare: bool = False) -> dict[str, Any]:
+    """Train ES and GRPO over seeds (resumable), run `compare`, write the findings report.
+
+    `reuse_compare` judges the claims from the comparison already on disk instead of recomputing it
+    (e.g. after a change to the verdict rules); it is an error if there is none.
+    """
     from evotune.report.compare import compare
     from evotune.report.render import render_html
     from evotune.runs.summary import run_facts
 
     out = cfg.out_dir
+    saved = out / "report" / "compare" / "summary.json"
+    if reuse_compare and not saved.is_file():  # before any training
+        raise ConfigError(f"--reuse-compare: no comparison at {saved}; run the study without it first")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "study.yaml", _yaml(cfg))
     runs: dict[str, str] = {}
@@ -276,11 +290,14 @@ def run_study(cfg: StudyConfig, progress: bool = True, log: Any = None) -> dict[
             runs[rc.run_dir] = method
     facts = [run_facts(r) for r in runs]
     a = cfg.analysis
-    summary = compare(
-        list(runs), base=cfg.model.name, tasks=[cfg.task.name, *[t for t in a.off_tasks if t != cfg.task.name]],
-        out_dir=out / "report" / "compare", limit=a.limit, kl_prompts=a.kl_prompts, lmc_points=a.lmc_points,
-        lmc_limit=a.lmc_limit, sigmas=a.sigmas, trials=a.trials, skip=a.skip, log=log,
-    )
+    if reuse_compare:
+        summary = json.loads(saved.read_text())
+    else:
+        summary = compare(
+            list(runs), base=cfg.model.name, tasks=[cfg.task.name, *[t for t in a.off_tasks if t != cfg.task.name]],
+            out_dir=out / "report" / "compare", limit=a.limit, kl_prompts=a.kl_prompts, lmc_points=a.lmc_points,
+            lmc_limit=a.lmc_limit, sigmas=a.sigmas, trials=a.trials, skip=a.skip, log=log,
+        )
     methods = {e["label"]: e.get("method") or runs.get(str(e.get("run")), "") for e in summary["entries"]}
     base_cell = (summary.get("rewards", {}).get("base", {}) or {}).get(summary.get("primary_task")) or {}
     rows = findings(summary, methods, base_cell.get("reward_mean"))
