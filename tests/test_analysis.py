@@ -366,6 +366,9 @@ def test_compare_end_to_end_writes_a_self_contained_report(models, tmp_path):
     assert mid == pytest.approx(s["lmc"]["pairs"][0]["reward"][2], abs=1e-9)
     assert s["robustness"]["run_es"]["curves"][0]["degradation_mean"] == 0.0
     assert any(r["source"].startswith("run eval") and r["hacking"] == 1.0 for r in s["hacking"])
+    lost = {r["model"]: r["hack_correct_lost"] for r in s["hacking"] if r["source"].startswith("compare eval")}
+    assert lost["base"] is None  # the reference itself
+    assert all(0.0 <= lost[m] <= 1.0 for m in ("run_es", "b"))
     page = (out / "index.html").read_text()
     for sid in ("overview", "rewards", "reward-kl", "kl", "delta", "lmc", "robustness", "hacking", "samples"):
         assert f'id="{sid}"' in page

@@ -47,6 +47,9 @@ def test_three_iteration_run_writes_a_complete_run_dir(es_config):
     assert train_rows[-1]["budget/completions"] == 3 * 4 * 4
     evals = [r for r in metrics if "eval/reward_mean" in r]
     assert [r["step"] for r in evals] == [0, 2, 3]
+    # later evals are compared item by item with iteration 0 (the starting model) for `correct_lost`
+    assert "eval/hack_correct_lost" not in evals[0]
+    assert all(0.0 <= r["eval/hack_correct_lost"] <= 1.0 for r in evals[1:])
     assert sorted(p.name for p in (run / "evals").iterdir()) == [
         "iter_000000.jsonl",
         "iter_000002.jsonl",

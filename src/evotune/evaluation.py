@@ -34,8 +34,15 @@ def score_rows(
     return rows
 
 
-def summarize(rows: Sequence[dict[str, Any]], max_new_tokens: int | None = None) -> dict[str, float]:
-    """Aggregate rows into the shared eval metric names (and reward-hacking rates)."""
+def summarize(
+    rows: Sequence[dict[str, Any]],
+    max_new_tokens: int | None = None,
+    base_rows: Sequence[dict[str, Any]] | None = None,
+) -> dict[str, float]:
+    """Aggregate rows into the shared eval metric names (and reward-hacking rates).
+
+    `base_rows`: the starting model's rows on the same items, for the `correct_lost` detector.
+    """
     from evotune.analysis.hacking import hacking_rates
 
     if not rows:
@@ -51,7 +58,7 @@ def summarize(rows: Sequence[dict[str, Any]], max_new_tokens: int | None = None)
     }
     for name in sorted({k for r in rows for k in r["components"]}):
         out[f"reward_{name}"] = statistics.fmean(r["components"].get(name, 0.0) for r in rows)
-    out.update(hacking_rates(rows))
+    out.update(hacking_rates(rows, base_rows))
     return out
 
 
@@ -71,6 +78,7 @@ def evaluate(
     limit: int | None = None,
     temperature: float = 0.0,
     seed: int = 0,
+    base_rows: Sequence[dict[str, Any]] | None = None,
 ) -> EvalResult:
     """Greedy (by default) completions on a split, scored by the task's own reward."""
     examples = task.split(split)  # type: ignore[arg-type]
@@ -82,4 +90,4 @@ def evaluate(
         model, tokenizer, prompts, mnt, batch_size=batch_size, temperature=temperature, seed=seed
     )
     rows = score_rows(task, examples, comps)
-    return EvalResult(summarize(rows, mnt), rows)
+    return EvalResult(summarize(rows, mnt, base_rows), rows)

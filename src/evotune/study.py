@@ -30,6 +30,7 @@ from evotune.config import (
     _Strict,
     build_config,
 )
+from evotune.report.compare import BASE_LABEL
 from evotune.runs.rundir import atomic_write_json, atomic_write_text
 from evotune.sweep import run_state, train_run
 
@@ -207,7 +208,7 @@ def findings(summary: dict[str, Any], methods: dict[str, str], base_reward: floa
     base_rates = {
         (r["source"], k): r[k]
         for r in compare_rows
-        if r["model"] == "base"
+        if r["model"] == BASE_LABEL
         for k in r
         if k.startswith("hack_") and r[k] is not None
     }

@@ -370,7 +370,7 @@ def grpo_args(cfg: TrainConfig, run: RunDir, max_new_tokens: int) -> Any:
     from trl import GRPOConfig
 
     g = cfg.grpo
-    batch = completions_per_step(cfg)
+    batch, ga = completions_per_step(cfg), accumulation_steps(cfg)
     try:
         return GRPOConfig(
             output_dir=str(run.path / "trl"),
@@ -381,8 +381,8 @@ def grpo_args(cfg: TrainConfig, run: RunDir, max_new_tokens: int) -> Any:
             seed=cfg.seed,
             data_seed=cfg.seed,
             max_steps=g.steps,
-            per_device_train_batch_size=batch // accumulation_steps(cfg),
-            gradient_accumulation_steps=accumulation_steps(cfg),
+            per_device_train_batch_size=batch // ga,
+            gradient_accumulation_steps=ga,
             num_generations=g.num_generations,
             learning_rate=g.learning_rate,
             lr_scheduler_type=g.lr_scheduler,

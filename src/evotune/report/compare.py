@@ -62,22 +62,18 @@ def evaluate_all(
     log: Log | None = None,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
     """Greedy held-out evaluation of every model on every task: summaries and the first rows."""
-    from evotune.analysis.hacking import hacking_rates
     from evotune.backends.models import load_model
     from evotune.evaluation import evaluate
 
     summaries: dict[str, dict[str, Any]] = {}
     rows: dict[str, list[dict[str, Any]]] = {}
-    first: dict[str, list[dict[str, Any]]] = {}  # the first entry's (the base's) rows per task
+    first: dict[str, list[dict[str, Any]]] = {}  # the first entry's rows per task: the base's (`correct_lost`)
     for e in entries:
         model, tok = load_model(e.path, dtype)
         summaries[e.label] = {}
         for name, t in sources.items():
-            res = evaluate(model, tok, t, "eval", mnt[name], batch_size, limit)
-            if name in first:
-                res.summary.update(hacking_rates(res.rows, first[name]))
-            else:
-                first[name] = res.rows
+            res = evaluate(model, tok, t, "eval", mnt[name], batch_size, limit, base_rows=first.get(name))
+            first.setdefault(name, res.rows)
             summaries[e.label][name] = res.summary
             for r in res.rows[:samples]:
                 rows.setdefault(name, []).append(

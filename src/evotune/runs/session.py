@@ -105,12 +105,9 @@ def heldout_eval(
 ) -> dict[str, Any]:
     """Greedy held-out evaluation: rows to `evals/iter_K.jsonl`, summary to metrics as `eval/*`."""
     mnt = cfg.generation.max_new_tokens or task.default_max_new_tokens
-    res = evaluate(model, tok, task, "eval", mnt, cfg.generation.batch_size, cfg.eval.limit)
-    base_file = run.evals / "iter_000000.jsonl"
-    if step > 0 and base_file.is_file():  # item by item against the starting model: correctness lost for reward
-        from evotune.analysis.hacking import hacking_rates
-
-        res.summary.update(hacking_rates(res.rows, read_jsonl(base_file)))
+    base_file = run.evals / "iter_000000.jsonl"  # the starting model, item by item (`correct_lost`)
+    base_rows = read_jsonl(base_file) if step > 0 and base_file.is_file() else None
+    res = evaluate(model, tok, task, "eval", mnt, cfg.generation.batch_size, cfg.eval.limit, base_rows=base_rows)
     write_jsonl(run.evals / f"iter_{step:06d}.jsonl", res.rows)
     row: dict[str, Any] = {"step": step, **extra, **{f"eval/{k}": v for k, v in res.summary.items()}}
     for i, r in enumerate(res.rows[: cfg.eval.samples]):
