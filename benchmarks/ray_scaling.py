@@ -30,10 +30,11 @@ from typing import Any
 
 import torch
 
+from evotune.checkpoints import latest_checkpoint, read_state
 from evotune.config import build_config
 from evotune.distributed.ray_evaluator import RayEvaluator, available_cores, start_local_ray
 from evotune.es.trainer import ESTrainer
-from evotune.runs.rundir import latest_checkpoint, read_jsonl, read_state
+from evotune.runs.rundir import read_jsonl
 
 
 def _config(args: argparse.Namespace, run_dir: Path) -> Any:

@@ -191,8 +191,8 @@ def noise_options(model: Any, reps: int = 2) -> dict[str, float]:
     """Seconds to draw one full-rank noise (every parameter, N(0,1) fp32) by several methods."""
     import numpy as np
 
-    from evotune.es.noise import noise
     from evotune.es.params import EvolvingParams
+    from evotune.noise import noise
 
     named = sorted(model.named_parameters(), key=lambda t: -t[1].numel())
     bufs = {nm: torch.empty(t.shape) for nm, t in named}

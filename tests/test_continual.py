@@ -11,11 +11,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from evotune.config import ConfigError, TrainConfig
+from evotune.checkpoints import latest_checkpoint
+from evotune.config import TrainConfig
 from evotune.continual import metrics as M
 from evotune.continual import runner
 from evotune.continual.runner import ContinualSpec, run_continual, stage_config
-from evotune.runs.rundir import latest_checkpoint
+from evotune.errors import ConfigError
 
 
 @pytest.fixture(autouse=True)

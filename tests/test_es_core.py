@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from evotune.backends.models import load_model
-from evotune.config import ConfigError, build_config
-from evotune.es.noise import factors, member_seed, noise
+from evotune.config import build_config
+from evotune.errors import ConfigError
 from evotune.es.params import EvolvingParams, select_params
 from evotune.es.strategy import Member, ask, centered_rank, tell, zscore
+from evotune.noise import factors, member_seed, noise
 
 
 def test_noise_differs_between_same_shape_tensors_and_is_reproducible():

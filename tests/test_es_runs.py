@@ -14,13 +14,14 @@ import torch
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
-from evotune.backends.models import ModelError, load_model
+from evotune.backends.models import load_model
+from evotune.checkpoints import latest_checkpoint, read_state
 from evotune.cli.main import app
-from evotune.config import ConfigError
+from evotune.errors import ConfigError, ModelError, TaskError
 from evotune.es.replay import replay
 from evotune.es.trainer import ESTrainer
-from evotune.runs.rundir import latest_checkpoint, read_jsonl, read_state
-from evotune.tasks.base import Example, Reward, Task, TaskError
+from evotune.runs.rundir import read_jsonl
+from evotune.tasks.base import Example, Reward, Task
 
 
 def test_three_iteration_run_writes_a_complete_run_dir(es_config):

@@ -13,12 +13,15 @@ from typer.testing import CliRunner
 
 import evotune.grpo.trainer as grpo_trainer
 from evotune.backends.models import load_model
+from evotune.checkpoints import latest_checkpoint, read_state
 from evotune.cli.main import app
-from evotune.config import ConfigError, build_config
+from evotune.config import build_config
+from evotune.errors import ConfigError
 from evotune.es.trainer import ESTrainer
 from evotune.grpo.trainer import GRPORunner
-from evotune.runs.rundir import latest_checkpoint, read_jsonl, read_state
+from evotune.runs.rundir import read_jsonl
 from evotune.runs.summary import list_runs
+from evotune.tasks import build_task
 
 SHARED_KEYS = ("step", "train/reward_mean", "train/reward_std", "budget/completions", "budget/completion_tokens",
                "budget/prompt_tokens", "budget/tokens", "time/wall", "time/generate", "time/score", "time/update",
@@ -110,7 +113,7 @@ def test_grpo_step_moves_weights_toward_higher_reward(grpo_config, tiny_model, m
     runner.train()
     assert len(seen) == 2 * k
     assert len({r for _, _, r in seen}) > 1, "toy reward gave no signal"
-    task = runner.cfg.task.build()
+    task = build_task(runner.cfg.task)
     train = task.split("train")
     base, tok = load_model(str(tiny_model))
     batch = [(task.render(train[i], tok), ids, r) for i, ids, r in seen]

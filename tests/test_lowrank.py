@@ -12,15 +12,16 @@ from torch import nn
 
 import evotune.es.evaluator as evaluator_mod
 from evotune.backends.models import load_model
+from evotune.checkpoints import latest_checkpoint, read_state
 from evotune.config import ESConfig
 from evotune.es.evaluator import SequentialEvaluator
 from evotune.es.lowrank import BatchedForward, BatchedLowRankEvaluator, lowrank_noise_fn, lowrank_param_filter
-from evotune.es.noise import factors
 from evotune.es.params import EvolvingParams, select_params
 from evotune.es.replay import replay
 from evotune.es.strategy import ask, tell
 from evotune.es.trainer import ESTrainer
-from evotune.runs.rundir import latest_checkpoint, read_jsonl, read_state
+from evotune.noise import factors
+from evotune.runs.rundir import read_jsonl
 from evotune.tasks import get_task
 
 MNT = 8

@@ -17,7 +17,8 @@ ray = pytest.importorskip("ray")
 import torch  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
-from evotune.backends.models import ModelError, load_model  # noqa: E402
+from evotune.backends.models import load_model  # noqa: E402
+from evotune.checkpoints import latest_checkpoint, read_state  # noqa: E402
 from evotune.cli.main import app  # noqa: E402
 from evotune.distributed.ray_evaluator import (  # noqa: E402
     RayEvaluator,
@@ -26,8 +27,10 @@ from evotune.distributed.ray_evaluator import (  # noqa: E402
     start_local_ray,
     threads_per_worker,
 )
+from evotune.errors import ModelError  # noqa: E402
 from evotune.es.trainer import ESTrainer, apply_row, make_params  # noqa: E402
-from evotune.runs.rundir import latest_checkpoint, read_jsonl, read_state  # noqa: E402
+from evotune.runs.rundir import read_jsonl  # noqa: E402
+from evotune.tasks import build_task  # noqa: E402
 
 ITERS = 3
 
@@ -163,7 +166,7 @@ def test_worker_that_cannot_load_the_model_fails_at_start(tiny_model, tmp_path):
     model, tok = load_model(str(tiny_model))  # the driver's own model is fine; the workers' is not
     with pytest.raises(ModelError, match=r"Ray worker \d.* could not load the model: .*does not exist"):
         RayEvaluator(
-            model, tok, cfg.task.build(), make_params(model, cfg), cfg, 8, workers=1, trajectory=None
+            model, tok, build_task(cfg.task), make_params(model, cfg), cfg, 8, workers=1, trajectory=None
         )
 
 
@@ -174,7 +177,7 @@ def test_replay_rebuild_and_replica_drift_detection(tiny_model, tmp_path):
 
     cfg = _cfg(tiny_model, tmp_path / "direct")
     model, tok = load_model(str(tiny_model))
-    task = cfg.task.build()
+    task = build_task(cfg.task)
     params = make_params(model, cfg)
     local = SequentialEvaluator(model, tok, task, params, cfg.es.sigma, 8, cfg.generation.batch_size)
     ev = RayEvaluator(model, tok, task, params, cfg, 8, workers=1, check_every=1, trajectory=None)

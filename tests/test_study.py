@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from evotune.config import ConfigError
+from evotune.errors import ConfigError
 from evotune.study import FAILS, HOLDS, UNSURE, StudyConfig, findings, findings_html, load_study
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from evotune.tasks import Example, PromptStyle, TaskError, get_task
+from evotune.errors import TaskError
+from evotune.tasks import Example, PromptStyle, get_task
 from evotune.tasks.conciseness import Conciseness, is_correct, number_words, questions
 from evotune.tasks.countdown import Countdown, check_answer, extract_answers, has_format, solve
 from evotune.tasks.jsonl_task import JsonlTask, last_number, normalize_text

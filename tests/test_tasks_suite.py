@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from evotune.tasks import Example, TaskError, get_task
+from evotune.errors import TaskError
+from evotune.tasks import Example, get_task
 from evotune.tasks.answers import extract_boxed, parse_integer, single_choice
 from evotune.tasks.chemistry import COMPOUNDS, ELEMENTS, FAMILIES, atom_counts
 from evotune.tasks.math_task import TEMPLATES

@@ -11,9 +11,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the field."""
+from evotune.errors import ConfigError
 
 
 class _Strict(BaseModel):
@@ -38,19 +36,6 @@ class TaskConfig(_Strict):
     response_prefix: str = ""
     options: dict[str, Any] = Field(default_factory=dict)
 
-    def build(self) -> Any:
-        """Instantiate the task this config names."""
-        from evotune.tasks import PromptStyle, get_task
-
-        opts = dict(self.options)
-        for k in ("data", "eval_data", "reward"):
-            v = getattr(self, k)
-            if v is not None:
-                opts[k] = v
-        style = PromptStyle(self.chat_template, self.system_prompt, self.response_prefix)
-        return get_task(
-            self.name, seed=self.seed, n_train=self.n_train, n_eval=self.n_eval, prompt_style=style, **opts
-        )
 
 
 class GenerationConfig(_Strict):

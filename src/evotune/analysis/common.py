@@ -14,11 +14,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from evotune.backends.models import ModelError, resolve_model
-
-
-class AnalysisError(ModelError):
-    """Models cannot be compared as asked (different architectures, missing tensors, ...)."""
+from evotune.backends.models import resolve_model
+from evotune.config import TaskConfig, load_run_config
+from evotune.errors import AnalysisError
+from evotune.tasks import Task, build_task, get_task
 
 
 @dataclass(frozen=True)
@@ -35,7 +34,7 @@ class Entry:
     max_new_tokens: int | None = None
 
     def build_task(self) -> Any:
-        return None if self.task_config is None else self.task_config.build()
+        return None if self.task_config is None else build_task(self.task_config)
 
 
 def _run_of(p: Path) -> Path | None:
@@ -55,7 +54,6 @@ def resolve_entry(spec: str, label: str | None = None) -> Entry:
     if run is None:
         name = label or (p.name if p.exists() else spec)
         return Entry(label=name, spec=spec, path=path)
-    from evotune.config import load_run_config
 
     cfg = load_run_config(run)
     name = label or (run.name if p == run else f"{run.name}@{p.name}")
@@ -87,14 +85,12 @@ def resolve_entries(specs: Sequence[str | Entry]) -> list[Entry]:
 
 def as_task(task: Any) -> Any:
     """A Task from a Task, a registered name / `module:Class`, or a TaskConfig."""
-    from evotune.tasks import Task, get_task
-
     if isinstance(task, Task):
         return task
     if isinstance(task, str):
         return get_task(task)
-    if hasattr(task, "build"):
-        return task.build()
+    if isinstance(task, TaskConfig):
+        return build_task(task)
     raise TypeError(f"cannot make a task from {task!r}")
 
 

@@ -15,7 +15,6 @@ every model has an lm_head entry. A bf16/fp16 ES checkpoint's fp32 master weight
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Sequence
@@ -27,10 +26,11 @@ from typing import Any
 
 import torch
 
-from evotune.analysis.common import AnalysisError, Entry, resolve_entries, resolve_entry
+from evotune.analysis.common import Entry, resolve_entries, resolve_entry
+from evotune.checkpoints import CheckpointTensors
+from evotune.errors import AnalysisError
 
 MODULE_TYPES = ("embeddings", "attention", "mlp", "norms", "lm_head", "other")
-EXTRA_FILE = "evotune_extra.safetensors"
 _LAYER = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)\.")
 _CHUNK = 1 << 20  # elements per partial dot product (computed in float64)
 
@@ -55,57 +55,6 @@ def module_type(name: str) -> str:
     if any(k in n for k in ("mlp", "gate_proj", "up_proj", "down_proj", "fc1", "fc2", "ffn")):
         return "mlp"
     return "other"
-
-
-class _Tensors:
-    """Lazy tensor access to one checkpoint directory (sharded files, fp32 masters, tied head)."""
-
-    def __init__(self, directory: str | Path, stack: ExitStack) -> None:
-        from safetensors import safe_open
-
-        d = Path(directory)
-        files = sorted(p for p in d.glob("*.safetensors") if p.name != EXTRA_FILE)
-        if not files:
-            raise AnalysisError(f"{d}: no .safetensors files (delta needs a local safetensors checkpoint)")
-        self.where: dict[str, Any] = {}
-        for f in files:
-            h = stack.enter_context(safe_open(str(f), framework="pt"))
-            for k in h.keys():  # noqa: SIM118  (safe_open handles are not mappings)
-                self.where[k] = h
-        extra = d / EXTRA_FILE
-        if extra.is_file():
-            h = stack.enter_context(safe_open(str(extra), framework="pt"))
-            for k in h.keys():  # noqa: SIM118
-                self.where[k] = h  # fp32 master wins over the rounded model weight
-        self.tied = _is_tied(d)
-
-    def names(self) -> list[str]:
-        return list(self.where)
-
-    def get(self, key: str) -> torch.Tensor:
-        if key not in self.where and module_type(key) == "lm_head":
-            emb = next(
-                (
-                    k
-                    for k in self.where
-                    if module_type(k) == "embeddings" and k.endswith("embed_tokens.weight")
-                ),
-                None,
-            )
-            if emb is None:
-                raise AnalysisError(f"{key} is missing and no embedding to tie it to")
-            key = emb
-        if key not in self.where:
-            raise AnalysisError(f"tensor {key} is missing")
-        return self.where[key].get_tensor(key).to(torch.float32)
-
-
-def _is_tied(d: Path) -> bool:
-    try:
-        cfg = json.loads((d / "config.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return bool(cfg.get("tie_word_embeddings", False))
 
 
 @dataclass
@@ -184,8 +133,8 @@ def delta_stats(models: Sequence[str | Entry], base: str | Entry) -> dict[str, A
     modules: dict[str, _Acc] = {}
     total = _Acc(m)
     with ExitStack() as stack:
-        base_t = _Tensors(_model_dir(base_e), stack)
-        model_t = [_Tensors(_model_dir(e), stack) for e in entries]
+        base_t = CheckpointTensors(_model_dir(base_e), stack)
+        model_t = [CheckpointTensors(_model_dir(e), stack) for e in entries]
         keys = _keys(base_t, model_t, entries, base_e)
         for key in keys:
             theta0 = base_t.get(key)
@@ -221,7 +170,7 @@ def delta_stats(models: Sequence[str | Entry], base: str | Entry) -> dict[str, A
     }
 
 
-def _keys(base: _Tensors, models: Sequence[_Tensors], entries: Sequence[Entry], base_e: Entry) -> list[str]:
+def _keys(base: CheckpointTensors, models: Sequence[CheckpointTensors], entries: Sequence[Entry], base_e: Entry) -> list[str]:
     """Floating-point tensors present everywhere (lm_head may be tied somewhere), in base order."""
     keys = []
     for k in base.names():

@@ -36,7 +36,7 @@ from evotune.analysis.common import (
     resolve_entry,
 )
 from evotune.backends.hf import Completion, decode_completion, stop_ids
-from evotune.tasks.base import stable_int
+from evotune.hashing import stable_int
 
 ESTIMATORS = ("k1", "k2", "k3", "exact")
 GENERAL = "general"

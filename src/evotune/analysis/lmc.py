@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 
-from evotune.analysis.common import AnalysisError, Entry, as_task, free_memory, resolve_entries
+from evotune.analysis.common import Entry, as_task, free_memory, resolve_entries
+from evotune.errors import AnalysisError
 
 Log = Callable[[str], None]
 

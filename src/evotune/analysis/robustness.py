@@ -1,6 +1,6 @@
 """Perturbation robustness: held-out reward after adding σ·ε to the weights, over seeded trials.
 
-ε comes from `evotune.es.noise.noise(trial_seed, name, shape)` — the same N(0, I) noise ES
+ε comes from `evotune.noise.noise(trial_seed, name, shape)` — the same N(0, I) noise ES
 uses, keyed by (trial seed, parameter name), so any trial can be regenerated. A trial uses the
 same ε at every σ (common random numbers): the curve over σ follows one direction per trial,
 which makes the degradation curve smoother than independent draws would.
@@ -22,9 +22,10 @@ from typing import Any
 
 import torch
 
-from evotune.analysis.common import AnalysisError, Entry, as_task, mean_std, resolve_entry
-from evotune.es.noise import noise
-from evotune.tasks.base import stable_int
+from evotune.analysis.common import Entry, as_task, mean_std, resolve_entry
+from evotune.errors import AnalysisError
+from evotune.hashing import stable_int
+from evotune.noise import noise
 
 Log = Callable[[str], None]
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from evotune.tasks.base import stable_int
+from evotune.hashing import stable_int
 
 
 @dataclass(frozen=True)

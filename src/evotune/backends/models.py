@@ -16,13 +16,12 @@ from typing import Any
 
 import torch
 
+from evotune.checkpoints import EXTRA_FILE, CheckpointTensors, latest_checkpoint
+from evotune.errors import ModelError
+
 SMOLLM2_ALIAS = "smollm2-135m"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-class ModelError(RuntimeError):
-    """A model could not be found or loaded; the message says what to do."""
 
 
 def cache_dir() -> Path:
@@ -89,8 +88,6 @@ def resolve_model(spec: str) -> str:
     if p.exists():
         if (p / "config.json").is_file():
             return str(p)
-        from evotune.runs.rundir import latest_checkpoint
-
         ck = latest_checkpoint(p)
         if ck is not None:
             return str(ck)
@@ -113,6 +110,8 @@ def load_model(spec: str, dtype: str = "float32", device: str = "cpu") -> tuple[
             f"cannot load model {spec!r}: {str(exc).splitlines()[0]} — pass a local directory, "
             f"an evotune run, or `{SMOLLM2_ALIAS}` (the embedded default); there is no model hub here"
         ) from exc
+    if (Path(path) / EXTRA_FILE).is_file():  # a bf16 run's checkpoint: its exact fp32 masters win
+        _load_masters(model, Path(path))
     model.to(device)
     model.eval()
     model.requires_grad_(False)
@@ -156,3 +155,13 @@ def make_tiny(
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     return out
+
+
+@torch.no_grad()
+def _load_masters(model: Any, directory: Path) -> None:
+    """Overwrite the rounded weights with the checkpoint's fp32 masters (cast to the model's dtype)."""
+    with CheckpointTensors(directory) as t:
+        own = dict(model.named_parameters())
+        for name in t.names():
+            if name in own:
+                own[name].copy_(t.get(name).to(own[name].dtype))

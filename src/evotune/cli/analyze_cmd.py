@@ -69,7 +69,8 @@ def _log(msg: str) -> None:
 
 def _base_for(models: list[str], base: str | None) -> str:
     """--base, else the base model recorded in the first run among `models`."""
-    from evotune.analysis.common import AnalysisError, resolve_entry
+    from evotune.analysis.common import resolve_entry
+    from evotune.errors import AnalysisError
 
     if base:
         return base
@@ -188,8 +189,9 @@ def lmc_cmd(
 ) -> None:
     """Reward/accuracy along θ(λ) = (1−λ)θ_A + λθ_B and the barrier, for base→A, base→B and A→B."""
     _threads(threads)
-    from evotune.analysis.common import AnalysisError, resolve_entry
+    from evotune.analysis.common import resolve_entry
     from evotune.analysis.lmc import lmc
+    from evotune.errors import AnalysisError
 
     ea = resolve_entry(a)
     t = task or ea.task_config

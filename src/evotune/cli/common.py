@@ -12,25 +12,15 @@ import typer
 import yaml
 from rich.console import Console
 
+from evotune.errors import ConfigError, EvotuneError
+
 console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    from evotune.backends.models import ModelError
-    from evotune.config import ConfigError
-    from evotune.es.trainer import ESStateError
-    from evotune.tasks.base import TaskError
-
-    errors: tuple[type[BaseException], ...] = (ConfigError, ModelError, TaskError, ESStateError, FileNotFoundError,
-                                               FloatingPointError)
-    try:  # Ray is optional at import time; its worker errors are user-facing too
-        from evotune.distributed.ray_evaluator import WorkerError
-
-        errors += (WorkerError,)
-    except ImportError:
-        pass
-    return errors
+    """What a user can cause and fix: every `EvotuneError`, plus missing files and non-finite numbers."""
+    return (EvotuneError, FileNotFoundError, FloatingPointError)
 
 
 def friendly(fn: F) -> F:
@@ -49,7 +39,6 @@ def friendly(fn: F) -> F:
 
 def parse_sets(sets: list[str] | None) -> dict[str, Any]:
     """`--set es.sigma=0.002` pairs; values are parsed as YAML scalars (numbers, bools, lists)."""
-    from evotune.config import ConfigError
 
     out: dict[str, Any] = {}
     for s in sets or []:
@@ -66,7 +55,7 @@ def split_csv(text: str | None) -> list[str] | None:
 
 def assemble(config: Path | None, run_dir: str | None, resume: bool, overrides: dict[str, Any]) -> Any:
     """Config from YAML (or the run's stored config on --resume) plus explicit flag overrides."""
-    from evotune.config import ConfigError, build_config
+    from evotune.config import build_config
 
     if resume and config is None:
         if run_dir is None:

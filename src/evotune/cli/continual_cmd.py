@@ -14,7 +14,7 @@ Opt = typer.Option
 
 def parse_task_opts(items: list[str] | None) -> dict[str, dict[str, Any]]:
     """`--task-opt math:difficulty=2` pairs → {task: {option: value}} (values parsed as YAML scalars)."""
-    from evotune.config import ConfigError
+    from evotune.errors import ConfigError
 
     out: dict[str, dict[str, Any]] = {}
     for item in items or []:

@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from evotune.cli.common import assemble, console, friendly, parse_sets, split_csv
+from evotune.tasks import build_task
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Evolution Strategies and GRPO post-training.")
 train_app = typer.Typer(no_args_is_help=True, help="Train a model (es | grpo).")
@@ -154,7 +155,8 @@ def eval_cmd(
 ) -> None:
     """Score any model on a task split with the same code path as training."""
     from evotune.backends.models import load_model
-    from evotune.config import ConfigError, TaskConfig, build_config, load_run_config
+    from evotune.config import TaskConfig, build_config, load_run_config
+    from evotune.errors import ConfigError
     from evotune.evaluation import evaluate
     from evotune.runs.rundir import write_jsonl
 
@@ -170,7 +172,7 @@ def eval_cmd(
     if "name" not in base:
         raise ConfigError("--task is required unless --model is an evotune run directory")
     tcfg = build_config(None, None, TaskConfig) if not base else TaskConfig.model_validate(base)
-    t = tcfg.build()
+    t = build_task(tcfg)
     m, tok = load_model(model, dtype)
     res = evaluate(m, tok, t, split, max_new_tokens, batch_size, limit, temperature)
     if out is not None:

@@ -15,7 +15,7 @@ Opt = typer.Option
 
 
 def _floats(text: str | None, flag: str) -> list[float] | None:
-    from evotune.config import ConfigError
+    from evotune.errors import ConfigError
 
     if text is None:
         return None
@@ -28,7 +28,8 @@ def _floats(text: str | None, flag: str) -> list[float] | None:
 def _run(method: str, axes: dict[str, list[Any]], seeds: str, out: Path, config: Path | None, task: str | None,
          model: str | None, budget: str | None, max_new_tokens: int | None, eval_limit: int | None,
          sets: list[str] | None, kl: bool, progress: bool) -> None:
-    from evotune.config import BudgetConfig, ConfigError
+    from evotune.config import BudgetConfig
+    from evotune.errors import ConfigError
     from evotune.sweep import sweep
 
     o: dict[str, Any] = {"method": method, "task.name": task, "model.name": model, "run_dir": str(out / "_base"),

@@ -11,9 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-
-class MatrixError(ValueError):
-    """The accuracy matrix does not have the (T+1) × T shape the metrics need."""
+from evotune.errors import MatrixError
 
 
 def _check(R: Sequence[Sequence[float]]) -> int:

@@ -21,9 +21,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evotune.config import BudgetConfig, ConfigError, TaskConfig, TrainConfig, build_config
+from evotune.checkpoints import latest_checkpoint
+from evotune.config import BudgetConfig, TaskConfig, TrainConfig, build_config
 from evotune.continual.metrics import continual_metrics
-from evotune.runs.rundir import atomic_write_json, latest_checkpoint, write_jsonl
+from evotune.errors import ConfigError
+from evotune.runs.rundir import atomic_write_json, write_jsonl
+from evotune.tasks import build_task
 
 SPEC_FILE = "continual_spec.json"
 RESULT_FILE = "continual.json"
@@ -124,7 +127,7 @@ def stage_config(spec: ContinualSpec, i: int, model_name: str) -> TrainConfig:
     cfg: TrainConfig = build_config(None, o)
     if budget.completions is not None:
         if spec.method == "es" and "es.iterations" not in spec.overrides:
-            n_train = len(cfg.task.build().split("train"))
+            n_train = len(build_task(cfg.task).split("train"))
             per_iter = cfg.es.population * min(cfg.es.prompts_per_iteration or n_train, n_train)
             cfg.es.iterations = max(1, math.ceil(budget.completions / per_iter))
         if spec.method == "grpo" and "grpo.steps" not in spec.overrides:
@@ -207,7 +210,7 @@ def evaluate_row(
 def _kl(model: Any, base: Any, tok: Any, task: Any, spec: ContinualSpec, name: str) -> dict[str, Any]:
     """KL(π_stage ‖ π_base) per token on the task's held-out prompts (evotune.analysis.kl)."""
     from evotune.analysis.kl import kl_on_prompts
-    from evotune.tasks.base import stable_int
+    from evotune.hashing import stable_int
 
     prompts = [task.render(e, tok) for e in task.split("eval")[: spec.kl_prompts]]
     mnt = spec.max_new_tokens or task.default_max_new_tokens
@@ -230,7 +233,7 @@ def run_continual(spec: ContinualSpec, on_stage: Callable[[int, str], None] | No
     root.mkdir(parents=True, exist_ok=True)
     _check_spec(spec)
     set_threads(spec.threads)
-    tasks = {name: task_config(spec, name).build() for name in spec.tasks}
+    tasks = {name: build_task(task_config(spec, name)) for name in spec.tasks}
     batch_size = int(spec.overrides.get("generation.batch_size", 64))
     rows = [evaluate_row(spec, 0, spec.model, tasks, None, batch_size)]
     base_model = None

@@ -41,12 +41,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evotune.backends.models import ModelError
-from evotune.config import ConfigError, TrainConfig
+from evotune.config import TrainConfig
+from evotune.errors import ConfigError, ModelError, ReplicaMismatchError, RunStateError, WorkerError
 from evotune.es.evaluator import PopulationResult
 from evotune.es.params import EvolvingParams
 from evotune.es.strategy import Member
-from evotune.es.trainer import ESStateError
 from evotune.tasks.base import Example, Task
 
 CHECK_EVERY_ENV = "EVOTUNE_RAY_CHECK_EVERY"
@@ -57,14 +56,6 @@ SETUP_TIMEOUT_S = 900.0  # a replica that cannot be scheduled/loaded by then fai
 Row = dict[str, Any]
 Checkpoint = tuple[int, str, str | None]  # (iteration, directory, recorded checksum)
 ResultDict = dict[str, Any]
-
-
-class WorkerError(RuntimeError):
-    """Ray workers could not be started, scheduled or kept alive."""
-
-
-class ReplicaMismatchError(ESStateError):
-    """A worker's weights differ from the driver's; the run stops instead of drifting silently."""
 
 
 def available_cores() -> int:
@@ -269,13 +260,13 @@ class ReplicaWorker:
                 k, path, recorded = checkpoint
                 load_checkpoint_into(params, Path(path))
                 if recorded not in (None, params.checksum()):
-                    raise ESStateError(f"checkpoint {path} does not match its recorded checksum")
+                    raise RunStateError(f"checkpoint {path} does not match its recorded checksum")
                 self.applied = used = k
             for row in rows:
                 if row["step"] <= self.applied:
                     continue
                 if row["step"] != self.applied + 1:
-                    raise ESStateError(
+                    raise RunStateError(
                         f"replica has {self.applied} iterations applied, was sent step {row['step']}"
                     )
                 apply_row(params, row, self.cfg)
@@ -517,7 +508,7 @@ class RayEvaluator:
         """The newest complete checkpoint at or before `n_rows` iterations, as the driver's resume uses."""
         if self.trajectory is None:
             return None
-        from evotune.runs.rundir import checkpoint_dirs, read_state
+        from evotune.checkpoints import checkpoint_dirs, read_state
 
         ckpts = [(k, d) for k, d in checkpoint_dirs(self.trajectory.parent) if 0 < k <= n_rows]
         if not ckpts:
@@ -600,7 +591,7 @@ class RayEvaluator:
             committed = read_jsonl(self.trajectory)
             for i, row in enumerate(self.rows):
                 if i >= len(committed) or _wire_row(committed[i]) != row:
-                    raise ESStateError(
+                    raise RunStateError(
                         f"{self.trajectory}: row {i + 1} is not the one Ray workers were sent; "
                         "replicas and driver would diverge"
                     )

@@ -35,10 +35,10 @@ from torch import nn
 
 from evotune.backends.hf import Completion, generate
 from evotune.es.evaluator import PopulationResult
-from evotune.es.noise import factors, noise
 from evotune.es.params import EvolvingParams
 from evotune.es.strategy import Member
 from evotune.evaluation import score_rows
+from evotune.noise import factors, noise
 from evotune.tasks.base import Example, Task
 
 Named = list[tuple[str, torch.nn.Parameter]]

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from evotune.es.noise import noise
+from evotune.noise import noise
 
 NoiseFn = Callable[[int, str, tuple[int, ...]], torch.Tensor]
 

@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from evotune.backends.models import load_model
+from evotune.checkpoints import EXTRA_FILE, checkpoint_dirs, read_state
 from evotune.config import load_run_config
-from evotune.es.trainer import ESStateError, _masters_if_lossy, apply_row, make_params
-from evotune.runs.rundir import RunDir, checkpoint_dirs, read_jsonl, read_state
+from evotune.errors import RunStateError
+from evotune.es.trainer import _masters_if_lossy, apply_row, make_params
+from evotune.runs.rundir import RunDir, read_jsonl
 
 
 def replay(
@@ -24,7 +26,7 @@ def replay(
     rows = read_jsonl(run.trajectory)
     k = len(rows) if iteration is None else iteration
     if not 0 <= k <= len(rows):
-        raise ESStateError(f"iteration {k} not in the trajectory (it has {len(rows)} iterations)")
+        raise RunStateError(f"iteration {k} not in the trajectory (it has {len(rows)} iterations)")
     model, tok = load_model(cfg.model.name, cfg.model.dtype)
     params = make_params(model, cfg)
     for row in rows[:k]:
@@ -41,7 +43,7 @@ def replay(
         if extra:
             from safetensors.torch import save_file
 
-            save_file({n: t.contiguous() for n, t in extra.items()}, str(out / "evotune_extra.safetensors"))
+            save_file({n: t.contiguous() for n, t in extra.items()}, str(out / EXTRA_FILE))
     return {
         "iteration": k,
         "checksum": checksum,

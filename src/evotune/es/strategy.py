@@ -12,7 +12,7 @@ from typing import Literal
 
 import numpy as np
 
-from evotune.es.noise import member_seed
+from evotune.noise import member_seed
 
 Shaping = Literal["zscore", "centered_rank"]
 

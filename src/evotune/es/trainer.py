@@ -21,17 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from evotune.backends.models import load_model
+from evotune.checkpoints import CheckpointTensors, checkpoint_dirs, read_state
 from evotune.config import TrainConfig
+from evotune.errors import RunStateError
 from evotune.es.evaluator import Evaluator, SequentialEvaluator
 from evotune.es.params import EvolvingParams, select_params
 from evotune.es.strategy import Member, ask, tell
 from evotune.runs.logger import MetricsLogger
-from evotune.runs.rundir import RunDir, append_jsonl, checkpoint_dirs, keep_rows, read_jsonl, read_state
+from evotune.runs.rundir import RunDir, append_jsonl, keep_rows, read_jsonl
 from evotune.runs.session import Budget, heldout_eval, open_run, set_threads
-
-
-class ESStateError(RuntimeError):
-    """The run directory is inconsistent (trajectory does not match the config or checkpoints)."""
+from evotune.tasks import build_task
 
 
 def members_of(row: dict[str, Any], cfg: TrainConfig) -> list[Member]:
@@ -39,7 +38,7 @@ def members_of(row: dict[str, Any], cfg: TrainConfig) -> list[Member]:
     expect = ask(cfg.seed, row["step"], cfg.es.population, cfg.es.antithetic)
     got = [Member(i, s, g) for i, (s, g) in enumerate(zip(row["seeds"], row["signs"], strict=True))]
     if got != expect:
-        raise ESStateError(f"trajectory row {row['step']} has seeds that this config does not produce")
+        raise RunStateError(f"trajectory row {row['step']} has seeds that this config does not produce")
     return got
 
 
@@ -73,15 +72,9 @@ def make_evaluator(
 
 
 def load_checkpoint_into(params: EvolvingParams, ckpt: Path) -> None:
-    """Master weights from a checkpoint: fp32 extras if present (bf16 runs), else the model file."""
-    from safetensors.torch import load_file
-
-    extra = ckpt / "evotune_extra.safetensors"
-    tensors = load_file(str(extra)) if extra.is_file() else {}
-    if not tensors:
-        for f in sorted(ckpt.glob("*.safetensors")):
-            tensors.update(load_file(str(f)))
-    params.load_master(tensors)
+    """Master weights from a checkpoint (its fp32 masters where the model file is rounded)."""
+    with CheckpointTensors(ckpt) as t:
+        params.load_master(t.as_dict(list(params.params)))
 
 
 @dataclass
@@ -98,7 +91,7 @@ class ESTrainer:
         self.cfg, self.run = cfg, run
         set_threads(cfg.threads)
         model, tok = load_model(cfg.model.name, cfg.model.dtype)
-        task = cfg.task.build()
+        task = build_task(cfg.task)
         mnt = cfg.generation.max_new_tokens or task.default_max_new_tokens
         params = make_params(model, cfg)
         factory = self.evaluator_factory or make_evaluator
@@ -119,7 +112,7 @@ class ESTrainer:
         traj = read_jsonl(run.trajectory)
         for i, row in enumerate(traj, 1):
             if row["step"] != i:
-                raise ESStateError(f"{run.trajectory}: row {i} is for step {row['step']}")
+                raise RunStateError(f"{run.trajectory}: row {i} is for step {row['step']}")
         last = len(traj)
         ckpts = [(k, d) for k, d in checkpoint_dirs(run.path) if k <= last]
         done = 0
@@ -127,7 +120,7 @@ class ESTrainer:
             done, ckpt = ckpts[-1]
             load_checkpoint_into(params, ckpt)
             if read_state(ckpt).get("checksum") not in (None, params.checksum()):
-                raise ESStateError(f"checkpoint {ckpt} does not match its recorded checksum")
+                raise RunStateError(f"checkpoint {ckpt} does not match its recorded checksum")
         for row in traj[done:]:
             apply_row(params, row, cfg)
         # A kill may leave metrics/evals for an iteration whose trajectory row never landed.

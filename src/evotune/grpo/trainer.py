@@ -27,9 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evotune.config import ConfigError, TrainConfig
-from evotune.runs.rundir import RunDir, atomic_write_json, checkpoint_dirs, keep_rows, read_jsonl, read_state
+from evotune.checkpoints import checkpoint_dirs, read_state
+from evotune.config import TrainConfig
+from evotune.errors import ConfigError
+from evotune.runs.rundir import RunDir, atomic_write_json, keep_rows, read_jsonl
 from evotune.runs.session import Budget, heldout_eval, open_run, set_threads
+from evotune.tasks import build_task
 
 # Loss types whose defaults work with token-level importance sampling (luspo/vespo need other settings).
 SUPPORTED_LOSSES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo")
@@ -422,7 +425,7 @@ class GRPORunner:
 
     def train(self) -> dict[str, Any]:
         validate_grpo(self.cfg)
-        task = self.cfg.task.build()
+        task = build_task(self.cfg.task)
         validate_task_fit(self.cfg, task)
         cfg, run = open_run(self.cfg, self.resume)
         self.cfg, self.run = cfg, run

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-_CKPT_RE = re.compile(r"^iter_(\d+)$")
+from evotune.checkpoints import EXTRA_FILE, STATE_FILE, checkpoint_dirs
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -92,24 +91,6 @@ def keep_rows(path: str | Path, keep: Callable[[dict[str, Any]], bool]) -> None:
         write_jsonl(path, [r for r in read_jsonl(path) if keep(r)])
 
 
-def checkpoint_dirs(run: str | Path) -> list[tuple[int, Path]]:
-    """(iteration, path) of complete checkpoints, oldest first."""
-    root = Path(run) / "checkpoints"
-    if not root.is_dir():
-        return []
-    out = []
-    for d in root.iterdir():
-        m = _CKPT_RE.match(d.name)
-        if m and (d / "evotune_state.json").is_file():
-            out.append((int(m.group(1)), d))
-    return sorted(out)
-
-
-def latest_checkpoint(run: str | Path) -> Path | None:
-    dirs = checkpoint_dirs(run)
-    return dirs[-1][1] if dirs else None
-
-
 class RunDir:
     """Paths and writers of one run directory."""
 
@@ -166,12 +147,12 @@ class RunDir:
         tokenizer.save_pretrained(tmp)
         if extra_tensors:
             save_file(
-                {k: v.contiguous() for k, v in extra_tensors.items()}, str(tmp / "evotune_extra.safetensors")
+                {k: v.contiguous() for k, v in extra_tensors.items()}, str(tmp / EXTRA_FILE)
             )
         for f in tmp.iterdir():  # fsync files before the rename makes them visible
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-        atomic_write_json(tmp / "evotune_state.json", {"iteration": iteration, **state})
+        atomic_write_json(tmp / STATE_FILE, {"iteration": iteration, **state})
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -181,6 +162,3 @@ class RunDir:
                 shutil.rmtree(d, ignore_errors=True)
         return final
 
-
-def read_state(checkpoint: str | Path) -> dict[str, Any]:
-    return json.loads((Path(checkpoint) / "evotune_state.json").read_text())

@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-from evotune.config import ConfigError, TrainConfig, load_run_config
+from evotune.config import TrainConfig, load_run_config
+from evotune.errors import ConfigError
 from evotune.evaluation import evaluate
 from evotune.runs.logger import MetricsLogger
 from evotune.runs.rundir import RunDir, atomic_write_text, read_jsonl, write_jsonl

@@ -1,5 +1,6 @@
 """Tasks: data with seeded disjoint splits, prompt construction, and rewards."""
 
+from evotune.config import TaskConfig
 from evotune.tasks.base import (
     Example,
     PromptStyle,
@@ -17,7 +18,21 @@ from evotune.tasks.base import (
 # Built-in tasks register themselves on import.
 from evotune.tasks import boolq, chemistry, conciseness, countdown, jsonl_task, math_task  # noqa: E402,F401  isort: skip
 
+
+
+def build_task(cfg: TaskConfig) -> Task:
+    """The task a `TaskConfig` names, with its options, data files and prompt style."""
+    opts = dict(cfg.options)
+    for k in ("data", "eval_data", "reward"):
+        v = getattr(cfg, k)
+        if v is not None:
+            opts[k] = v
+    style = PromptStyle(cfg.chat_template, cfg.system_prompt, cfg.response_prefix)
+    return get_task(cfg.name, seed=cfg.seed, n_train=cfg.n_train, n_eval=cfg.n_eval, prompt_style=style, **opts)
+
+
 __all__ = [
+    "build_task",
     "Example",
     "PromptStyle",
     "Reward",

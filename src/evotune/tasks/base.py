@@ -6,7 +6,6 @@ Every path that scores text (ES fitness, GRPO reward, `evotune eval`, analyses) 
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import random
 import signal
@@ -17,11 +16,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from evotune.errors import RewardTimeout, TaskError
+from evotune.hashing import stable_int
+
 Split = Literal["train", "eval"]
-
-
-class TaskError(ValueError):
-    """A task was configured or fed data it cannot use (bad option, malformed row, ...)."""
 
 
 @dataclass(frozen=True)
@@ -50,12 +48,6 @@ class PromptStyle:
     chat_template: bool = True
     system_prompt: str | None = None
     response_prefix: str = ""
-
-
-def stable_int(*parts: object) -> int:
-    """A 63-bit integer from any printable parts; stable across processes (unlike `hash`)."""
-    h = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(h, "little") & ((1 << 63) - 1)
 
 
 def disjoint_split(
@@ -194,10 +186,6 @@ class Task(ABC):
                 f"reward of task {self.name!r} returned non-finite score {r.score} on {example.id!r}"
             )
         return r
-
-
-class RewardTimeout(TaskError):
-    """A reward function did not return in time."""
 
 
 @contextmanager

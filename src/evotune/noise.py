@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from evotune.tasks.base import stable_int
+from evotune.hashing import stable_int
 
 
 def member_seed(run_seed: int, iteration: int, member: int) -> int:

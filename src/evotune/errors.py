@@ -1,0 +1,47 @@
+"""Every error evotune raises on purpose, in one place.
+
+Each is an `EvotuneError`: the CLI prints its message as one line (it names the problem and
+what to do) and exits non-zero; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class EvotuneError(Exception):
+    """Base of the errors whose message is meant for the user as it is."""
+
+
+class ConfigError(EvotuneError, ValueError):
+    """A configuration value is invalid; the message names the field."""
+
+
+class TaskError(EvotuneError, ValueError):
+    """A task was configured or fed data it cannot use (bad option, malformed row, ...)."""
+
+
+class RewardTimeout(TaskError):
+    """A reward function ran past its time limit."""
+
+
+class ModelError(EvotuneError, RuntimeError):
+    """A model could not be found or loaded; the message says what to do."""
+
+
+class AnalysisError(ModelError):
+    """An analysis cannot run on the models or runs it was given."""
+
+
+class RunStateError(EvotuneError, RuntimeError):
+    """A run directory is inconsistent (trajectory, config and checkpoints disagree)."""
+
+
+class WorkerError(EvotuneError, RuntimeError):
+    """A distributed worker failed in a way that a retry cannot fix."""
+
+
+class ReplicaMismatchError(RunStateError):
+    """A worker's replica no longer holds the driver's weights bit for bit."""
+
+
+class MatrixError(EvotuneError, ValueError):
+    """A continual-learning accuracy matrix is malformed."""
