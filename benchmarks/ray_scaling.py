@@ -31,10 +31,10 @@ from typing import Any
 import torch
 
 from evotune.checkpoints import latest_checkpoint, read_state
-from evotune.config import build_config
+from evotune.config import RayConfig, build_config
 from evotune.distributed.ray_evaluator import RayEvaluator, available_cores, start_local_ray
-from evotune.es.trainer import ESTrainer
 from evotune.runs.rundir import read_jsonl
+from evotune.trainers import ESTrainer
 
 
 def _config(args: argparse.Namespace, run_dir: Path) -> Any:
@@ -127,9 +127,9 @@ def bench(args: argparse.Namespace, root: Path) -> None:
     made: list[RayEvaluator] = []
     startup: list[float] = []
 
-    def factory(model: Any, tok: Any, task: Any, params: Any, cfg: Any, mnt: int) -> RayEvaluator:
+    def factory(model: Any, tok: Any, task: Any, params: Any, cfg: Any) -> RayEvaluator:
         t = time.perf_counter()
-        made.append(RayEvaluator(model, tok, task, params, cfg, mnt, workers=args.workers))
+        made.append(RayEvaluator(model, tok, task, params, cfg.model_copy(update={"ray": RayConfig(workers=args.workers)})))
         startup.append(time.perf_counter() - t)
         return made[-1]
 

@@ -146,8 +146,9 @@ class Bench:
     ) -> tuple[Callable[[], Any], Callable[[Any], dict[str, Any]]]:
         """(c)/(d) One ES iteration exactly as the trainer runs it (evaluate, tell, update)."""
         from evotune.config import build_config
+        from evotune.es import local_evaluator
+        from evotune.es.params import make_params
         from evotune.es.strategy import tell
-        from evotune.es.trainer import make_evaluator, make_params
 
         s = self.spec
         cfg = build_config(
@@ -167,8 +168,8 @@ class Bench:
         )
 
         def setup() -> Any:
-            params = make_params(self.model, cfg)
-            return params, make_evaluator(self.model, self.tok, self.task, params, cfg, self.mnt)
+            params = make_params(self.model, cfg.es)
+            return params, local_evaluator(self.model, self.tok, self.task, params, cfg)
 
         def run(state: Any) -> dict[str, Any]:
             params, evaluator = state
@@ -251,7 +252,7 @@ def phase_process(spec: dict[str, Any], out: Any) -> None:
     import transformers.models.llama.modeling_llama  # noqa: F401  (the runtime, before any weights)
 
     import evotune.es.lowrank  # noqa: F401
-    import evotune.es.trainer  # noqa: F401
+    import evotune.trainers.es  # noqa: F401
 
     runtime = RSSPeak.now()
     with RSSPeak() as mem:

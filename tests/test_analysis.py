@@ -377,7 +377,7 @@ def test_compare_end_to_end_writes_a_self_contained_report(models, tmp_path):
 
 
 def test_correct_lost_flags_reward_gained_at_the_tasks_expense():
-    from evotune.analysis.hacking import correct_lost, hacking_rates
+    from evotune.evaluation.hacking import correct_lost, hacking_rates
 
     def row(i, reward, correct, text="Tokyo"):
         return {"id": f"q{i}", "reward": reward, "correct": correct, "completion": text, "truncated": False}

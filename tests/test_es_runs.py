@@ -18,10 +18,10 @@ from evotune.backends.models import load_model
 from evotune.checkpoints import latest_checkpoint, read_state
 from evotune.cli.main import app
 from evotune.errors import ConfigError, ModelError, TaskError
-from evotune.es.replay import replay
-from evotune.es.trainer import ESTrainer
 from evotune.runs.rundir import read_jsonl
 from evotune.tasks.base import Example, Reward, Task
+from evotune.trainers import ESTrainer
+from evotune.trainers.replay import replay
 
 
 def test_three_iteration_run_writes_a_complete_run_dir(es_config):

@@ -11,17 +11,17 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
-import evotune.grpo.trainer as grpo_trainer
+import evotune.grpo.trl as grpo_trainer
 from evotune.backends.models import load_model
 from evotune.checkpoints import latest_checkpoint, read_state
 from evotune.cli.main import app
 from evotune.config import build_config
 from evotune.errors import ConfigError
-from evotune.es.trainer import ESTrainer
-from evotune.grpo.trainer import GRPORunner
 from evotune.runs.rundir import read_jsonl
 from evotune.runs.summary import list_runs
 from evotune.tasks import build_task
+from evotune.trainers import ESTrainer
+from evotune.trainers.grpo import GRPOTrainer
 
 SHARED_KEYS = ("step", "train/reward_mean", "train/reward_std", "budget/completions", "budget/completion_tokens",
                "budget/prompt_tokens", "budget/tokens", "time/wall", "time/generate", "time/score", "time/update",
@@ -109,7 +109,7 @@ def test_grpo_step_moves_weights_toward_higher_reward(grpo_config, tiny_model, m
     k = 8
     cfg = grpo_config(**{"grpo.steps": 1, "grpo.num_generations": k, "grpo.beta": 0.0, "grpo.scale_rewards": "none",
                          "grpo.learning_rate": 1e-4, "generation.max_new_tokens": 4, "eval.limit": 1})
-    runner = GRPORunner(cfg, progress=False)
+    runner = GRPOTrainer(cfg, progress=False)
     runner.train()
     assert len(seen) == 2 * k
     assert len({r for _, _, r in seen}) > 1, "toy reward gave no signal"
@@ -132,7 +132,7 @@ def test_es_and_grpo_runs_are_comparable_and_stop_at_the_budget(es_config, grpo_
                                                         "eval.limit": 2})
     gr_cfg = grpo_config(**{"grpo.steps": 5, "budget.completions": budget, "grpo.beta": 0.04})
     es_sum = ESTrainer(es_cfg, progress=False).train()
-    gr_sum = GRPORunner(gr_cfg, progress=False).train()
+    gr_sum = GRPOTrainer(gr_cfg, progress=False).train()
 
     per_iter = {"es": 4 * 2, "grpo": 2 * 2}  # population × prompts, prompts × K
     for name, s in (("es", es_sum), ("grpo", gr_sum)):
@@ -171,7 +171,7 @@ def test_es_and_grpo_runs_are_comparable_and_stop_at_the_budget(es_config, grpo_
 # -- (d) clear config errors ------------------------------------------------------------------------
 def test_micro_batches_are_bounded_by_default(grpo_config, tmp_path):
     """Unset accumulation splits a step into the fewest equal micro-batches of ≤ 8 completions."""
-    from evotune.grpo.trainer import accumulation_steps, grpo_args
+    from evotune.grpo.trl import accumulation_steps, grpo_args
     from evotune.runs.rundir import RunDir
 
     for p, k, want in [(4, 8, 4), (2, 8, 2), (2, 3, 1), (3, 3, 3), (1, 16, 2), (5, 2, 2)]:
@@ -187,14 +187,14 @@ def test_micro_batches_are_bounded_by_default(grpo_config, tmp_path):
 def test_indivisible_batch_is_a_config_error_naming_the_numbers(grpo_config, tmp_path):
     cfg = grpo_config(**{"grpo.prompts_per_step": 1, "grpo.num_generations": 3, "grpo.gradient_accumulation_steps": 2})
     with pytest.raises(ConfigError) as exc:
-        GRPORunner(cfg, progress=False).train()
+        GRPOTrainer(cfg, progress=False).train()
     msg = str(exc.value)
     assert "1 × 3 = 3" in msg and "gradient_accumulation_steps=2" in msg and "divisor of 3 (1, 3)" in msg
     assert not Path(cfg.run_dir).exists(), "a rejected config must not leave a run directory"
     with pytest.raises(ConfigError, match="prompts_per_step=30 exceeds the 24 train prompts"):
-        GRPORunner(grpo_config(**{"grpo.prompts_per_step": 30}), progress=False).train()
+        GRPOTrainer(grpo_config(**{"grpo.prompts_per_step": 30}), progress=False).train()
     with pytest.raises(ConfigError, match="loss_type"):
-        GRPORunner(grpo_config(**{"grpo.loss_type": "ppo"}), progress=False).train()
+        GRPOTrainer(grpo_config(**{"grpo.loss_type": "ppo"}), progress=False).train()
     res = CliRunner().invoke(app, ["train", "grpo", "--task", "toy_letters", "--run-dir", str(tmp_path / "cli"),
                                    "--prompts-per-step", "1", "--num-generations", "3", "--grad-accum", "2"])
     assert res.exit_code == 2 and "1 × 3 = 3" in res.output
@@ -208,7 +208,7 @@ def test_resume_after_budget_and_step_stops_matches_uninterrupted_run(grpo_confi
     """
     full = grpo_config(run_dir=str(tmp_path / "full"), **{"checkpoint_every": 3, "grpo.gradient_accumulation_steps": 2,
                                                               "grpo.beta": 0.04})
-    GRPORunner(full, progress=False).train()
+    GRPOTrainer(full, progress=False).train()
 
     run = tmp_path / "parts"
     common = ["--task", "toy_letters", "--model", str(tiny_model), "--run-dir", str(run), "--no-progress"]

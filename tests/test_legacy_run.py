@@ -54,7 +54,7 @@ def legacy_run(kind: str, base: Path, tmp_path: Path) -> Path:
 @pytest.mark.parametrize("kind", ["full", "lowrank"])
 def test_legacy_run_resumes_to_the_uninterrupted_weights(kind, legacy_base, tmp_path):
     from evotune.config import load_run_config
-    from evotune.es.trainer import ESTrainer
+    from evotune.trainers import ESTrainer
 
     run = legacy_run(kind, legacy_base, tmp_path)
     ESTrainer(load_run_config(run), resume=True, progress=False).train()
@@ -64,7 +64,7 @@ def test_legacy_run_resumes_to_the_uninterrupted_weights(kind, legacy_base, tmp_
 
 
 def test_legacy_checkpoint_replays_bit_for_bit(legacy_base, tmp_path):
-    from evotune.es.replay import replay
+    from evotune.trainers.replay import replay
 
     run = legacy_run("full", legacy_base, tmp_path)
     out = replay(run, iteration=2, out=tmp_path / "rebuilt")

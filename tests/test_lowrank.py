@@ -13,16 +13,16 @@ from torch import nn
 import evotune.es.evaluator as evaluator_mod
 from evotune.backends.models import load_model
 from evotune.checkpoints import latest_checkpoint, read_state
-from evotune.config import ESConfig
+from evotune.config import ESConfig, GenerateConfig, TrainConfig
 from evotune.es.evaluator import SequentialEvaluator
-from evotune.es.lowrank import BatchedForward, BatchedLowRankEvaluator, lowrank_noise_fn, lowrank_param_filter
-from evotune.es.params import EvolvingParams, select_params
-from evotune.es.replay import replay
+from evotune.es.lowrank import BatchedForward, BatchedLowRankEvaluator
+from evotune.es.params import EvolvingParams, lowrank_param_filter, select_params
 from evotune.es.strategy import ask, tell
-from evotune.es.trainer import ESTrainer
-from evotune.noise import factors
+from evotune.noise import LowRankNoise, factors
 from evotune.runs.rundir import read_jsonl
 from evotune.tasks import get_task
+from evotune.trainers import ESTrainer
+from evotune.trainers.replay import replay
 
 MNT = 8
 
@@ -36,6 +36,10 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
+def _cfg(es: ESConfig, max_new_tokens: int, batch_size: int) -> TrainConfig:
+    return TrainConfig(es=es, generation=GenerateConfig(max_new_tokens=max_new_tokens, batch_size=batch_size))
+
+
 def _setup(tiny_model: Path, vectors: str, rank: int, sigma: float = 0.05):
     model, tok = load_model(str(tiny_model))
     task = get_task("toy_letters")
@@ -43,7 +47,7 @@ def _setup(tiny_model: Path, vectors: str, rank: int, sigma: float = 0.05):
     prompts = [task.render(e, tok) for e in examples]
     es = ESConfig(noise="lowrank", rank=rank, sigma=sigma, lowrank_vectors=vectors)
     named = lowrank_param_filter(select_params(model), vectors)
-    params = EvolvingParams(named, lowrank_noise_fn(rank, vectors))
+    params = EvolvingParams(named, LowRankNoise(rank, vectors))
     return model, tok, task, examples, prompts, es, params
 
 
@@ -58,7 +62,7 @@ def _reference(monkeypatch, model, tok, task, params, es, members, examples, pro
         return out
 
     monkeypatch.setattr(evaluator_mod, "generate", spy)
-    res = SequentialEvaluator(model, tok, task, params, es.sigma, MNT, batch_size)(members, examples, prompts)
+    res = SequentialEvaluator(model, tok, task, params, _cfg(es, MNT, batch_size))(members, examples, prompts)
     monkeypatch.setattr(evaluator_mod, "generate", real)
     return res, texts
 
@@ -77,7 +81,7 @@ def test_batched_population_equals_materialised_members(tiny_model, monkeypatch,
     # batched: 1 member per generate call (batch 4, prompts chunked 4+1), 2 per call (10), all 6 (64)
     for batch_size, ref_batch in ((4, 4), (10, 8), (64, 8)):
         ref, ref_texts = refs[ref_batch]
-        ev = BatchedLowRankEvaluator(model, tok, task, params, es, MNT, batch_size)
+        ev = BatchedLowRankEvaluator(model, tok, task, params, _cfg(es, MNT, batch_size))
         comps, _ = ev.generate_members(members, prompts)
         assert [[c.text for c in cm] for cm in comps] == ref_texts
         res = ev(members, examples, prompts)
@@ -137,7 +141,7 @@ def test_member_rows_do_not_depend_on_grouping(tiny_model):
 
 
 def test_materialised_noise_and_weighted_sum():
-    fn = lowrank_noise_fn(4, "full")
+    fn = LowRankNoise(4, "full")
     a, b = factors(9, "w", (12, 7), 4)
     assert torch.equal(fn(9, "w", (12, 7)), a @ b.T / math.sqrt(4))
     assert fn(9, "v", (7,)).shape == (7,)
@@ -146,7 +150,7 @@ def test_materialised_noise_and_weighted_sum():
     torch.testing.assert_close(fn.weighted_sum(coeffs, "w", (12, 7)), expect, rtol=1e-5, atol=1e-5)
     assert fn.weighted_sum(coeffs, "v", (7,)) is None
     with pytest.raises(ValueError, match="not a matrix"):
-        lowrank_noise_fn(2, "freeze")(1, "v", (7,))
+        LowRankNoise(2, "freeze")(1, "v", (7,))
 
 
 def test_param_filter_and_full_rank_update(tiny_model):
@@ -154,7 +158,7 @@ def test_param_filter_and_full_rank_update(tiny_model):
     frozen = lowrank_param_filter(select_params(model), "freeze")
     assert frozen and all(p.dim() == 2 for _, p in frozen)
     assert len(lowrank_param_filter(select_params(model), "full")) > len(frozen)
-    params = EvolvingParams(frozen, lowrank_noise_fn(1))
+    params = EvolvingParams(frozen, LowRankNoise(1))
     name = "model.layers.0.mlp.up_proj.weight"
     before = params.master[name].clone()
     pop = ask(0, 1, 8)
@@ -169,7 +173,7 @@ def test_param_filter_and_full_rank_update(tiny_model):
 def test_unsupported_vector_module_is_refused():
     model = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))
     named = lowrank_param_filter(model.named_parameters(), "full")
-    params = EvolvingParams(named, lowrank_noise_fn(1, "full"))
+    params = EvolvingParams(named, LowRankNoise(1, "full"))
     with pytest.raises(ValueError, match="lowrank_vectors=freeze"):
         BatchedForward(model, params, 0.1, 1)
 
@@ -231,7 +235,7 @@ def test_factors_are_made_per_micro_batch(tiny_model, monkeypatch):
         return real(self, members, rows_per_member, pad)
 
     monkeypatch.setattr(BatchedForward, "make_group", spy)
-    BatchedLowRankEvaluator(model, tok, task, params, es, 2, 10)(ask(0, 1, 5), examples, prompts)
+    BatchedLowRankEvaluator(model, tok, task, params, _cfg(es, 2, 10))(ask(0, 1, 5), examples, prompts)
     assert sizes == [2, 2, 1]
 
 

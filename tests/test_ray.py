@@ -23,14 +23,15 @@ from evotune.cli.main import app  # noqa: E402
 from evotune.distributed.ray_evaluator import (  # noqa: E402
     RayEvaluator,
     ReplicaMismatchError,
-    ray_evaluator_factory,
     start_local_ray,
     threads_per_worker,
 )
 from evotune.errors import ModelError  # noqa: E402
-from evotune.es.trainer import ESTrainer, apply_row, make_params  # noqa: E402
+from evotune.es.params import make_params  # noqa: E402
+from evotune.es.trajectory import apply_row  # noqa: E402
 from evotune.runs.rundir import read_jsonl  # noqa: E402
 from evotune.tasks import build_task  # noqa: E402
+from evotune.trainers import ESTrainer  # noqa: E402
 
 ITERS = 3
 
@@ -146,7 +147,7 @@ def test_full_rank_identical_for_1_and_2_workers_and_in_process(
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     two = _outcome(tmp_path / "w2")
-    one = _run(_cfg(tiny_model, tmp_path / "w1"), ray_evaluator_factory(1, check_every=1))
+    one = _run(_cfg(tiny_model, tmp_path / "w1", **{"ray.workers": 1, "ray.check_every": 1}))
     for other in (one, two):
         assert other["fitness"] == reference["fitness"]
         assert other["checksum"] == reference["checksum"]
@@ -164,9 +165,11 @@ def test_full_rank_identical_for_1_and_2_workers_and_in_process(
 def test_worker_that_cannot_load_the_model_fails_at_start(tiny_model, tmp_path):
     cfg = _cfg(tiny_model, tmp_path / "bad", **{"model.name": str(tmp_path / "no_such_model")})
     model, tok = load_model(str(tiny_model))  # the driver's own model is fine; the workers' is not
+    ray1 = cfg.ray.model_copy(update={"workers": 1})
     with pytest.raises(ModelError, match=r"Ray worker \d.* could not load the model: .*does not exist"):
         RayEvaluator(
-            model, tok, build_task(cfg.task), make_params(model, cfg), cfg, 8, workers=1, trajectory=None
+            model, tok, build_task(cfg.task), make_params(model, cfg.es), cfg.model_copy(update={"ray": ray1}),
+            trajectory=None,
         )
 
 
@@ -178,9 +181,10 @@ def test_replay_rebuild_and_replica_drift_detection(tiny_model, tmp_path):
     cfg = _cfg(tiny_model, tmp_path / "direct")
     model, tok = load_model(str(tiny_model))
     task = build_task(cfg.task)
-    params = make_params(model, cfg)
-    local = SequentialEvaluator(model, tok, task, params, cfg.es.sigma, 8, cfg.generation.batch_size)
-    ev = RayEvaluator(model, tok, task, params, cfg, 8, workers=1, check_every=1, trajectory=None)
+    params = make_params(model, cfg.es)
+    local = SequentialEvaluator(model, tok, task, params, cfg)
+    ray_cfg = _cfg(tiny_model, tmp_path / "direct", **{"ray.workers": 1, "ray.check_every": 1})
+    ev = RayEvaluator(model, tok, task, params, ray_cfg, trajectory=None)
     try:
         rows = []
         for k in (1, 2):
@@ -211,7 +215,7 @@ def test_lowrank_identical_for_1_and_2_workers_and_in_process(tiny_model, tmp_pa
     ref = _run(_cfg(tiny_model, tmp_path / "lr_inproc", **over))
     assert len({f for fs in ref["fitness"] for f in fs}) > 1
     for n in (1, 2):
-        got = _run(_cfg(tiny_model, tmp_path / f"lr_w{n}", **over), ray_evaluator_factory(n, check_every=1))
+        got = _run(_cfg(tiny_model, tmp_path / f"lr_w{n}", **over, **{"ray.workers": n, "ray.check_every": 1}))
         assert got["fitness"] == ref["fitness"]
         assert got["checksum"] == ref["checksum"]
         assert got["metrics"] == ref["metrics"]
@@ -242,11 +246,12 @@ class _Killing(RayEvaluator):
 def test_killed_worker_then_resume_match_an_undisturbed_run(reference, tiny_model, tmp_path):
     made: list[_Killing] = []
 
-    def factory(model, tok, task, params, cfg, mnt):
-        made.append(_Killing(model, tok, task, params, cfg, mnt, workers=2, check_every=1))
+    def factory(model, tok, task, params, cfg):
+        made.append(_Killing(model, tok, task, params, cfg))
         return made[-1]
 
-    cfg = _cfg(tiny_model, tmp_path / "killed", checkpoint_every=1, **{"es.iterations": ITERS - 1})
+    ray2 = {"ray.workers": 2, "ray.check_every": 1}
+    cfg = _cfg(tiny_model, tmp_path / "killed", checkpoint_every=1, **{"es.iterations": ITERS - 1}, **ray2)
     _run(cfg, factory)
     ev = made[0]
     assert len(ev.killed) == 1 and ev.failures == 1
@@ -254,9 +259,7 @@ def test_killed_worker_then_resume_match_an_undisturbed_run(reference, tiny_mode
     assert ev.rebuilds == [{"slot": 0, "rows": 1, "from_checkpoint": 1}]
     # resume for the last iteration: fresh replicas catch up from the checkpoint of iteration 2
     longer = cfg.model_copy(update={"es": cfg.es.model_copy(update={"iterations": ITERS})})
-    ESTrainer(
-        longer, resume=True, progress=False, evaluator_factory=ray_evaluator_factory(2, check_every=1)
-    ).train()
+    ESTrainer(longer, resume=True, progress=False).train()  # Ray workers from the stored config
     got = _outcome(cfg.run_dir)
     assert got["fitness"] == reference["fitness"]
     assert got["checksum"] == reference["checksum"]

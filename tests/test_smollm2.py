@@ -8,9 +8,9 @@ import torch
 
 from evotune.backends.models import ensure_smollm2, load_model
 from evotune.config import build_config
-from evotune.es.replay import replay
-from evotune.es.trainer import ESTrainer
 from evotune.runs.rundir import read_jsonl
+from evotune.trainers import ESTrainer
+from evotune.trainers.replay import replay
 
 
 def test_embedded_model_converts_once_and_loads():

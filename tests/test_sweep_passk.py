@@ -17,10 +17,10 @@ from evotune.analysis.passk import (
     perturbation_sampling,
 )
 from evotune.backends.models import load_model
-from evotune.es.trainer import ESTrainer
 from evotune.runs.rundir import read_jsonl
 from evotune.sweep import run_state, summarize_cells, sweep, train_run
 from evotune.tasks import get_task
+from evotune.trainers import ESTrainer
 
 
 def test_pass_at_k_matches_closed_form_and_edges():

@@ -38,7 +38,7 @@ class TaskConfig(_Strict):
 
 
 
-class GenerationConfig(_Strict):
+class GenerateConfig(_Strict):
     max_new_tokens: int | None = Field(default=None, ge=1, description="default: the task's own")
     batch_size: int = Field(default=64, ge=1)
 
@@ -98,7 +98,24 @@ class ESConfig(_Strict):
         return self
 
 
-class GRPOSettings(_Strict):
+class RayConfig(_Strict):
+    """Where ES members are evaluated. Results are bit-identical for any worker count, so a run may
+    change these on `--resume`; sweeps, studies and continual runs pass them through."""
+
+    workers: int = Field(default=0, ge=0, description="local Ray workers (model replicas); 0 = in-process")
+    address: str | None = Field(default=None, description="join an existing Ray cluster at this address")
+    check_every: int | None = Field(
+        default=None, ge=0, description="iterations between replica checksum checks; None = $EVOTUNE_RAY_CHECK_EVERY or 10"
+    )
+    threads: int | None = Field(default=None, ge=1, description="torch threads per worker (default: cores // workers)")
+    max_failures: int | None = Field(default=None, ge=0, description="worker losses tolerated (default: 2 × workers + 2)")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.workers or self.address)
+
+
+class GRPOConfig(_Strict):
     beta: float = Field(default=0.04, ge=0)
     num_generations: int = Field(default=8, ge=2)
     prompts_per_step: int = Field(default=2, ge=1)
@@ -126,11 +143,12 @@ class TrainConfig(_Strict):
     keep_checkpoints: int | None = Field(default=None, ge=1)
     model: ModelConfig = Field(default_factory=ModelConfig)
     task: TaskConfig = Field(default_factory=TaskConfig)
-    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    generation: GenerateConfig = Field(default_factory=GenerateConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     es: ESConfig = Field(default_factory=ESConfig)
-    grpo: GRPOSettings = Field(default_factory=GRPOSettings)
+    grpo: GRPOConfig = Field(default_factory=GRPOConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
 
     @field_validator("run_dir")
     @classmethod

@@ -7,6 +7,9 @@ order in which parameters are visited.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import torch
 
 from evotune.hashing import stable_int
@@ -46,3 +49,42 @@ def factors(seed: int, name: str, shape: tuple[int, int], rank: int) -> tuple[to
     a = torch.randn((out_f, rank), generator=g, dtype=torch.float32)
     b = torch.randn((in_f, rank), generator=g, dtype=torch.float32)
     return a, b
+
+
+class LowRankNoise:
+    """The noise fn of low-rank ES: materialised E = A Bᵀ/√r for matrices, full noise otherwise.
+
+    A callable `(seed, name, shape) -> fp32 tensor` as `EvolvingParams` expects, plus
+    `weighted_sum`, which `EvolvingParams.apply_update` uses to build Σ cₛEₛ with one GEMM per
+    matrix instead of materialising N outer products.
+    """
+
+    def __init__(self, rank: int, vectors: str = "freeze") -> None:
+        if rank < 1:
+            raise ValueError(f"rank must be >= 1, got {rank}")
+        self.rank, self.vectors = rank, vectors
+
+    def __call__(self, seed: int, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        shape = tuple(shape)
+        if len(shape) == 2:
+            a, b = factors(seed, name, shape, self.rank)  # type: ignore[arg-type]
+            return (a @ b.T).div_(math.sqrt(self.rank))
+        if self.vectors != "full":
+            raise ValueError(f"{name} (shape {shape}) is not a matrix and lowrank_vectors={self.vectors!r}")
+        return noise(seed, name, shape)
+
+    def weighted_sum(
+        self, coeffs: Sequence[tuple[int, float]], name: str, shape: tuple[int, ...]
+    ) -> torch.Tensor | None:
+        """Σ cₛ AₛBₛᵀ/√r as [c₁A₁ … cₙAₙ][B₁ … Bₙ]ᵀ/√r (None for non-matrices: the caller loops)."""
+        if len(tuple(shape)) != 2:
+            return None
+        a_parts, b_parts = [], []
+        for s, c in coeffs:
+            a, b = factors(s, name, tuple(shape), self.rank)  # type: ignore[arg-type]
+            a_parts.append(a.mul_(c))
+            b_parts.append(b)
+        return (torch.cat(a_parts, 1) @ torch.cat(b_parts, 1).T).div_(math.sqrt(self.rank))
+
+    def __repr__(self) -> str:
+        return f"LowRankNoise(rank={self.rank}, vectors={self.vectors!r})"

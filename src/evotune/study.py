@@ -22,8 +22,8 @@ from evotune.config import (
     ConfigError,
     ESConfig,
     EvalConfig,
-    GenerationConfig,
-    GRPOSettings,
+    GenerateConfig,
+    GRPOConfig,
     ModelConfig,
     TaskConfig,
     TrainConfig,
@@ -69,11 +69,11 @@ class StudyConfig(_Strict):
     threads: int | None = None
     model: ModelConfig = Field(default_factory=ModelConfig)
     task: TaskConfig = Field(default_factory=TaskConfig)
-    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    generation: GenerateConfig = Field(default_factory=GenerateConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     budget: BudgetConfig
     es: ESConfig = Field(default_factory=ESConfig)
-    grpo: GRPOSettings = Field(default_factory=GRPOSettings)
+    grpo: GRPOConfig = Field(default_factory=GRPOConfig)
     analysis: StudyAnalysis = Field(default_factory=StudyAnalysis)
 
     @model_validator(mode="after")

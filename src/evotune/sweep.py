@@ -16,17 +16,12 @@ from typing import Any
 
 from evotune.config import TrainConfig
 from evotune.runs.rundir import atomic_write_json, read_jsonl
+from evotune.trainers import make_trainer
 
 
 def train_run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train with whichever method the config names (the one dispatch point for sweeps and studies)."""
-    if cfg.method == "es":
-        from evotune.es.trainer import ESTrainer
-
-        return ESTrainer(cfg, resume=resume, progress=progress).train()
-    from evotune.grpo.trainer import GRPORunner
-
-    return GRPORunner(cfg, resume=resume, progress=progress).train()
+    """Train one cell with whichever method its config names."""
+    return make_trainer(cfg, resume=resume, progress=progress).train()
 
 
 def run_state(run: Path) -> str:

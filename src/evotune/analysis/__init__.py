@@ -4,7 +4,8 @@
 - `delta`: ‖Δ‖, ‖Δ‖/‖θ₀‖ and cosine(Δ_i, Δ_j) per layer / module, streamed from safetensors
 - `lmc`: reward along (1−λ)θ_A + λθ_B and the barrier
 - `robustness`: reward under seeded weight noise σ·ε
-- `hacking`: reward-hacking detectors applied to every evaluation
+- `passk`: pass@k under temperature sampling and under weight-perturbation sampling
+(reward-hacking detectors live in `evotune.evaluation.hacking`: every evaluation applies them)
 
 Submodules are imported on use (they pull in torch and transformers).
 """

@@ -14,18 +14,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from evotune.cli.app import analyze_app, app
 from evotune.cli.common import console, friendly, split_csv
 
 Opt = typer.Option
-# Defined before importing `main`: other command modules register on `analyze_app`, and importing
-# this module first must still give them the object (main imports those modules at its end).
-analyze_app = typer.Typer(
-    no_args_is_help=True, help="Solution geometry: KL drift, update geometry, mode connectivity, robustness."
-)
-
-from evotune.cli.main import app  # noqa: E402
-
-app.add_typer(analyze_app, name="analyze")
 
 OutOpt = Annotated[Path | None, Opt("--out", help="write the JSON result here")]
 DtypeOpt = Annotated[str, Opt(help="float32 | bfloat16 | float16")]

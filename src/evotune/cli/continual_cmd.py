@@ -6,8 +6,8 @@ from typing import Annotated, Any
 
 import typer
 
+from evotune.cli.app import app
 from evotune.cli.common import console, friendly, parse_sets, split_csv
-from evotune.cli.main import app
 
 Opt = typer.Option
 

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from evotune.cli.analyze_cmd import analyze_app
+from evotune.cli.app import analyze_app
 from evotune.cli.common import console, friendly
 
 Opt = typer.Option

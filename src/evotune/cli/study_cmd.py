@@ -6,8 +6,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from evotune.cli.app import app
 from evotune.cli.common import console, friendly, parse_sets
-from evotune.cli.main import app
 
 
 @app.command("study")

@@ -6,11 +6,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from evotune.cli.app import sweep_app
 from evotune.cli.common import assemble, console, friendly, parse_sets
-from evotune.cli.main import app
 
-sweep_app = typer.Typer(no_args_is_help=True, help="Hyper-parameter grids over seeds (skips finished runs).")
-app.add_typer(sweep_app, name="sweep")
 Opt = typer.Option
 
 

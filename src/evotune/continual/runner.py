@@ -27,6 +27,8 @@ from evotune.continual.metrics import continual_metrics
 from evotune.errors import ConfigError
 from evotune.runs.rundir import atomic_write_json, write_jsonl
 from evotune.tasks import build_task
+from evotune.trainers import make_trainer
+from evotune.trainers.frame import set_threads
 
 SPEC_FILE = "continual_spec.json"
 RESULT_FILE = "continual.json"
@@ -136,17 +138,6 @@ def stage_config(spec: ContinualSpec, i: int, model_name: str) -> TrainConfig:
     return cfg
 
 
-def make_trainer(cfg: TrainConfig, resume: bool, progress: bool) -> Any:
-    """The method's trainer for one stage (module-level so tests can wrap it)."""
-    if cfg.method == "es":
-        from evotune.es.trainer import ESTrainer
-
-        return ESTrainer(cfg, resume=resume, progress=progress)
-    from evotune.grpo.trainer import GRPORunner
-
-    return GRPORunner(cfg, resume=resume, progress=progress)
-
-
 def _check_spec(spec: ContinualSpec) -> None:
     """Write the spec on the first run; on a rerun insist it is the same experiment."""
     path = Path(spec.run_dir) / SPEC_FILE
@@ -226,7 +217,6 @@ def _jsonable(obj: Any) -> Any:
 def run_continual(spec: ContinualSpec, on_stage: Callable[[int, str], None] | None = None) -> dict[str, Any]:
     """Train every stage in order (skipping finished ones), fill the matrix, write the results."""
     from evotune.backends.models import load_model
-    from evotune.runs.session import set_threads
 
     spec.validate()
     root = Path(spec.run_dir)

@@ -7,10 +7,8 @@ imported lazily, so the rest of evotune works without it.
 
 from evotune.distributed.ray_evaluator import (
     RayEvaluator,
-    ReplicaMismatchError,
-    WorkerError,
-    ray_evaluator_factory,
     start_local_ray,
 )
+from evotune.errors import ReplicaMismatchError, WorkerError
 
-__all__ = ["RayEvaluator", "ReplicaMismatchError", "WorkerError", "ray_evaluator_factory", "start_local_ray"]
+__all__ = ["RayEvaluator", "ReplicaMismatchError", "WorkerError", "start_local_ray"]

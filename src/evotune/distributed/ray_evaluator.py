@@ -36,16 +36,19 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from evotune.config import TrainConfig
 from evotune.errors import ConfigError, ModelError, ReplicaMismatchError, RunStateError, WorkerError
+from evotune.es import local_evaluator
 from evotune.es.evaluator import PopulationResult
-from evotune.es.params import EvolvingParams
+from evotune.es.lowrank import members_per_call
+from evotune.es.params import EvolvingParams, make_params
 from evotune.es.strategy import Member
+from evotune.es.trajectory import apply_row, load_checkpoint
 from evotune.tasks.base import Example, Task
 
 CHECK_EVERY_ENV = "EVOTUNE_RAY_CHECK_EVERY"
@@ -221,7 +224,6 @@ class ReplicaWorker:
         self,
         task: Task,
         cfg: TrainConfig,
-        max_new_tokens: int,
         rows: Sequence[Row],
         checkpoint: Checkpoint | None,
     ) -> dict[str, Any]:
@@ -229,12 +231,10 @@ class ReplicaWorker:
         import torch
 
         from evotune.backends.models import load_model
-        from evotune.es.trainer import make_evaluator, make_params
-
         model, tok = load_model(cfg.model.name, cfg.model.dtype)
         self.cfg = cfg
-        self.params = make_params(model, cfg)
-        self.evaluator = make_evaluator(model, tok, task, self.params, cfg, max_new_tokens)
+        self.params = make_params(model, cfg.es)
+        self.evaluator = local_evaluator(model, tok, task, self.params, cfg)
         from_checkpoint = self.advance(rows, checkpoint)
         return {
             "pid": os.getpid(),
@@ -251,16 +251,12 @@ class ReplicaWorker:
         from its node (same machine or a shared filesystem), replaces the replay of the rows before
         it, as the trainer's resume does. Returns the checkpoint iteration used (0 if none).
         """
-        from evotune.es.trainer import apply_row, load_checkpoint_into
-
         params = self._ok()
         used = 0
         try:
             if checkpoint is not None and checkpoint[0] > self.applied and Path(checkpoint[1]).is_dir():
                 k, path, recorded = checkpoint
-                load_checkpoint_into(params, Path(path))
-                if recorded not in (None, params.checksum()):
-                    raise RunStateError(f"checkpoint {path} does not match its recorded checksum")
+                load_checkpoint(params, Path(path), recorded)
                 self.applied = used = k
             for row in rows:
                 if row["step"] <= self.applied:
@@ -348,12 +344,6 @@ def _wire_row(row: Row) -> Row:
     }
 
 
-def _lowrank_members_per_call(batch_size: int, n_prompts: int) -> int:
-    """Members that `BatchedLowRankEvaluator.generate_members` puts in one generate call."""
-    longest_chunk = min(batch_size, n_prompts)
-    return max(1, batch_size // longest_chunk) if longest_chunk else 1
-
-
 def _lost_worker_errors(ray: Any) -> tuple[type[BaseException], ...]:
     ex = ray.exceptions
     return (
@@ -396,15 +386,14 @@ class RayEvaluator:
         task: Task,
         params: EvolvingParams,
         cfg: TrainConfig,
-        max_new_tokens: int,
-        *,
-        workers: int = 0,
-        address: str | None = None,
-        check_every: int | None = None,
-        threads: int | None = None,
-        max_failures: int | None = None,
         trajectory: str | Path | None = "auto",
     ) -> None:
+        rc = cfg.ray
+        if not rc.enabled:
+            raise ConfigError("Ray evaluation needs ray.workers N (local) or ray.address ADDR (a cluster)")
+        check_every, threads, max_failures, workers, address = (
+            rc.check_every, rc.threads, rc.max_failures, rc.workers, rc.address
+        )
         self.ray = _import_ray()
         self.params, self.cfg, self.tokenizer = params, cfg, tokenizer
         self.check_every = check_every_default() if check_every is None else check_every
@@ -426,7 +415,7 @@ class RayEvaluator:
         self._driver_sum: tuple[int, str] | None = None
         self._sent = self._received = 0
         try:
-            self._start(task, max_new_tokens, workers, address, threads, max_failures)
+            self._start(task, workers, address, threads, max_failures)
         except BaseException:
             self.close()
             raise
@@ -435,7 +424,6 @@ class RayEvaluator:
     def _start(
         self,
         task: Task,
-        max_new_tokens: int,
         workers: int,
         address: str | None,
         threads: int | None,
@@ -467,7 +455,7 @@ class RayEvaluator:
             num_cpus=self.threads, max_restarts=0, max_task_retries=0, scheduling_strategy="SPREAD"
         )
         self._task_ref = ray.put(task)
-        self._build_args = (self.cfg, max_new_tokens)
+        self._build_args = (self.cfg,)
         self.setup_bytes = _nbytes(task) * n_workers
         expect = self._driver_checksum()
         for slot in range(n_workers):
@@ -638,7 +626,7 @@ class RayEvaluator:
         """Members grouped exactly as the in-process evaluator groups them into forward passes."""
         size = 1
         if self.cfg.es.noise == "lowrank":
-            size = _lowrank_members_per_call(self.cfg.generation.batch_size, n_prompts)
+            size = members_per_call(self.cfg.generation.batch_size, n_prompts)
         return [list(members[i : i + size]) for i in range(0, len(members), size)]
 
     def _submit(self, w: _Worker, unit: list[Member], index: int, batch_ref: Any) -> Any:
@@ -705,7 +693,7 @@ class RayEvaluator:
         units = self._units(members, len(prompts))
         results = self._run_units(units, batch_ref)
         del batch_ref
-        res = PopulationResult(fitness=[f for r in results for f in r["fitness"]])
+        res = PopulationResult(rewards=[f for r in results for f in r["fitness"]])
         correct = 0
         times = {"noise": 0.0, "generate": 0.0, "score": 0.0}
         for r in results:
@@ -766,43 +754,3 @@ class RayEvaluator:
         if self.session is not None:
             self.session.shutdown()
             self.session = None
-
-
-def ray_evaluator_factory(
-    workers: int = 0,
-    ray_address: str | None = None,
-    *,
-    check_every: int | None = None,
-    threads: int | None = None,
-    max_failures: int | None = None,
-) -> Callable[..., RayEvaluator]:
-    """What `evotune train es --workers N / --ray-address ADDR` hands to `ESTrainer`.
-
-    Nothing starts until the trainer calls the factory (after loading its own model), so Ray's
-    start-up and the replicas' model loading stay out of the per-iteration timings.
-    `check_every` defaults to $EVOTUNE_RAY_CHECK_EVERY or 10; `threads` to cores // workers.
-    """
-    if workers < 0:
-        raise ConfigError(f"--workers must be >= 0, got {workers}")
-    if not workers and not ray_address:
-        raise ConfigError("Ray evaluation needs --workers N (local) or --ray-address ADDR (a cluster)")
-    _import_ray()
-
-    def factory(
-        model: Any, tok: Any, task: Task, params: EvolvingParams, cfg: TrainConfig, max_new_tokens: int
-    ) -> RayEvaluator:
-        return RayEvaluator(
-            model,
-            tok,
-            task,
-            params,
-            cfg,
-            max_new_tokens,
-            workers=workers,
-            address=ray_address,
-            check_every=check_every,
-            threads=threads,
-            max_failures=max_failures,
-        )
-
-    return factory

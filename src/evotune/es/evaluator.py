@@ -9,34 +9,32 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from evotune.backends.hf import generate
+from evotune.config import TrainConfig
 from evotune.es.params import EvolvingParams
 from evotune.es.strategy import Member
 from evotune.evaluation import score_rows
+from evotune.runs.metrics import StepStats
 from evotune.tasks.base import Example, Task
 
 
 @dataclass
-class PopulationResult:
-    """Fitness per member (mean reward over the prompts) and what it cost."""
+class PopulationResult(StepStats):
+    """Fitness per member (mean reward over its prompts, in `rewards`) and what it cost."""
 
-    fitness: list[float]
-    completions: int = 0
-    completion_tokens: int = 0
-    prompt_tokens: int = 0
-    times: dict[str, float] = field(default_factory=dict)
-    accuracy: float = 0.0
-    sample: str = ""
-    extra: dict[str, float] = field(default_factory=dict)  # evaluator-specific metrics, logged as-is
     correct: int = 0
+
+    @property
+    def fitness(self) -> list[float]:
+        return list(self.rewards)
 
     def add_member(self, rows: Sequence[dict[str, Any]], prompt_tokens: int) -> None:
         """Fold one member's scored rows in; its fitness is the mean reward over its prompts."""
-        self.fitness.append(statistics.fmean(r["reward"] for r in rows))
+        self.rewards.append(statistics.fmean(r["reward"] for r in rows))
         self.correct += sum(1 for r in rows if r["correct"])
         self.completions += len(rows)
         self.completion_tokens += sum(r["n_tokens"] for r in rows)
@@ -47,33 +45,41 @@ class PopulationResult:
 
 
 class Evaluator(Protocol):
+    """Maps a population to fitness; every implementation gives the same numbers for the same inputs."""
+
     def __call__(
         self, members: Sequence[Member], examples: Sequence[Example], prompts: Sequence[str]
     ) -> PopulationResult: ...
 
 
-class SequentialEvaluator:
-    """Full-rank ES, one member after another, in place (memory ≈ model + fp32 master)."""
+# The one constructor contract: every evaluator (sequential, batched low rank, Ray) is built from
+# (model, tokenizer, task, params, cfg), after the trainer has loaded its model.
+EvaluatorFactory = Callable[[Any, Any, Task, EvolvingParams, TrainConfig], Evaluator]
 
-    def __init__(
-        self,
-        model: Any,
-        tokenizer: Any,
-        task: Task,
-        params: EvolvingParams,
-        sigma: float,
-        max_new_tokens: int,
-        batch_size: int,
-    ) -> None:
+
+class PopulationEvaluator:
+    """What every in-process evaluator holds: model, task, evolving weights and generation settings."""
+
+    def __init__(self, model: Any, tokenizer: Any, task: Task, params: EvolvingParams, cfg: TrainConfig) -> None:
         self.model, self.tokenizer, self.task, self.params = model, tokenizer, task, params
-        self.sigma, self.max_new_tokens, self.batch_size = sigma, max_new_tokens, batch_size
+        self.sigma = float(cfg.es.sigma)
+        self.max_new_tokens = task.max_new_tokens(cfg.generation.max_new_tokens)
+        self.batch_size = cfg.generation.batch_size
+
+    def prompt_tokens(self, prompts: Sequence[str]) -> int:
+        """Prompt tokens one member reads, counted as generation feeds them (no special tokens added)."""
+        return sum(len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts)
+
+
+class SequentialEvaluator(PopulationEvaluator):
+    """Full-rank ES, one member after another, in place (memory ≈ model + fp32 master)."""
 
     def __call__(
         self, members: Sequence[Member], examples: Sequence[Example], prompts: Sequence[str]
     ) -> PopulationResult:
         times = {"noise": 0.0, "generate": 0.0, "score": 0.0}
-        res = PopulationResult(fitness=[])
-        n_prompt_tokens = sum(len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts)
+        res = PopulationResult(rewards=[])
+        n_prompt_tokens = self.prompt_tokens(prompts)
         try:
             for m in members:
                 t0 = time.perf_counter()

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,11 +34,12 @@ import torch
 from torch import nn
 
 from evotune.backends.hf import Completion, generate
-from evotune.es.evaluator import PopulationResult
+from evotune.config import TrainConfig
+from evotune.es.evaluator import PopulationEvaluator, PopulationResult
 from evotune.es.params import EvolvingParams
 from evotune.es.strategy import Member
 from evotune.evaluation import score_rows
-from evotune.noise import factors, noise
+from evotune.noise import LowRankNoise, factors
 from evotune.tasks.base import Example, Task
 
 Named = list[tuple[str, torch.nn.Parameter]]
@@ -48,60 +49,6 @@ Named = list[tuple[str, torch.nn.Parameter]]
 # (1–11 rows take other kernels), so padding is what makes every grouping of members compute each
 # row identically.
 MIN_ROWS = 16
-
-
-def lowrank_param_filter(named: Iterable[tuple[str, torch.nn.Parameter]], vectors: str) -> Named:
-    """The parameters low-rank ES evolves: every matrix, plus the rest when vectors get full noise."""
-    if vectors not in ("freeze", "full"):
-        raise ValueError(f"lowrank_vectors must be 'freeze' or 'full', got {vectors!r}")
-    named = list(named)
-    kept = named if vectors == "full" else [(n, p) for n, p in named if p.dim() == 2]
-    if not kept:
-        raise ValueError("low-rank ES found no weight matrices among the selected parameters")
-    return kept
-
-
-class LowRankNoise:
-    """The noise fn of low-rank ES: materialised E = A Bᵀ/√r for matrices, full noise otherwise.
-
-    A callable `(seed, name, shape) -> fp32 tensor` as `EvolvingParams` expects, plus
-    `weighted_sum`, which `EvolvingParams.apply_update` uses to build Σ cₛEₛ with one GEMM per
-    matrix instead of materialising N outer products.
-    """
-
-    def __init__(self, rank: int, vectors: str = "freeze") -> None:
-        if rank < 1:
-            raise ValueError(f"rank must be >= 1, got {rank}")
-        self.rank, self.vectors = rank, vectors
-
-    def __call__(self, seed: int, name: str, shape: tuple[int, ...]) -> torch.Tensor:
-        shape = tuple(shape)
-        if len(shape) == 2:
-            a, b = factors(seed, name, shape, self.rank)  # type: ignore[arg-type]
-            return (a @ b.T).div_(math.sqrt(self.rank))
-        if self.vectors != "full":
-            raise ValueError(f"{name} (shape {shape}) is not a matrix and lowrank_vectors={self.vectors!r}")
-        return noise(seed, name, shape)
-
-    def weighted_sum(
-        self, coeffs: Sequence[tuple[int, float]], name: str, shape: tuple[int, ...]
-    ) -> torch.Tensor | None:
-        """Σ cₛ AₛBₛᵀ/√r as [c₁A₁ … cₙAₙ][B₁ … Bₙ]ᵀ/√r (None for non-matrices: the caller loops)."""
-        if len(tuple(shape)) != 2:
-            return None
-        a_parts, b_parts = [], []
-        for s, c in coeffs:
-            a, b = factors(s, name, tuple(shape), self.rank)  # type: ignore[arg-type]
-            a_parts.append(a.mul_(c))
-            b_parts.append(b)
-        return (torch.cat(a_parts, 1) @ torch.cat(b_parts, 1).T).div_(math.sqrt(self.rank))
-
-    def __repr__(self) -> str:
-        return f"LowRankNoise(rank={self.rank}, vectors={self.vectors!r})"
-
-
-def lowrank_noise_fn(rank: int, vectors: str = "freeze") -> LowRankNoise:
-    return LowRankNoise(rank, vectors)
 
 
 # -- the batched forward ---------------------------------------------------------------------------
@@ -328,7 +275,13 @@ def _check_elementwise(mod: nn.Module, pname: str) -> None:
 # -- the evaluator ------------------------------------------------------------------------------
 
 
-class BatchedLowRankEvaluator:
+def members_per_call(batch_size: int, n_prompts: int) -> int:
+    """Members that share one generate call: as many as fit `batch_size` rows of the longest prompt chunk."""
+    longest_chunk = min(batch_size, n_prompts)
+    return max(1, batch_size // longest_chunk) if longest_chunk else 1
+
+
+class BatchedLowRankEvaluator(PopulationEvaluator):
     """Evaluate a whole low-rank population with batched greedy generation.
 
     Rows are (member × prompt). Prompts are chunked exactly as `generate` chunks them for one member
@@ -338,20 +291,10 @@ class BatchedLowRankEvaluator:
     rows of one call, not with the population.
     """
 
-    def __init__(
-        self,
-        model: Any,
-        tokenizer: Any,
-        task: Task,
-        params: EvolvingParams,
-        es: Any,
-        max_new_tokens: int,
-        batch_size: int,
-    ) -> None:
+    def __init__(self, model: Any, tokenizer: Any, task: Task, params: EvolvingParams, cfg: TrainConfig) -> None:
         if not isinstance(params.noise_fn, LowRankNoise):
             raise TypeError("BatchedLowRankEvaluator needs EvolvingParams built with lowrank_noise_fn")
-        self.model, self.tokenizer, self.task, self.params = model, tokenizer, task, params
-        self.sigma, self.max_new_tokens, self.batch_size = float(es.sigma), max_new_tokens, batch_size
+        super().__init__(model, tokenizer, task, params, cfg)
         self.forward = BatchedForward(model, params, self.sigma, params.noise_fn.rank)
 
     def generate_members(
@@ -363,7 +306,7 @@ class BatchedLowRankEvaluator:
         chunks = [list(prompts[i : i + self.batch_size]) for i in range(0, len(prompts), self.batch_size)]
         if not chunks:
             return comps, t_noise
-        per_call = max(1, self.batch_size // max(len(c) for c in chunks))
+        per_call = members_per_call(self.batch_size, len(prompts))
         for start in range(0, len(members), per_call):
             group = list(members[start : start + per_call])
             need = [max(0, -(-MIN_ROWS // len(c)) - len(group)) for c in chunks]
@@ -384,11 +327,11 @@ class BatchedLowRankEvaluator:
     def __call__(
         self, members: Sequence[Member], examples: Sequence[Example], prompts: Sequence[str]
     ) -> PopulationResult:
-        res = PopulationResult(fitness=[])
+        res = PopulationResult(rewards=[])
         t0 = time.perf_counter()
         comps, t_noise = self.generate_members(members, prompts)
         t1 = time.perf_counter()
-        n_prompt_tokens = sum(len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts)
+        n_prompt_tokens = self.prompt_tokens(prompts)
         for mc in comps:
             res.add_member(score_rows(self.task, examples, mc), n_prompt_tokens)
         t2 = time.perf_counter()

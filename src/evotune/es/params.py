@@ -24,7 +24,8 @@ from typing import Any
 
 import torch
 
-from evotune.noise import noise
+from evotune.config import ESConfig
+from evotune.noise import LowRankNoise, noise
 
 NoiseFn = Callable[[int, str, tuple[int, ...]], torch.Tensor]
 
@@ -48,6 +49,25 @@ def select_params(
     if not chosen:
         raise ValueError(f"no parameters match include={list(include)} exclude={list(exclude)}")
     return chosen
+
+
+def lowrank_param_filter(named: Iterable[tuple[str, torch.nn.Parameter]], vectors: str) -> list[tuple[str, torch.nn.Parameter]]:
+    """The parameters low-rank ES evolves: every matrix, plus the rest when vectors get full noise."""
+    if vectors not in ("freeze", "full"):
+        raise ValueError(f"lowrank_vectors must be 'freeze' or 'full', got {vectors!r}")
+    named = list(named)
+    kept = named if vectors == "full" else [(n, p) for n, p in named if p.dim() == 2]
+    if not kept:
+        raise ValueError("low-rank ES found no weight matrices among the selected parameters")
+    return kept
+
+
+def make_params(model: Any, es: ESConfig) -> EvolvingParams:
+    """The parameters `es.include`/`es.exclude` select, with full-rank or low-rank noise."""
+    named = select_params(model, es.include, es.exclude)
+    if es.noise == "lowrank":
+        return EvolvingParams(lowrank_param_filter(named, es.lowrank_vectors), LowRankNoise(es.rank, es.lowrank_vectors))
+    return EvolvingParams(named)
 
 
 class EvolvingParams:

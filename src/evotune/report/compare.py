@@ -98,7 +98,7 @@ def evaluate_all(
 
 def hacking_table(entries: Sequence[Entry], summaries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Hacking rates from this comparison's evaluations and from each run's last training-time eval."""
-    from evotune.analysis.hacking import HACK_KEYS
+    from evotune.evaluation.hacking import HACK_KEYS
 
     keys = HACK_KEYS
     out = []

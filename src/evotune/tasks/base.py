@@ -114,6 +114,13 @@ class Task(ABC):
         self.options = options
         self._splits: tuple[list[Example], list[Example]] | None = None
 
+    def max_new_tokens(self, override: int | None = None) -> int:
+        """The completion length to generate: `override` when given, else the task's own default."""
+        n = self.default_max_new_tokens if override is None else override
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise TaskError(f"max_new_tokens must be a whole number >= 1, got {override!r}")
+        return n
+
     # -- data -------------------------------------------------------------------------------
     @abstractmethod
     def build(self) -> tuple[list[Example], list[Example]]:

@@ -5,17 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from safetensors.torch import save_file
+
 from evotune.backends.models import load_model
 from evotune.checkpoints import EXTRA_FILE, checkpoint_dirs, read_state
 from evotune.config import load_run_config
 from evotune.errors import RunStateError
-from evotune.es.trainer import _masters_if_lossy, apply_row, make_params
-from evotune.runs.rundir import RunDir, read_jsonl
+from evotune.es.params import make_params
+from evotune.es.trajectory import apply_row, read_trajectory
+from evotune.runs.rundir import RunDir
 
 
-def replay(
-    run_dir: str | Path, iteration: int | None = None, out: str | Path | None = None
-) -> dict[str, Any]:
+def replay(run_dir: str | Path, iteration: int | None = None, out: str | Path | None = None) -> dict[str, Any]:
     """Apply the first `iteration` trajectory rows (all by default) to the base model.
 
     Needs no generation: the recorded fitness fixes every update. Writes an HF-loadable model to
@@ -23,12 +24,12 @@ def replay(
     """
     run = RunDir(run_dir)
     cfg = load_run_config(run.path)
-    rows = read_jsonl(run.trajectory)
+    rows = read_trajectory(run.trajectory)
     k = len(rows) if iteration is None else iteration
     if not 0 <= k <= len(rows):
         raise RunStateError(f"iteration {k} not in the trajectory (it has {len(rows)} iterations)")
     model, tok = load_model(cfg.model.name, cfg.model.dtype)
-    params = make_params(model, cfg)
+    params = make_params(model, cfg.es)
     for row in rows[:k]:
         apply_row(params, row, cfg)
     checksum = params.checksum()
@@ -39,14 +40,6 @@ def replay(
         out.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(out, safe_serialization=True)
         tok.save_pretrained(out)
-        extra = _masters_if_lossy(params, cfg)
-        if extra:
-            from safetensors.torch import save_file
-
-            save_file({n: t.contiguous() for n, t in extra.items()}, str(out / EXTRA_FILE))
-    return {
-        "iteration": k,
-        "checksum": checksum,
-        "checkpoint": str(ckpt) if ckpt else None,
-        "matches_checkpoint": matches,
-    }
+        if cfg.model.dtype != "float32":  # the rounded model file cannot hold the exact fp32 master
+            save_file({n: t.contiguous() for n, t in params.master.items()}, str(out / EXTRA_FILE))
+    return {"iteration": k, "checksum": checksum, "checkpoint": str(ckpt) if ckpt else None, "matches_checkpoint": matches}

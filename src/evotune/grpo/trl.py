@@ -1,4 +1,6 @@
-"""The GRPO baseline: TRL's `GRPOTrainer`, driven so its runs are comparable with ES runs.
+"""GRPO through TRL: validation, step data, the shared reward path, TRL checkpoints and callback.
+
+`evotune.trainers.grpo.GRPOTrainer` drives these pieces inside the shared trainer frame.
 
 What is shared with ES (so a comparison measures the method, not the plumbing):
     prompts      step k trains on `task.batch("train", prompts_per_step, seed, k)`, the same seeded
@@ -20,9 +22,7 @@ from __future__ import annotations
 
 import functools
 import shutil
-import statistics
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,9 +30,8 @@ from typing import Any
 from evotune.checkpoints import checkpoint_dirs, read_state
 from evotune.config import TrainConfig
 from evotune.errors import ConfigError
-from evotune.runs.rundir import RunDir, atomic_write_json, keep_rows, read_jsonl
-from evotune.runs.session import Budget, heldout_eval, open_run, set_threads
-from evotune.tasks import build_task
+from evotune.runs.metrics import Budget, StepStats
+from evotune.runs.rundir import RunDir, keep_rows, read_jsonl
 
 # Loss types whose defaults work with token-level importance sampling (luspo/vespo need other settings).
 SUPPORTED_LOSSES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo")
@@ -40,7 +39,7 @@ SUPPORTED_LOSSES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo")
 SUPPORTED_SCHEDULERS = (
     "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial", "inverse_sqrt",
 )
-_TRL_CKPT_PREFIX = "checkpoint-"
+TRL_CKPT_PREFIX = "checkpoint-"
 # TRL log key -> evotune metric name (anything else numeric becomes grpo/<key>).
 _TRL_NAMES = {
     "loss": "grpo/loss",
@@ -149,7 +148,7 @@ def build_step_data(cfg: TrainConfig, task: Any, tok: Any) -> StepData:
 
 # -- per-step accounting ----------------------------------------------------------------------------
 @dataclass
-class StepStats:
+class RewardLog:
     """What the reward function saw during one optimizer step; reset by the callback each step."""
 
     rewards: list[float] = field(default_factory=list)
@@ -161,10 +160,10 @@ class StepStats:
     t_score: float = 0.0
 
     def reset(self) -> None:
-        self.__dict__.update(StepStats().__dict__)
+        self.__dict__.update(RewardLog().__dict__)
 
 
-def make_reward_fn(task: Any, tok: Any, stops: set[int], max_new_tokens: int, data: StepData, stats: StepStats) -> Any:
+def make_reward_fn(task: Any, tok: Any, stops: set[int], max_new_tokens: int, data: StepData, stats: RewardLog) -> Any:
     """A TRL reward callable that scores exactly as ES does: `decode_completion` then `task.score`."""
     from evotune.backends.hf import decode_completion
 
@@ -200,18 +199,18 @@ def trl_checkpoints(run: RunDir) -> list[tuple[int, Path]]:
         return []
     out = []
     for d in root.iterdir():
-        num = d.name[len(_TRL_CKPT_PREFIX):]
-        if d.name.startswith(_TRL_CKPT_PREFIX) and num.isdigit() and (d / "trainer_state.json").is_file():
+        num = d.name[len(TRL_CKPT_PREFIX):]
+        if d.name.startswith(TRL_CKPT_PREFIX) and num.isdigit() and (d / "trainer_state.json").is_file():
             out.append((int(num), d))
     return sorted(out)
 
 
-def _drop_after(run: RunDir, last: int) -> None:
+def drop_after(run: RunDir, last: int) -> None:
     """Forget everything a killed or stopped run wrote past its last resumable step."""
     root = run.path / "trl"
     if root.is_dir():
         for d in root.iterdir():
-            if d.is_dir() and d.name.startswith(_TRL_CKPT_PREFIX) and not (d / "trainer_state.json").is_file():
+            if d.is_dir() and d.name.startswith(TRL_CKPT_PREFIX) and not (d / "trainer_state.json").is_file():
                 shutil.rmtree(d, ignore_errors=True)  # a save cut short
     keep_rows(run.metrics, lambda r: r.get("step", 0) <= last)
     for k, d in checkpoint_dirs(run.path):
@@ -223,7 +222,7 @@ def _drop_after(run: RunDir, last: int) -> None:
                 f.unlink()
 
 
-def _budget_at(run: RunDir, step: int) -> Budget:
+def budget_at(run: RunDir, step: int) -> Budget:
     """Budget spent up to `step`: from its evotune checkpoint, else from its metrics row."""
     for k, d in checkpoint_dirs(run.path):
         if k == step and "budget" in (state := read_state(d)):
@@ -239,14 +238,14 @@ def _budget_at(run: RunDir, step: int) -> Budget:
 
 # -- the TRL pieces (built lazily: importing TRL takes seconds) -------------------------------------
 @functools.cache
-def _trl_classes() -> tuple[type, type]:
+def trl_classes() -> tuple[type, type]:
     from transformers import TrainerCallback
     from trl import GRPOTrainer
 
     class EvotuneGRPOTrainer(GRPOTrainer):
         """TRL's trainer with two evotune rules: prompts tokenised as ES does, generation timed."""
 
-        evotune_stats: StepStats
+        evotune_stats: RewardLog
 
         def _tokenize_prompts(self, prompts: list) -> Any:
             # Text prompts already carry the chat template; add no BOS/special tokens, exactly like ES.
@@ -262,15 +261,12 @@ def _trl_classes() -> tuple[type, type]:
                 self.evotune_stats.t_generate += time.perf_counter() - t0
 
     class RunCallback(TrainerCallback):
-        """Per step: budget and stop rule, the shared metrics row, held-out eval and evotune checkpoint."""
+        """Per step: the frame's budget and stop rule, then (once TRL has logged) its `after_step`."""
 
-        def __init__(self, owner: _Loop) -> None:
+        def __init__(self, owner: Any) -> None:
             self.o = owner
             self.t0 = 0.0
-            self.t_iter = 0.0
-            self.pending: int | None = None
-            self.final = False
-            self.save = False
+            self.pending: tuple[int, StepStats] | None = None
 
         def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
             self.t0 = time.perf_counter()
@@ -278,94 +274,28 @@ def _trl_classes() -> tuple[type, type]:
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
             o, k = self.o, state.global_step
-            b, s = o.budget, o.stats
-            b.completions += len(s.rewards)
-            b.completion_tokens += s.completion_tokens
-            b.prompt_tokens += s.prompt_tokens
-            self.t_iter = time.perf_counter() - self.t0
-            b.wall += self.t_iter
-            o.stop_reason = b.spent(o.cfg)
-            if o.stop_reason:
-                control.should_training_stop = True
-            self.final = k >= state.max_steps or o.stop_reason is not None
-            self.save = k % o.cfg.checkpoint_every == 0 or self.final
-            control.should_save = control.should_save or self.save
+            stats = o.step_stats(time.perf_counter() - self.t0)
+            after = Budget(**vars(o.budget))
+            after.add(stats)
+            stop = after.spent(o.cfg) is not None
+            control.should_training_stop = control.should_training_stop or stop
+            final = k >= state.max_steps or stop
+            control.should_save = control.should_save or k % o.cfg.checkpoint_every == 0 or final
             control.should_log = True
-            self.pending = k
-            o.steps_done = k
+            self.pending = (k, stats)
             return control
 
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> Any:
-            if self.pending is None or logs is None or "loss" not in logs or state.global_step != self.pending:
+            if self.pending is None or logs is None or "loss" not in logs or state.global_step != self.pending[0]:
                 return control  # e.g. the train-summary log at the very end
-            k, self.pending = self.pending, None
-            self.o.after_step(k, logs, self.t_iter, final=self.final, save=self.save)
+            (k, stats), self.pending = self.pending, None
+            for key, v in logs.items():
+                if key != "epoch" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    stats.extra[_TRL_NAMES.get(key, f"grpo/{key}")] = v
+            self.o.after_step(k, stats)
             return control
 
     return EvotuneGRPOTrainer, RunCallback
-
-
-@dataclass
-class _Loop:
-    """State shared by the reward function and the callback during `trainer.train()`."""
-
-    cfg: TrainConfig
-    run: RunDir
-    logger: Any
-    model: Any
-    tok: Any
-    task: Any
-    budget: Budget
-    stats: StepStats
-    bar: Any = None
-    stop_reason: str | None = None
-    steps_done: int = 0
-    last_eval: dict[str, Any] = field(default_factory=dict)
-
-    def after_step(self, k: int, logs: dict[str, Any], t_iter: float, final: bool, save: bool) -> None:
-        s, b = self.stats, self.budget
-        r = s.rewards or [0.0]
-        mean = statistics.fmean(r)
-        row: dict[str, Any] = {
-            "step": k,
-            "train/reward_mean": mean,
-            "train/reward_std": statistics.pstdev(r),
-            "train/reward_min": min(r),
-            "train/reward_max": max(r),
-            "train/accuracy": statistics.fmean(1.0 if c else 0.0 for c in s.correct) if s.correct else 0.0,
-            "train/sample": s.sample[:300],
-            "time/generate": s.t_generate,
-            "time/score": s.t_score,
-            "time/update": max(0.0, t_iter - s.t_generate - s.t_score),
-            "time/iteration": t_iter,
-            **b.as_metrics(),
-        }
-        for key, v in logs.items():
-            if key != "epoch" and isinstance(v, (int, float)) and not isinstance(v, bool):
-                row[_TRL_NAMES.get(key, f"grpo/{key}")] = v
-        s.reset()
-        self.logger.log(row, k)
-        if (self.cfg.eval.every and k % self.cfg.eval.every == 0) or final:
-            self.last_eval = self.evaluate(k)
-        if save:
-            self.run.save_checkpoint(
-                k, self.model, self.tok,
-                {"method": "grpo", "budget": vars(b).copy(), "trl_checkpoint": f"trl/{_TRL_CKPT_PREFIX}{k}"},
-                keep_last=self.cfg.keep_checkpoints,
-            )
-        if self.bar is not None:
-            ev = self.last_eval.get("reward_mean", float("nan"))
-            self.bar.set_postfix({"reward": f"{mean:.3f}", "eval": f"{ev:.3f}"}, refresh=False)
-            self.bar.update(1)
-
-    def evaluate(self, k: int) -> dict[str, Any]:
-        """Greedy held-out eval in eval mode (no dropout), then back to training mode."""
-        was_training = self.model.training
-        self.model.train(False)
-        try:
-            return heldout_eval(self.cfg, self.run, self.logger, self.model, self.tok, self.task, k, self.budget.as_metrics())
-        finally:
-            self.model.train(was_training)
 
 
 def grpo_args(cfg: TrainConfig, run: RunDir, max_new_tokens: int) -> Any:
@@ -413,92 +343,3 @@ def grpo_args(cfg: TrainConfig, run: RunDir, max_new_tokens: int) -> Any:
         )
     except ValueError as exc:
         raise ConfigError(f"TRL rejected the GRPO settings: {exc}") from exc
-
-
-@dataclass
-class GRPORunner:
-    """Owns one GRPO run: directory, model, TRL trainer, evaluation cadence, checkpoints, resume."""
-
-    cfg: TrainConfig
-    resume: bool = False
-    progress: bool = True
-
-    def train(self) -> dict[str, Any]:
-        validate_grpo(self.cfg)
-        task = build_task(self.cfg.task)
-        validate_task_fit(self.cfg, task)
-        cfg, run = open_run(self.cfg, self.resume)
-        self.cfg, self.run = cfg, run
-        set_threads(cfg.threads)
-        from evotune.backends.hf import stop_ids
-        from evotune.backends.models import load_model
-        from evotune.runs.logger import MetricsLogger
-
-        model, tok = load_model(cfg.model.name, cfg.model.dtype)
-        self.model, self.tok = model, tok
-        if cfg.model.dtype != "float32":
-            warnings.warn(f"GRPO updates the {cfg.model.dtype} weights in place (no fp32 master copy)", stacklevel=2)
-        mnt = cfg.generation.max_new_tokens or task.default_max_new_tokens
-        data = build_step_data(cfg, task, tok)
-        stops = stop_ids(model, tok)  # before TRL touches the generation config
-
-        ckpts = trl_checkpoints(run)
-        start, resume_from = ckpts[-1] if ckpts else (0, None)
-        _drop_after(run, start)
-        budget = _budget_at(run, start) if start else Budget()
-        logger = MetricsLogger(run, start_step=start + 1)
-        stats = StepStats()
-        loop = _Loop(cfg, run, logger, model, tok, task, budget, stats, steps_done=start)
-        try:
-            if start == 0 and not (run.evals / "iter_000000.jsonl").exists():
-                loop.evaluate(0)
-            loop.stop_reason = budget.spent(cfg)
-            if loop.stop_reason is None and start < cfg.grpo.steps:
-                self._run_trl(cfg, run, loop, data, mnt, stops, resume_from, start)
-        finally:
-            logger.close()
-            if loop.bar is not None:
-                loop.bar.close()
-        summary = {
-            "method": "grpo",
-            "steps": loop.steps_done,
-            "stop_reason": loop.stop_reason or "steps done",
-            **budget.as_metrics(),
-        }
-        if not loop.last_eval:  # nothing left to train (resumed after the end): report the last eval on file
-            evals = [r for r in read_jsonl(run.metrics) if "eval/reward_mean" in r]
-            loop.last_eval = {k[5:]: v for k, v in (evals[-1] if evals else {}).items() if k.startswith("eval/")}
-        summary.update({f"eval/{n}": v for n, v in loop.last_eval.items()})
-        atomic_write_json(run.path / "summary.json", summary)
-        return summary
-
-    def _run_trl(
-        self, cfg: TrainConfig, run: RunDir, loop: _Loop, data: StepData, mnt: int, stops: set[int],
-        resume_from: Path | None, start: int,
-    ) -> None:
-        import datasets
-        from transformers import PrinterCallback, ProgressCallback, set_seed
-
-        trainer_cls, callback_cls = _trl_classes()
-        ds = datasets.Dataset.from_dict({"prompt": data.prompts, "example_index": data.example_index, "step": data.step})
-        reward = make_reward_fn(loop.task, loop.tok, stops, mnt, data, loop.stats)
-        args = grpo_args(cfg, run, mnt)
-        loop.model.requires_grad_(True)  # load_model freezes weights for inference
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*(experimental|deprecated).*")
-            trainer = trainer_cls(
-                model=loop.model, reward_funcs=reward, args=args, train_dataset=ds, processing_class=loop.tok,
-                callbacks=[callback_cls(loop)],
-            )
-        trainer.evotune_stats = loop.stats
-        for cb in (PrinterCallback, ProgressCallback):
-            trainer.remove_callback(cb)
-        if self.progress:
-            from tqdm.auto import tqdm
-
-            loop.bar = tqdm(total=cfg.grpo.steps, initial=start, desc="GRPO", unit="step", dynamic_ncols=True)
-        self.trainer = trainer
-        set_seed(cfg.seed)  # sampling RNG is a function of the seed only (a resume restores TRL's saved RNG)
-        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-        loop.model.train(False)
-        loop.model.requires_grad_(False)

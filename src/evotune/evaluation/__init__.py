@@ -1,4 +1,7 @@
-"""Scoring completions and held-out evaluation: the one code path for training and eval."""
+"""Scoring completions and held-out evaluation: the one code path for training, eval and analyses.
+
+`hacking` holds the reward-hacking detectors every evaluation summary carries.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from evotune.backends.hf import Completion, generate
+from evotune.evaluation.hacking import hacking_rates
 from evotune.tasks.base import Example, Task
 
 
@@ -43,8 +47,6 @@ def summarize(
 
     `base_rows`: the starting model's rows on the same items, for the `correct_lost` detector.
     """
-    from evotune.analysis.hacking import hacking_rates
-
     if not rows:
         return {"n": 0}
     rewards = [r["reward"] for r in rows]

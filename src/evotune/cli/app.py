@@ -1,0 +1,103 @@
+"""The typer apps every command module registers on, and the flags the trainers share.
+
+Command modules import this module; `cli.main` imports them all. Nothing here imports a command
+module, so the CLI has no import circle.
+"""
+
+import functools
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from evotune.cli.common import assemble, console, parse_sets
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Evolution Strategies and GRPO post-training.")
+train_app = typer.Typer(no_args_is_help=True, help="Train a model (es | grpo).")
+model_app = typer.Typer(no_args_is_help=True, help="Model utilities (tiny test model, embedded model cache).")
+app.add_typer(train_app, name="train")
+app.add_typer(model_app, name="model")
+analyze_app = typer.Typer(
+    no_args_is_help=True, help="Analyses of how solutions differ (KL, deltas, LMC, robustness, pass@k)."
+)
+app.add_typer(analyze_app, name="analyze")
+sweep_app = typer.Typer(no_args_is_help=True, help="Hyper-parameter grids over seeds (skips finished runs).")
+app.add_typer(sweep_app, name="sweep")
+
+Opt = typer.Option
+TaskOpt = Annotated[str | None, Opt(help="task name (countdown, conciseness, jsonl, ...) or module:Class")]
+SetOpt = Annotated[list[str] | None, Opt("--set", help="override any config field: section.key=value")]
+
+
+class TrainArgs:
+    """The flags every trainer shares, after parsing: what `assemble` needs plus the overrides."""
+
+    def __init__(self, config: Path | None, run_dir: str | None, no_progress: bool, overrides: dict[str, Any]):
+        self.config, self.run_dir, self.progress, self.overrides = config, run_dir, not no_progress, overrides
+
+    def build(self, resume: bool, method_overrides: dict[str, Any]) -> Any:
+        """The validated TrainConfig: YAML (or the run's own config on --resume), then every flag given."""
+        return assemble(self.config, self.run_dir, resume, {**self.overrides, **method_overrides})
+
+
+# name → (type, typer option, config key). One list, so `train es` and `train grpo` cannot drift apart.
+_SHARED: list[tuple[str, Any, Any, str | None]] = [
+    ("config", Path | None, Opt("--config", "-c", help="YAML config; flags override it"), None),
+    ("task", str | None, Opt(help="task name (countdown, conciseness, jsonl, ...) or module:Class"), "task.name"),
+    ("model", str | None, Opt(help="smollm2-135m, a local directory, a run directory or a hub id"), "model.name"),
+    ("run_dir", str | None, Opt("--run-dir", help="run directory"), "run_dir"),
+    ("seed", int | None, Opt(), "seed"),
+    ("budget", str | None, Opt(help="stop at completions=N or tokens=N"), None),
+    ("max_new_tokens", int | None, Opt(help="max completion length in tokens"), "generation.max_new_tokens"),
+    ("eval_every", int | None, Opt(help="held-out evaluation every K iterations/steps"), "eval.every"),
+    ("eval_limit", int | None, Opt(help="held-out items per evaluation"), "eval.limit"),
+    ("n_train", int | None, Opt(), "task.n_train"),
+    ("n_eval", int | None, Opt(), "task.n_eval"),
+    ("data", str | None, Opt(help="data file for the jsonl task"), "task.data"),
+    ("reward", str | None, Opt(help="jsonl task reward: exact|numeric|contains|regex"), "task.reward"),
+    ("threads", int | None, Opt(), "threads"),
+    ("dtype", str | None, Opt(help="float32 | bfloat16 | float16"), "model.dtype"),
+    ("batch_size", int | None, Opt(help="generation batch size"), "generation.batch_size"),
+    ("checkpoint_every", int | None, Opt(), "checkpoint_every"),
+    ("sets", list[str] | None, Opt("--set", help="override any config field: section.key=value"), None),
+    ("no_progress", bool, Opt("--no-progress"), None),
+]
+
+
+def shared_train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a trainer command the shared flags; it receives them parsed, as `args: TrainArgs`.
+
+    typer reads the command's signature, so the shared parameters are appended to it here.
+    """
+    own = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.name != "args"]
+    shared = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=False if tp is bool else None,
+                          annotation=Annotated[tp, opt])
+        for name, tp, opt, _ in _SHARED
+    ]
+
+    @functools.wraps(fn)
+    def wrapper(**kw: Any) -> Any:
+        from evotune.config import BudgetConfig
+
+        vals = {name: kw.pop(name) for name, *_ in _SHARED}
+        o: dict[str, Any] = {key: vals[name] for name, _, _, key in _SHARED if key is not None}
+        if vals["budget"] is not None:
+            b = BudgetConfig.parse(vals["budget"])
+            o["budget.completions"], o["budget.tokens"] = b.completions, b.tokens
+        o.update(parse_sets(vals["sets"]))
+        return fn(**kw, args=TrainArgs(vals["config"], vals["run_dir"], vals["no_progress"], o))
+
+    kinds = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+    wrapper.__signature__ = inspect.Signature(kinds + shared)  # type: ignore[attr-defined]
+    return wrapper
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    t = Table(title="run summary", show_header=False)
+    for k, v in summary.items():
+        t.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
+    console.print(t)

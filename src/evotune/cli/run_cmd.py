@@ -1,0 +1,132 @@
+"""Commands around runs and models: eval, replay, runs, tasks, model tiny|prepare."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from evotune.cli.app import SetOpt, TaskOpt, app, model_app
+from evotune.cli.common import console, friendly, parse_sets
+from evotune.tasks import build_task
+
+Opt = typer.Option
+
+
+@app.command("eval")
+@friendly
+def eval_cmd(
+    model: Annotated[str, Opt(help="model directory, run directory (latest checkpoint) or smollm2-135m")],
+    task: TaskOpt = None,
+    split: Annotated[str, Opt(help="train | eval")] = "eval",
+    out: Annotated[Path | None, Opt(help="write per-completion rows here (JSONL)")] = None,
+    limit: Annotated[int | None, Opt()] = None,
+    max_new_tokens: Annotated[int | None, Opt()] = None,
+    batch_size: Annotated[int, Opt()] = 64,
+    temperature: Annotated[float, Opt(help="0 = greedy, as in training")] = 0.0,
+    n_train: Annotated[int | None, Opt()] = None,
+    n_eval: Annotated[int | None, Opt()] = None,
+    data: Annotated[str | None, Opt()] = None,
+    reward: Annotated[str | None, Opt()] = None,
+    dtype: Annotated[str, Opt()] = "float32",
+    sets: SetOpt = None,
+) -> None:
+    """Score any model on a task split with the same code path as training."""
+    from evotune.backends.models import load_model
+    from evotune.config import TaskConfig, build_config, load_run_config
+    from evotune.errors import ConfigError
+    from evotune.evaluation import evaluate
+    from evotune.runs.rundir import write_jsonl
+
+    base: dict[str, Any] = {}
+    if (Path(model) / "config.yaml").is_file():  # a run: evaluate with its own task settings
+        run_cfg = load_run_config(model)
+        base = run_cfg.task.model_dump()
+        max_new_tokens = run_cfg.generation.max_new_tokens if max_new_tokens is None else max_new_tokens
+    o = {"name": task, "n_train": n_train, "n_eval": n_eval, "data": data, "reward": reward, **parse_sets(sets)}
+    for k, v in o.items():
+        if v is not None:
+            base[k] = v
+    if "name" not in base:
+        raise ConfigError("--task is required unless --model is an evotune run directory")
+    tcfg = build_config(None, None, TaskConfig) if not base else TaskConfig.model_validate(base)
+    t = build_task(tcfg)
+    m, tok = load_model(model, dtype)
+    res = evaluate(m, tok, t, split, max_new_tokens, batch_size, limit, temperature)
+    if out is not None:
+        write_jsonl(out, res.rows)
+    console.print_json(json.dumps(res.summary))
+
+
+@app.command("replay")
+@friendly
+def replay_cmd(
+    run: Annotated[Path, typer.Argument(help="run directory")],
+    iteration: Annotated[int | None, Opt(help="iteration to rebuild (default: last)")] = None,
+    out: Annotated[Path | None, Opt(help="write the rebuilt model here")] = None,
+) -> None:
+    """Rebuild the weights of iteration K from the base model and trajectory.jsonl alone."""
+    from evotune.trainers.replay import replay
+
+    res = replay(run, iteration, out)
+    console.print_json(json.dumps(res))
+    if res["matches_checkpoint"] is False:
+        console.print("[bold red]replayed weights differ from the checkpoint[/]")
+        raise typer.Exit(1)
+
+
+@model_app.command("tiny")
+@friendly
+def model_tiny(
+    out_dir: Annotated[Path, typer.Argument()],
+    seed: Annotated[int, Opt()] = 0,
+    hidden: Annotated[int, Opt()] = 64,
+    layers: Annotated[int, Opt()] = 2,
+) -> None:
+    """A tiny random Llama with the real SmolLM2 tokenizer (for tests and wiring)."""
+    from evotune.backends.models import make_tiny
+
+    console.print(str(make_tiny(out_dir, seed, hidden, layers)))
+
+
+@model_app.command("prepare")
+@friendly
+def model_prepare() -> None:
+    """Convert the embedded SmolLM2 GGUF to safetensors in the cache (done once)."""
+    from evotune.backends.models import ensure_smollm2
+
+    console.print(str(ensure_smollm2()))
+
+
+@app.command("tasks")
+def tasks_cmd() -> None:
+    """List registered tasks."""
+    from evotune.tasks import available_tasks
+
+    for name in available_tasks():
+        print(name)
+
+
+@app.command("runs")
+@friendly
+def runs_cmd(directory: Annotated[Path, typer.Argument(help="directory holding run directories")] = Path("runs")) -> None:
+    """List runs: method, task, budget spent, best and final held-out reward."""
+    from evotune.runs.summary import list_runs
+
+    rows = list_runs(directory)
+    t = Table(title=f"runs in {directory}")
+    for col in ("run", "method", "task", "steps", "completions", "tokens", "wall s", "eval reward (first→final)", "best"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(
+            r["run"], r["method"], r["task"], str(r["steps"]), str(r["completions"]), str(r["tokens"]),
+            f"{r['wall']:.0f}", f"{_fmt(r['first_reward'])} → {_fmt(r['final_reward'])}", _fmt(r["best_reward"]),
+        )
+    console.print(t)
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"

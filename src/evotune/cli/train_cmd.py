@@ -1,0 +1,77 @@
+"""`evotune train es|grpo`: one command per method, sharing every run flag (`app.shared_train_options`)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from evotune.cli.app import TrainArgs, print_summary, shared_train_options, train_app
+from evotune.cli.common import friendly, split_csv
+from evotune.trainers import make_trainer
+
+Opt = typer.Option
+
+
+@train_app.command("es")
+@friendly
+@shared_train_options
+def train_es(
+    resume: Annotated[bool, Opt(help="continue the run in --run-dir where it stopped")] = False,
+    population: Annotated[int | None, Opt(help="members per iteration (N)")] = None,
+    sigma: Annotated[float | None, Opt(help="noise scale σ")] = None,
+    alpha: Annotated[float | None, Opt(help="step size α")] = None,
+    iterations: Annotated[int | None, Opt(help="number of ES iterations")] = None,
+    shaping: Annotated[str | None, Opt(help="zscore | centered_rank")] = None,
+    antithetic: Annotated[bool | None, Opt(help="mirrored noise pairs")] = None,
+    noise: Annotated[str | None, Opt(help="full | lowrank")] = None,
+    rank: Annotated[int | None, Opt(help="rank of low-rank noise")] = None,
+    include: Annotated[str | None, Opt(help="comma-separated globs of parameters to evolve")] = None,
+    exclude: Annotated[str | None, Opt(help="comma-separated globs of parameters to freeze")] = None,
+    prompts_per_iteration: Annotated[int | None, Opt(help="mini-batch of train prompts per iteration")] = None,
+    workers: Annotated[int | None, Opt(help="evaluate members on N local Ray workers (ray.workers)")] = None,
+    ray_address: Annotated[str | None, Opt(help="join an existing Ray cluster (ray.address)")] = None,
+    ray_check_every: Annotated[int | None, Opt(help="compare replica checksums every K iterations")] = None,
+    *,
+    args: TrainArgs,
+) -> None:
+    """Full-parameter Evolution Strategies on a task's verifiable reward."""
+    cfg = args.build(resume, {
+        "method": "es", "es.population": population, "es.sigma": sigma, "es.alpha": alpha,
+        "es.iterations": iterations, "es.shaping": shaping, "es.antithetic": antithetic, "es.noise": noise,
+        "es.rank": rank, "es.include": split_csv(include), "es.exclude": split_csv(exclude),
+        "es.prompts_per_iteration": prompts_per_iteration,
+        "ray.workers": workers, "ray.address": ray_address, "ray.check_every": ray_check_every,
+    })
+    print_summary(make_trainer(cfg, resume=resume, progress=args.progress).train())
+
+
+@train_app.command("grpo")
+@friendly
+@shared_train_options
+def train_grpo(
+    resume: Annotated[bool, Opt(help="continue the run in --run-dir from its last TRL checkpoint")] = False,
+    beta: Annotated[float | None, Opt(help="KL weight β to the reference (base) model; 0 = no reference")] = None,
+    num_generations: Annotated[int | None, Opt(help="completions per prompt (group size K)")] = None,
+    prompts_per_step: Annotated[int | None, Opt(help="distinct train prompts per optimizer step")] = None,
+    lr: Annotated[float | None, Opt("--lr", help="AdamW learning rate")] = None,
+    lr_scheduler: Annotated[str | None, Opt(help="constant | linear | cosine | ... (transformers schedule)")] = None,
+    warmup_steps: Annotated[int | None, Opt(help="learning-rate warmup steps")] = None,
+    temperature: Annotated[float | None, Opt(help="sampling temperature of the training completions")] = None,
+    max_prompt_length: Annotated[int | None, Opt(help="longest allowed train prompt in tokens (never truncated)")] = None,
+    loss_type: Annotated[str | None, Opt(help="grpo | dr_grpo | dapo | bnpo | cispo | sapo")] = None,
+    scale_rewards: Annotated[str | None, Opt(help="group | batch | none (advantage scaling)")] = None,
+    steps: Annotated[int | None, Opt(help="number of optimizer steps")] = None,
+    grad_accum: Annotated[int | None, Opt("--grad-accum", help="micro-batches per step")] = None,
+    *,
+    args: TrainArgs,
+) -> None:
+    """GRPO (TRL) on a task's verifiable reward, on the same prompts, budget and eval as ES."""
+    cfg = args.build(resume, {
+        "method": "grpo", "grpo.beta": beta, "grpo.num_generations": num_generations,
+        "grpo.prompts_per_step": prompts_per_step, "grpo.learning_rate": lr, "grpo.lr_scheduler": lr_scheduler,
+        "grpo.warmup_steps": warmup_steps, "grpo.temperature": temperature,
+        "grpo.max_prompt_length": max_prompt_length, "grpo.loss_type": loss_type,
+        "grpo.scale_rewards": scale_rewards, "grpo.steps": steps, "grpo.gradient_accumulation_steps": grad_accum,
+    })
+    print_summary(make_trainer(cfg, resume=resume, progress=args.progress).train())

@@ -1,0 +1,103 @@
+"""The GRPO trainer: TRL's `GRPOTrainer` inside evotune's trainer frame, comparable with ES runs.
+
+TRL owns the optimisation loop; a callback hands each finished step to the frame's `after_step`,
+so budget, metric names, held-out evals, checkpoints and the summary are the ES trainer's own code.
+What is GRPO's alone: `RUN/trl/checkpoint-K` (optimizer, scheduler and RNG state, what `--resume`
+continues from) and the `grpo/*` metrics. See `evotune.grpo.trl` for the TRL pieces.
+"""
+
+from __future__ import annotations
+
+import statistics
+import warnings
+from pathlib import Path
+from typing import Any
+
+from evotune.backends.hf import stop_ids
+from evotune.backends.models import load_model
+from evotune.config import TrainConfig
+from evotune.grpo import trl as glue
+from evotune.runs.metrics import Budget, StepStats
+from evotune.tasks import build_task
+from evotune.trainers.frame import Trainer
+
+
+class GRPOTrainer(Trainer):
+    """Owns one GRPO run: directory, model, TRL trainer, evaluation cadence, checkpoints, resume."""
+
+    method = "grpo"
+    unit = "step"
+
+    def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True) -> None:
+        glue.validate_grpo(cfg)  # before any model is loaded or directory written
+        super().__init__(cfg, resume, progress)
+        self.task = build_task(cfg.task)
+        glue.validate_task_fit(cfg, self.task)
+        self.rewards = glue.RewardLog()
+
+    @property
+    def total_steps(self) -> int:
+        return self.cfg.grpo.steps
+
+    def setup(self) -> None:
+        cfg = self.cfg
+        self.model, self.tok = load_model(cfg.model.name, cfg.model.dtype)
+        if cfg.model.dtype != "float32":
+            warnings.warn(f"GRPO updates the {cfg.model.dtype} weights in place (no fp32 master copy)", stacklevel=2)
+        self.max_new_tokens = self.task.max_new_tokens(cfg.generation.max_new_tokens)
+        self.data = glue.build_step_data(cfg, self.task, self.tok)
+        self.stops = stop_ids(self.model, self.tok)  # before TRL touches the generation config
+
+    def restore(self) -> int:
+        ckpts = glue.trl_checkpoints(self.run)
+        start, self.resume_from = ckpts[-1] if ckpts else (0, None)
+        glue.drop_after(self.run, start)
+        self.budget = glue.budget_at(self.run, start) if start else Budget()
+        return start
+
+    def step_stats(self, seconds: float) -> StepStats:
+        """The shared per-step numbers from what the reward function saw; resets it for the next step."""
+        s = self.rewards
+        stats = StepStats(
+            rewards=list(s.rewards),
+            accuracy=statistics.fmean(1.0 if c else 0.0 for c in s.correct) if s.correct else 0.0,
+            sample=s.sample,
+            completions=len(s.rewards),
+            completion_tokens=s.completion_tokens,
+            prompt_tokens=s.prompt_tokens,
+            times={"generate": s.t_generate, "score": s.t_score,
+                   "update": max(0.0, seconds - s.t_generate - s.t_score), "iteration": seconds},
+        )
+        s.reset()
+        return stats
+
+    def checkpoint_state(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        return {"trl_checkpoint": f"trl/{glue.TRL_CKPT_PREFIX}{self.steps_done}"}, None
+
+    def run_loop(self, start: int) -> None:
+        if self.stop_reason is not None or start >= self.cfg.grpo.steps:
+            return
+        import datasets
+        from transformers import PrinterCallback, ProgressCallback, set_seed
+
+        trainer_cls, callback_cls = glue.trl_classes()
+        d = self.data
+        ds = datasets.Dataset.from_dict({"prompt": d.prompts, "example_index": d.example_index, "step": d.step})
+        reward = glue.make_reward_fn(self.task, self.tok, self.stops, self.max_new_tokens, d, self.rewards)
+        args = glue.grpo_args(self.cfg, self.run, self.max_new_tokens)
+        self.model.requires_grad_(True)  # load_model freezes weights for inference
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*(experimental|deprecated).*")
+            trainer = trainer_cls(
+                model=self.model, reward_funcs=reward, args=args, train_dataset=ds, processing_class=self.tok,
+                callbacks=[callback_cls(self)],
+            )
+        trainer.evotune_stats = self.rewards
+        for cb in (PrinterCallback, ProgressCallback):
+            trainer.remove_callback(cb)
+        self.trainer = trainer
+        set_seed(self.cfg.seed)  # sampling RNG is a function of the seed only (a resume restores TRL's saved RNG)
+        resume_from: Path | None = self.resume_from
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        self.model.train(False)
+        self.model.requires_grad_(False)
