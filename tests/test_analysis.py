@@ -12,11 +12,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from evotune.analysis.common import ratio_mean_se
-from evotune.analysis.delta import delta_stats, layer_index, module_type, plot_delta
+from evotune.analysis.delta import delta_stats, layer_index, module_type
 from evotune.analysis.kl import ESTIMATORS, kl_on_prompts, source_prompts, token_kl_terms
 from evotune.analysis.lmc import barrier, lmc
 from evotune.analysis.robustness import robustness_on, select_targets
 from evotune.backends.models import load_model
+from evotune.report.plots import write_delta_plots
 from evotune.tasks import get_task
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -124,7 +125,7 @@ def test_delta_scaled_update_has_cosine_one_and_norm_ratio_two(models):
     assert r["layers"]["0"]["cosine"][0][1] == pytest.approx(1.0, abs=1e-6)
     assert r["layers"]["1"]["delta_norm"][0] == 0.0 and r["layers"]["1"]["delta_norm"][2] > 0
     assert set(r["modules"]) >= {"attention", "mlp", "norms", "embeddings"}
-    pngs = plot_delta(r, models["root"] / "plots")
+    pngs = write_delta_plots(r, models["root"] / "plots")
     assert set(pngs) >= {"layers", "modules", "cosine", "layer_cosine"}
     assert all(p.read_bytes().startswith(PNG) for p in pngs.values())
 

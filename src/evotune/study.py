@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
+from evotune.analysis.common import mean_se
 from evotune.config import (
     BudgetConfig,
     ConfigError,
@@ -101,14 +102,6 @@ def load_study(path: str | Path, overrides: dict[str, Any] | None = None) -> Stu
 
 
 # -- statistics helpers -----------------------------------------------------------------------
-def _mean_se(xs: Sequence[float]) -> tuple[float, float]:
-    xs = [x for x in xs if x is not None and math.isfinite(x)]
-    if not xs:
-        return math.nan, math.nan
-    se = statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else math.nan
-    return statistics.fmean(xs), se
-
-
 def _fmt(m: float, se: float, digits: int = 3) -> str:
     if m != m:
         return "n/a"
@@ -125,7 +118,7 @@ def findings(summary: dict[str, Any], methods: dict[str, str], base_reward: floa
 
     # (1) comparable held-out reward
     rw = {m: (summary.get("rewards", {}).get(m, {}).get(primary) or {}).get("reward_mean") for m in es + gr}
-    (me, se_e), (mg, se_g) = _mean_se([rw[m] for m in es]), _mean_se([rw[m] for m in gr])
+    (me, se_e), (mg, se_g) = mean_se([rw[m] for m in es]), mean_se([rw[m] for m in gr])
     diff = me - mg
     se_d = math.sqrt(se_e**2 + se_g**2) if se_e == se_e and se_g == se_g else math.nan
     gain = max(me, mg) - base_reward if base_reward is not None else math.nan
@@ -163,7 +156,7 @@ def findings(summary: dict[str, Any], methods: dict[str, str], base_reward: floa
               if a in tot and b in tot and tot[b]["delta_norm"]]
     if ratios:
         v = HOLDS if min(ratios) > 2 else FAILS if max(ratios) <= 1 else UNSURE
-        rm, rs = _mean_se(ratios)
+        rm, rs = mean_se(ratios)
         txt = f"‖Δ_ES‖/‖Δ_GRPO‖ = {_fmt(rm, rs)} (min {min(ratios):.3g}, max {max(ratios):.3g})"
     else:
         v, txt = UNSURE, "no update norms"
@@ -171,8 +164,8 @@ def findings(summary: dict[str, Any], methods: dict[str, str], base_reward: floa
 
     # (4) ES drifts more off-task
     pts = {p["model"]: p for p in summary.get("reward_kl") or []}
-    ke = _mean_se([pts[m].get("off_task_kl") for m in es if m in pts and pts[m].get("off_task_kl") is not None])
-    kg = _mean_se([pts[m].get("off_task_kl") for m in gr if m in pts and pts[m].get("off_task_kl") is not None])
+    ke = mean_se([pts[m].get("off_task_kl") for m in es if m in pts and pts[m].get("off_task_kl") is not None])
+    kg = mean_se([pts[m].get("off_task_kl") for m in gr if m in pts and pts[m].get("off_task_kl") is not None])
     d = ke[0] - kg[0]
     sd = math.sqrt(ke[1] ** 2 + kg[1] ** 2) if ke[1] == ke[1] and kg[1] == kg[1] else math.nan
     v = UNSURE if d != d or sd != sd else HOLDS if d > 2 * sd else FAILS if d < -2 * sd else UNSURE
@@ -224,8 +217,8 @@ def findings(summary: dict[str, Any], methods: dict[str, str], base_reward: floa
         per_model[row["model"]] = max([per_model.get(row["model"], 0.0), *det.values()])
         for k, val in det.items():
             rates[meth].setdefault(k, []).append(val)
-    he = _mean_se([x for m, x in per_model.items() if methods[m] == "es"])
-    hg = _mean_se([x for m, x in per_model.items() if methods[m] == "grpo"])
+    he = mean_se([x for m, x in per_model.items() if methods[m] == "es"])
+    hg = mean_se([x for m, x in per_model.items() if methods[m] == "grpo"])
     if he[0] != he[0] or hg[0] != hg[0]:
         v = UNSURE
     else:

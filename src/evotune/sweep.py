@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from evotune.config import TrainConfig
+from evotune.report import plots
 from evotune.runs.rundir import atomic_write_json, read_jsonl
 from evotune.trainers import make_trainer
 
@@ -116,35 +117,16 @@ def summarize_cells(rows: Sequence[dict[str, Any]], axes: Sequence[str], metrics
 
 def heatmap(cells: Sequence[dict[str, Any]], x: str, y: str, metric: str, path: str | Path, title: str) -> None:
     """A y×x grid of `metric_mean` with ± std written in each cell."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    xs = sorted({c[x] for c in cells})
-    ys = sorted({c[y] for c in cells})
-    grid = np.full((len(ys), len(xs)), np.nan)
-    std = np.zeros_like(grid)
+    xs, ys = sorted({c[x] for c in cells}), sorted({c[y] for c in cells})
+    mean: list[list[float | None]] = [[None] * len(xs) for _ in ys]
+    text = [[""] * len(xs) for _ in ys]
     for c in cells:
         if f"{metric}_mean" in c:
-            grid[ys.index(c[y]), xs.index(c[x])] = c[f"{metric}_mean"]
-            std[ys.index(c[y]), xs.index(c[x])] = c.get(f"{metric}_std", 0.0)
-    fig, ax = plt.subplots(figsize=(1.4 * len(xs) + 2, 1.0 * len(ys) + 1.5))
-    im = ax.imshow(grid, cmap="viridis", aspect="auto", origin="lower")
-    ax.set_xticks(range(len(xs)), [_fmt(v) for v in xs])
-    ax.set_yticks(range(len(ys)), [_fmt(v) for v in ys])
-    ax.set_xlabel(x)
-    ax.set_ylabel(y)
-    for i in range(len(ys)):
-        for j in range(len(xs)):
-            if not np.isnan(grid[i, j]):
-                ax.text(j, i, f"{grid[i, j]:.3g}\n±{std[i, j]:.2g}", ha="center", va="center", color="w", fontsize=8)
-    ax.set_title(title)
-    fig.colorbar(im, ax=ax)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+            i, j = ys.index(c[y]), xs.index(c[x])
+            mean[i][j] = c[f"{metric}_mean"]
+            text[i][j] = f"{c[f'{metric}_mean']:.3g}\n±{c.get(f'{metric}_std', 0.0):.2g}"
+    png = plots.heatmap(mean, [_fmt(v) for v in ys], [_fmt(v) for v in xs], title, cell_text=text, xlabel=x, ylabel=y)
+    Path(path).write_bytes(png)
 
 
 def sweep(

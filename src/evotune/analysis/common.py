@@ -99,8 +99,9 @@ def free_memory() -> None:
     gc.collect()
 
 
-def mean_se(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and standard error (sample std / √n); SE is NaN with fewer than two values."""
+def mean_se(values: Sequence[float | None]) -> tuple[float, float]:
+    """Mean and standard error (sample std / √n) of the finite values; SE is NaN with fewer than two."""
+    values = [v for v in values if v is not None and math.isfinite(v)]
     n = len(values)
     if n == 0:
         return math.nan, math.nan

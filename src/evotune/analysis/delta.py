@@ -187,17 +187,3 @@ def _keys(base: CheckpointTensors, models: Sequence[CheckpointTensors], entries:
                 f"{e.label} lacks {len(missing)} tensors of {base_e.label}, e.g. {missing[0]}"
             )
     return keys
-
-
-def plot_delta(result: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
-    """Heat maps (cosine, relative norm by module) and per-layer line plots, as PNG files."""
-    from evotune.report.plots import delta_figures
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths: dict[str, Path] = {}
-    for name, png in delta_figures(result).items():
-        p = out / f"delta_{name}.png"
-        p.write_bytes(png)
-        paths[name] = p
-    return paths

@@ -131,13 +131,14 @@ def delta_cmd(
 ) -> None:
     """‖Δ‖, ‖Δ‖/‖θ₀‖ per layer and module type, and pairwise cosine of Δ (streamed from safetensors)."""
     _threads(threads)
-    from evotune.analysis.delta import delta_stats, plot_delta
+    from evotune.analysis.delta import delta_stats
+    from evotune.report.plots import write_delta_plots
 
     ms = _models(models)
     res = delta_stats(ms, _base_for(ms, base))
     _write(out, res)
     if plots is not None:
-        for p in plot_delta(res, plots).values():
+        for p in write_delta_plots(res, plots).values():
             console.print(f"wrote {p}")
     names = res["models"]
     t = Table(title="‖Δ‖/‖θ₀‖ per group")

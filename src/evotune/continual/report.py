@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from evotune.report import plots
+
 
 def _f(v: float | None, signed: bool = False) -> str:
     if v is None:
@@ -63,18 +65,16 @@ def heatmap(result: dict[str, Any], out: str | Path) -> Path:
     acc = np.array(result["accuracy"], dtype=float)
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(5 + 1.4 * len(names), 1.8 + 0.6 * len(acc)),
                                   gridspec_kw={"width_ratios": [max(2, len(names)), 2]})
-    im = ax.imshow(acc, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
-    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-    ax.set_yticks(range(len(acc)), result["row_labels"])
-    for i in range(acc.shape[0]):
-        for j in range(acc.shape[1]):
-            ax.text(j, i, f"{acc[i, j]:.2f}", ha="center", va="center", color="white" if acc[i, j] < 0.6 else "black")
-            if i == j + 1:
-                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
     m = result["metrics"]
     bwt = m["backward_transfer"]
-    ax.set_title(f"{result['method']}: held-out accuracy (ACC {m['average_accuracy']:.2f}"
-                 + (f", BWT {bwt:+.2f})" if bwt is not None else ")"), fontsize=10)
+    title = f"{result['method']}: held-out accuracy (ACC {m['average_accuracy']:.2f}" + (
+        f", BWT {bwt:+.2f})" if bwt is not None else ")"
+    )
+    im = plots.draw_heatmap(
+        ax, acc.tolist(), result["row_labels"], names, title, vmin=0.0, vmax=1.0,
+        cell_text=[[f"{v:.2f}" for v in r] for r in acc.tolist()],
+        outline=[(j + 1, j) for j in range(min(len(names), len(acc) - 1))],
+    )
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     kl = result["kl"]
     x = np.arange(1, len(names) + 1)

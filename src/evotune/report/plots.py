@@ -10,6 +10,7 @@ import io
 import math
 from collections.abc import Mapping, Sequence
 from itertools import combinations
+from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -17,6 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
@@ -30,7 +32,8 @@ def _finite(v: Any) -> float:
     return float(v) if isinstance(v, int | float) and math.isfinite(v) else math.nan
 
 
-def heatmap(
+def draw_heatmap(
+    ax: Any,
     matrix: Sequence[Sequence[float | None]],
     rows: Sequence[str],
     cols: Sequence[str],
@@ -38,24 +41,53 @@ def heatmap(
     vmin: float | None = None,
     vmax: float | None = None,
     cmap: str = "viridis",
-) -> bytes:
-    """Annotated heat map of a small matrix (None/NaN cells left blank)."""
+    cell_text: Sequence[Sequence[str]] | None = None,
+    outline: Sequence[tuple[int, int]] = (),
+    xlabel: str = "",
+    ylabel: str = "",
+) -> Any:
+    """The one heat map: annotated cells (None/NaN left blank), optional outlined cells; returns the image."""
     data = [[_finite(v) for v in r] for r in matrix]
-    fig = Figure(
-        figsize=(min(12.0, max(4.0, 0.7 * len(cols) + 2.5)), min(8.0, max(3.0, 0.5 * len(rows) + 1.5)))
-    )
-    ax = fig.add_subplot()
     im = ax.imshow(data, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
     ax.set_xticks(range(len(cols)), [str(c) for c in cols], rotation=45, ha="right")
     ax.set_yticks(range(len(rows)), [str(r) for r in rows])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     annotate = len(cols) <= 16 and len(rows) <= 16  # numbers in cells only while they stay legible
     for i, r in enumerate(data):
         for j, v in enumerate(r):
             if annotate and math.isfinite(v):
-                ax.text(j, i, f"{v:.2g}", ha="center", va="center", fontsize=7, color="w")
+                text = cell_text[i][j] if cell_text is not None else f"{v:.2g}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=7, color="w")
+    for i, j in outline:
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
+    ax.set_title(title, fontsize=10)
+    return im
+
+
+def heatmap(
+    matrix: Sequence[Sequence[float | None]], rows: Sequence[str], cols: Sequence[str], title: str, **kw: Any
+) -> bytes:
+    """A heat map alone as PNG bytes (see `draw_heatmap` for the options)."""
+    fig = Figure(
+        figsize=(min(12.0, max(4.0, 0.7 * len(cols) + 2.5)), min(8.0, max(3.0, 0.5 * len(rows) + 1.5)))
+    )
+    ax = fig.add_subplot()
+    im = draw_heatmap(ax, matrix, rows, cols, title, **kw)
     fig.colorbar(im, ax=ax)
-    ax.set_title(title)
+    fig.tight_layout()
     return _png(fig)
+
+
+def write_delta_plots(result: Mapping[str, Any], out_dir: str | Path) -> dict[str, Path]:
+    """`delta_figures` written as `delta_<name>.png` files."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    for name, png in delta_figures(result).items():
+        paths[name] = out / f"delta_{name}.png"
+        paths[name].write_bytes(png)
+    return paths
 
 
 def delta_figures(result: Mapping[str, Any]) -> dict[str, bytes]:

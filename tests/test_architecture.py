@@ -1,0 +1,58 @@
+"""The shape of the code: no module-level import circle anywhere in the package.
+
+(The layer order itself is an import-linter contract in pyproject.toml, checked by `lint-imports`.)
+"""
+
+from __future__ import annotations
+
+import grimp
+
+
+def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Tarjan's strongly connected components with more than one module (each is an import circle)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_circle_detector_finds_a_planted_circle():
+    assert strongly_connected({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert strongly_connected({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_module_imports_itself_back_through_others():
+    g = grimp.build_graph("evotune", cache_dir=None)
+    # a package's __init__ importing its own submodules is how packages work, not a circle
+    edges = {
+        m: {i for i in g.find_modules_directly_imported_by(m) if not m.startswith(i + ".")}
+        for m in g.modules
+    }
+    assert strongly_connected(edges) == []
