@@ -35,7 +35,7 @@ from evotune.analysis.common import (
     resolve_entries,
     resolve_entry,
 )
-from evotune.backends.hf import Completion, decode_completion, stop_ids
+from evotune.backends.hf import Completion, generate
 from evotune.hashing import stable_int
 
 ESTIMATORS = ("k1", "k2", "k3", "exact")
@@ -73,7 +73,6 @@ class Sample:
     completion: Completion
 
 
-@torch.no_grad()
 def sample_completions(
     model: Any,
     tokenizer: Any,
@@ -82,44 +81,13 @@ def sample_completions(
     seed: int = 0,
     batch_size: int = 16,
 ) -> list[Sample]:
-    """Sample at T=1 with no top-k/top-p, keeping token ids (re-tokenising text would not match).
-
-    Same generation settings and stop handling as `evotune.backends.hf.generate`; the text goes
-    through the shared `decode_completion`.
-    """
-    from transformers import GenerationConfig
-
-    stops = stop_ids(model, tokenizer)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(stops))
-    cfg = GenerationConfig(
-        max_new_tokens=max_new_tokens,
-        do_sample=True,
-        temperature=1.0,
-        top_k=0,
-        top_p=1.0,
-        eos_token_id=sorted(stops),
-        pad_token_id=pad,
-    )
-    device = next(model.parameters()).device
-    old_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    out: list[Sample] = []
-    try:
-        for start in range(0, len(prompts), batch_size):
-            chunk = list(prompts[start : start + batch_size])
-            enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-            torch.manual_seed(stable_int("kl-sample", seed, start))
-            seqs = model.generate(**enc, generation_config=cfg)
-            width = enc["input_ids"].shape[1]
-            for i in range(len(chunk)):
-                mask = enc["attention_mask"][i].bool()
-                p_ids = enc["input_ids"][i][mask].tolist()
-                new = seqs[i, width:].tolist()
-                comp = decode_completion(tokenizer, new, stops, max_new_tokens)
-                out.append(Sample(p_ids, [int(t) for t in new[: comp.n_tokens]], comp))
-    finally:
-        tokenizer.padding_side = old_side
-    return out
+    """Samples at T=1 (no top-k/top-p) from the shared `generate`, with their exact token ids
+    (re-tokenising the text would not give back the ids that were sampled)."""
+    comps = generate(model, tokenizer, prompts, max_new_tokens, batch_size, temperature=1.0, seed=seed)
+    return [
+        Sample(tokenizer(p, add_special_tokens=False)["input_ids"], list(c.token_ids), c)
+        for p, c in zip(prompts, comps, strict=True)
+    ]
 
 
 @torch.no_grad()

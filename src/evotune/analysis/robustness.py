@@ -24,8 +24,8 @@ import torch
 
 from evotune.analysis.common import Entry, as_task, mean_std, resolve_entry
 from evotune.errors import AnalysisError
+from evotune.es.params import EvolvingParams
 from evotune.hashing import stable_int
-from evotune.noise import noise
 
 Log = Callable[[str], None]
 
@@ -58,25 +58,6 @@ def select_targets(
     return list(chosen.items()), aliases
 
 
-@torch.no_grad()
-def perturb_(
-    targets: Sequence[tuple[str, torch.nn.Parameter]],
-    master: dict[str, torch.Tensor],
-    seed: int,
-    sigma: float,
-) -> None:
-    """Write master + σ·ε(seed, name) into each target (computed in fp32, cast to the model dtype)."""
-    for n, p in targets:
-        eps = noise(seed, n, tuple(p.shape))
-        p.copy_(eps.mul_(sigma).add_(master[n].to(torch.float32)))
-
-
-@torch.no_grad()
-def restore_(targets: Sequence[tuple[str, torch.nn.Parameter]], master: dict[str, torch.Tensor]) -> None:
-    for n, p in targets:
-        p.copy_(master[n])
-
-
 def robustness_on(
     model: Any,
     tokenizer: Any,
@@ -106,9 +87,9 @@ def robustness_on(
     if any(s < 0 for s in sigmas):
         raise AnalysisError(f"σ must be >= 0, got {list(sigmas)}")
     t = as_task(task)
-    mnt = max_new_tokens or t.default_max_new_tokens
+    mnt = t.max_new_tokens(max_new_tokens)
     targets, aliases = select_targets(model, params)
-    master = {n: p.detach().clone() for n, p in targets}
+    weights = EvolvingParams(targets)  # the one perturb/restore path ES uses (fp32 master, exact restore)
     kl_texts = source_prompts(t, tokenizer, kl_prompts) if ref_model is not None else []
 
     def measure() -> dict[str, float]:
@@ -120,7 +101,7 @@ def robustness_on(
     for sigma in sigmas:
         rows = []
         for k in range(trials):
-            perturb_(targets, master, stable_int("robustness", seed, k), sigma)
+            weights.perturb(stable_int("robustness", seed, k), 1, sigma)
             try:
                 row = measure()
                 if ref_model is not None:
@@ -128,12 +109,12 @@ def robustness_on(
                         "exact"
                     ][0]
             finally:
-                restore_(targets, master)
+                weights.restore()
             rows.append(row)
             if log:
                 log(f"robustness σ={sigma:g} trial {k}: reward={row['reward']:.4f}")
         curves.append(_curve(sigma, rows, base))
-    restored = all(torch.equal(p, master[n]) for n, p in targets)
+    restored = weights.model_matches_master()
     return {
         "task": t.name,
         "params": list(params),

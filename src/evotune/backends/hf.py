@@ -19,6 +19,7 @@ class Completion:
     raw: str
     n_tokens: int
     truncated: bool
+    token_ids: tuple[int, ...] = ()  # the generated ids up to and including the stop token
 
 
 def stop_ids(model: Any, tokenizer: Any) -> set[int]:
@@ -47,7 +48,8 @@ def decode_completion(tokenizer: Any, ids: Sequence[int], stops: set[int], max_n
     text = tokenizer.decode(body, skip_special_tokens=True).strip()
     raw = tokenizer.decode(body, skip_special_tokens=False)
     return Completion(
-        text=text, raw=raw, n_tokens=n_tokens, truncated=cut is None and len(ids) >= max_new_tokens
+        text=text, raw=raw, n_tokens=n_tokens, truncated=cut is None and len(ids) >= max_new_tokens,
+        token_ids=tuple(ids[:n_tokens]),
     )
 
 
@@ -85,16 +87,17 @@ def generate(
     )
     device = next(model.parameters()).device
     out: list[Completion] = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = list(prompts[start : start + batch_size])
-        enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-        if sample:  # each batch's sampling stream is a pure function of (seed, batch start)
-            torch.manual_seed(stable_int("sample", 0 if seed is None else seed, start))
-        seqs = model.generate(**enc, generation_config=gen_cfg)
-        new = seqs[:, enc["input_ids"].shape[1] :].tolist()
-        out.extend(decode_completion(tokenizer, ids, stops, max_new_tokens) for ids in new)
+    old_side, tokenizer.padding_side = tokenizer.padding_side, "left"  # new tokens must start at one column
+    try:
+        for start in range(0, len(prompts), batch_size):
+            chunk = list(prompts[start : start + batch_size])
+            enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            if sample:  # each batch's sampling stream is a pure function of (seed, batch start)
+                torch.manual_seed(stable_int("sample", 0 if seed is None else seed, start))
+            seqs = model.generate(**enc, generation_config=gen_cfg)
+            new = seqs[:, enc["input_ids"].shape[1] :].tolist()
+            out.extend(decode_completion(tokenizer, ids, stops, max_new_tokens) for ids in new)
+    finally:
+        tokenizer.padding_side = old_side
     return out
 
-
-def render_prompts(task: Any, examples: Sequence[Any], tokenizer: Any) -> list[str]:
-    return [task.render(e, tokenizer) for e in examples]

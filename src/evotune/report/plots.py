@@ -120,7 +120,13 @@ def delta_figures(result: Mapping[str, Any]) -> dict[str, bytes]:
     )
     if len(models) > 1:
         out["cosine"] = heatmap(
-            result["total"]["cosine"], models, models, "cosine(Δ_i, Δ_j), all weights", -1, 1, "coolwarm"
+            result["total"]["cosine"],
+            models,
+            models,
+            "cosine(Δ_i, Δ_j), all weights",
+            vmin=-1,
+            vmax=1,
+            cmap="coolwarm",
         )
         pairs = list(combinations(range(len(models)), 2))
         if layers:
@@ -129,9 +135,9 @@ def delta_figures(result: Mapping[str, Any]) -> dict[str, bytes]:
                 [f"{models[i]} · {models[j]}" for i, j in pairs],
                 layers,
                 "cosine of Δ per layer",
-                -1,
-                1,
-                "coolwarm",
+                vmin=-1,
+                vmax=1,
+                cmap="coolwarm",
             )
     return out
 
