@@ -26,6 +26,7 @@ from evotune.config import (
     GenerateConfig,
     GRPOConfig,
     ModelConfig,
+    RayConfig,
     TaskConfig,
     TrainConfig,
     _Strict,
@@ -75,6 +76,7 @@ class StudyConfig(_Strict):
     budget: BudgetConfig
     es: ESConfig = Field(default_factory=ESConfig)
     grpo: GRPOConfig = Field(default_factory=GRPOConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
     analysis: StudyAnalysis = Field(default_factory=StudyAnalysis)
 
     @model_validator(mode="after")
@@ -88,7 +90,7 @@ class StudyConfig(_Strict):
         return Path(self.out or f"studies_out/{self.name}")
 
     def run_config(self, method: str, seed: int) -> TrainConfig:
-        data = self.model_dump(include={"threads", "model", "task", "generation", "eval", "budget", "es", "grpo"})
+        data = self.model_dump(include={"threads", "model", "task", "generation", "eval", "budget", "es", "grpo", "ray"})
         # iterations/steps are caps; the shared budget is what stops both methods
         data["es"]["iterations"] = max(data["es"]["iterations"], 10_000)
         data["grpo"]["steps"] = max(data["grpo"]["steps"], 10_000)
