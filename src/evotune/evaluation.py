@@ -16,8 +16,8 @@ def score_rows(
 ) -> list[dict[str, Any]]:
     """Per-completion rows (reward, components, correctness, length); used for fitness and eval."""
     rows = []
-    for ex, c in zip(examples, completions, strict=True):
-        r = task.score(c.text, ex)
+    rewards = task.score_batch([c.text for c in completions], examples)  # one call: a remote scorer batches
+    for ex, c, r in zip(examples, completions, rewards, strict=True):
         rows.append(
             {
                 "id": ex.id,
@@ -43,6 +43,7 @@ def summarize(
 
     `base_rows`: the starting model's rows on the same items, for the `correct_lost` detector.
     """
+    from evotune.analysis.collapse import collapse_rates
     from evotune.analysis.hacking import hacking_rates
 
     if not rows:
@@ -59,6 +60,7 @@ def summarize(
     for name in sorted({k for r in rows for k in r["components"]}):
         out[f"reward_{name}"] = statistics.fmean(r["components"].get(name, 0.0) for r in rows)
     out.update(hacking_rates(rows, base_rows))
+    out.update(collapse_rates(rows))
     return out
 
 

@@ -257,6 +257,10 @@ from evotune.cli import grpo_cmd  # noqa: E402,F401  # isort: skip
 
 
 from evotune.cli import passk_cmd, study_cmd, sweep_cmd  # noqa: E402,F401  # isort: skip
+from evotune.cli import judge_cmd, serve_cmd  # noqa: E402  # isort: skip
+
+serve_cmd.register(app)
+judge_cmd.register(app)
 
 if __name__ == "__main__":  # `python -m evotune.cli.main`: use the imported module's app (all commands)
     from evotune.cli.main import app as _app

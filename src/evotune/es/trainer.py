@@ -104,6 +104,9 @@ class ESTrainer:
         factory = self.evaluator_factory or make_evaluator
         evaluator = factory(model, tok, task, params, cfg, mnt)
         budget, start = self._restore(run, params, cfg)
+        hook = getattr(task, "iteration_hook", None)  # task-held run state, e.g. the safety task's λ
+        if hook is not None:
+            hook.restore([r.get("task_state", {}) for r in read_jsonl(run.trajectory)[:start]])
         logger = MetricsLogger(run, start_step=start + 1)
         self.model, self.tok, self.params = model, tok, params
         try:
@@ -152,13 +155,18 @@ class ESTrainer:
             members = ask(cfg.seed, k, es.population, es.antithetic)
             examples = task.batch("train", es.prompts_per_iteration, cfg.seed, k)
             prompts = [task.render(e, tok) for e in examples]
+            hook = getattr(task, "iteration_hook", None)
+            if hook is not None:
+                hook.begin(k)
             res = evaluator(members, examples, prompts)
+            task_state = hook.end(k) if hook is not None else {}
             t1 = time.perf_counter()
             row = {
                 "step": k,
                 "seeds": [m.seed for m in members],
                 "signs": [m.sign for m in members],
                 "fitness": res.fitness,
+                **({"task_state": task_state} if task_state else {}),
             }
             updated = apply_row(params, row, cfg)
             if not updated:
@@ -185,6 +193,7 @@ class ESTrainer:
                 "train/sample": res.sample[:300],
                 **{f"time/{n}": v for n, v in res.times.items()},
                 **res.extra,
+                **task_state,
                 "time/update": t2 - t1,
                 "time/iteration": t2 - t0,
                 **budget.as_metrics(),

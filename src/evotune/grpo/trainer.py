@@ -173,9 +173,9 @@ def make_reward_fn(task: Any, tok: Any, stops: set[int], max_new_tokens: int, da
         if state is not None and set(step) != {state.global_step + 1}:
             raise RuntimeError(f"data order broken: rows of steps {sorted(set(step))} at step {state.global_step + 1}")
         out = []
-        for ids, i in zip(completion_ids, example_index, strict=True):
-            c = decode_completion(tok, ids, stops, max_new_tokens)
-            r = task.score(c.text, data.examples[i])
+        comps = [decode_completion(tok, ids, stops, max_new_tokens) for ids in completion_ids]
+        scored = task.score_batch([c.text for c in comps], [data.examples[i] for i in example_index])
+        for c, i, r in zip(comps, example_index, scored, strict=True):
             out.append(r.score)
             stats.rewards.append(r.score)
             stats.correct.append(r.correct)
@@ -323,7 +323,10 @@ class _Loop:
         s, b = self.stats, self.budget
         r = s.rewards or [0.0]
         mean = statistics.fmean(r)
+        hook = getattr(self.task, "iteration_hook", None)  # task-held run state (safety: λ); see ES trainer
+        task_state = hook.end(k) if hook is not None else {}
         row: dict[str, Any] = {
+            **task_state,
             "step": k,
             "train/reward_mean": mean,
             "train/reward_std": statistics.pstdev(r),
@@ -344,6 +347,8 @@ class _Loop:
         self.logger.log(row, k)
         if (self.cfg.eval.every and k % self.cfg.eval.every == 0) or final:
             self.last_eval = self.evaluate(k)
+        if hook is not None:
+            hook.begin(k + 1)  # after the eval, whose scores must not count towards step k + 1
         if save:
             self.run.save_checkpoint(
                 k, self.model, self.tok,
@@ -449,6 +454,10 @@ class GRPORunner:
         try:
             if start == 0 and not (run.evals / "iter_000000.jsonl").exists():
                 loop.evaluate(0)
+            hook = getattr(task, "iteration_hook", None)
+            if hook is not None:  # the committed steps' task state is in their metrics rows
+                hook.restore([r for r in read_jsonl(run.metrics) if "train/reward_mean" in r and r["step"] <= start])
+                hook.begin(start + 1)
             loop.stop_reason = budget.spent(cfg)
             if loop.stop_reason is None and start < cfg.grpo.steps:
                 self._run_trl(cfg, run, loop, data, mnt, stops, resume_from, start)

@@ -196,6 +196,17 @@ class Task(ABC):
         return r
 
 
+    def score_batch(self, completions: Sequence[str], examples: Sequence[Example]) -> list[Reward]:
+        """`score` for many completions at once (what every scoring path calls).
+
+        The default scores one by one; a task whose reward is a remote model overrides it to send
+        one batched request instead of one per completion.
+        """
+        if len(completions) != len(examples):
+            raise TaskError(f"{len(completions)} completions for {len(examples)} examples")
+        return [self.score(c, e) for c, e in zip(completions, examples, strict=True)]
+
+
 class RewardTimeout(TaskError):
     """A reward function did not return in time."""
 
