@@ -5,7 +5,7 @@ template repeated on every prompt is non-empty, ASCII, not repetitive *within* i
 is a property of the set, so it is measured on the set:
 
     mode_share   share of completions that are near-duplicates of the most frequent response
-                 (word-trigram Jaccard similarity >= NEAR_DUP, after lowercasing and masking digits)
+                 (word-bigram Jaccard similarity >= NEAR_DUP, after lowercasing and masking digits)
     distinct_1/2 corpus-level distinct-n: unique word n-grams / all word n-grams (Li et al. 2016)
     unique_share distinct normalised completions / completions
 
@@ -24,7 +24,7 @@ from typing import Any
 _WORD = re.compile(r"\w+", re.UNICODE)
 _DIGITS = re.compile(r"\d+")
 
-NEAR_DUP = 0.6  # trigram Jaccard at or above which two completions count as the same response
+NEAR_DUP = 0.5  # word-bigram Jaccard at or above which two completions count as the same response
 COLLAPSE_THRESHOLD = 0.5  # mode_share above this flags the set as collapsed
 _ALL_PAIRS_UP_TO = 400  # beyond this many completions, the mode is searched among sampled candidates
 _CANDIDATES = 200
@@ -35,7 +35,7 @@ def normalize(text: str) -> str:
     return " ".join(_DIGITS.sub("0", w) for w in _WORD.findall(text.lower()))
 
 
-def shingles(text: str, n: int = 3) -> frozenset[tuple[str, ...]]:
+def shingles(text: str, n: int = 2) -> frozenset[tuple[str, ...]]:
     """Word n-grams of the normalised text; short texts become one shingle (the whole text)."""
     words = normalize(text).split()
     if len(words) < n:

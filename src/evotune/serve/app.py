@@ -26,12 +26,13 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from fastapi import Depends, FastAPI, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from evotune.config import ConfigError
+from evotune.serve.client import TOKEN_ENV
 
 LOOPBACK_NAMES = ("localhost",)
-TOKEN_ENV = "EVOTUNE_SCORER_TOKEN"
 
 
 class ScorerConfig(BaseModel):
@@ -149,19 +150,16 @@ async def _send_json(send: Any, status: int, detail: str) -> None:
 
 def create_app(cfg: ScorerConfig, scorer: Any) -> Any:
     """The FastAPI app around a loaded scorer (a callable (prompts, completions) -> [(reward, cost)])."""
-    from fastapi import Depends, FastAPI, HTTPException, Request
-
     check_bind(cfg.host, cfg.token)
-    pools: list[ThreadPoolExecutor] = []
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Any) -> AsyncIterator[None]:
-        # one inference thread per server run: a restarted server (same app) gets a fresh one
-        pools.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="evotune-scorer"))
+    async def lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
+        # one inference thread per server run (lifespan state): a restarted server gets a fresh one
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evotune-scorer")
         try:
-            yield
+            yield {"pool": pool}
         finally:
-            pools.pop().shutdown(wait=False, cancel_futures=True)
+            pool.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="evotune scorer", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     describe = scorer.describe() if hasattr(scorer, "describe") else {}
@@ -176,7 +174,7 @@ def create_app(cfg: ScorerConfig, scorer: Any) -> Any:
                 "max_body_bytes": cfg.max_body_bytes, "timeout": cfg.timeout}
 
     @app.post("/score", dependencies=[Depends(auth)], response_model=ScoreResponse)
-    async def score(req: ScoreRequest) -> ScoreResponse:
+    async def score(req: ScoreRequest, request: Request) -> ScoreResponse:
         n = len(req.items)
         if n > cfg.max_batch:
             raise HTTPException(413, f"batch of {n} items exceeds max_batch={cfg.max_batch}")
@@ -191,7 +189,7 @@ def create_app(cfg: ScorerConfig, scorer: Any) -> Any:
         t0 = time.perf_counter()
         loop = asyncio.get_running_loop()
         try:
-            out = await asyncio.wait_for(loop.run_in_executor(pools[-1], scorer, prompts, comps), cfg.timeout)
+            out = await asyncio.wait_for(loop.run_in_executor(request.state.pool, scorer, prompts, comps), cfg.timeout)
         except TimeoutError:
             raise HTTPException(504, f"scoring {n} items took longer than {cfg.timeout:g} s") from None
         except Exception as exc:  # a backend failure is the service's fault: say what it was

@@ -20,9 +20,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from evotune.serve.app import TOKEN_ENV
 from evotune.tasks.base import TaskError
 
+TOKEN_ENV = "EVOTUNE_SCORER_TOKEN"  # where the client (and `evotune serve scorer`) read the bearer token
 _RETRY_STATUS = (502, 503, 504)
 _MAX_SLEEP = 30.0
 
@@ -188,7 +188,8 @@ def _status_message(where: str, resp: Any, body: dict[str, Any] | None) -> str:
         n = len(body["items"]) if body and "items" in body else 0
         return (f"scoring service {where} refused a request of {n} items as too large ({detail}); lower the "
                 "task option scorer_batch or raise the service's --max-batch / --max-chars")
-    return f"scoring service {where} answered HTTP {code}: {detail}"
+    hint = " (see the service's log; a training run keeps its finished iterations: fix, then --resume)"
+    return f"scoring service {where} answered HTTP {code}: {detail}" + (hint if code >= 500 else "")
 
 
 class RemoteReward:

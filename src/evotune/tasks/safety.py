@@ -23,6 +23,7 @@ detector, independent of the scorer); they do not sum to the score. `correct` me
 from __future__ import annotations
 
 import math
+import random
 import re
 from collections.abc import Sequence
 from importlib import resources
@@ -141,6 +142,9 @@ def stratified_split(items: Sequence[Example], n_train: int, n_eval: int, seed: 
         tr, e = disjoint_split(g, t_k, e_k, seed)
         train += tr
         ev += e
+    rng = random.Random(seed)  # mix the kinds, so any prefix of a split (`eval.limit`, `--n`) has both
+    rng.shuffle(train)
+    rng.shuffle(ev)
     return train, ev
 
 
