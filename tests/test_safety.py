@@ -420,6 +420,14 @@ def test_position_bias_is_cancelled_and_measured():
     s = tournament_summary(always.run(lambda qs: [3.0] * len(qs)), None, n_boot=50)
     assert s["overall"]["elo"]["a"]["elo"] == pytest.approx(1000, abs=1e-6)
     assert s["overall"]["win_rate"][0][1] == 0.5 and s["overall"]["position"]["consistency"] == 0.0
+    # ... unless its margins carry the preference: hard verdicts are all "first" (ties), soft ones rank
+    true = {"a": 0.0, "b": 1.0, "c": -1.0}
+    margins = Tournament(list(true), [f"p{k}" for k in range(30)], {m: [f"{m} {k}" for k in range(30)] for m in true})
+    margins.run(lambda qs: [5.0 + true[q.first[0]] - true[q.second[0]] for q in qs])
+    s = tournament_summary(margins, None, n_boot=50)
+    assert {m: round(v["elo"]) for m, v in s["overall"]["elo"].items()} == {"a": 1000, "b": 1000, "c": 1000}
+    soft = [s["overall"]["soft"]["elo"][m]["elo"] for m in ("c", "a", "b")]
+    assert soft == sorted(soft) and soft[2] - soft[0] > 100
 
 
 def test_scorer_agreement_and_identical_replies():
@@ -432,8 +440,10 @@ def test_scorer_agreement_and_identical_replies():
                   {"reward": -1.0, "components": {"reward": 2.0, "cost": 3.0}}]}
     s = tournament_summary(t, rows, n_boot=20)
     assert s["helpfulness"]["win_rate"][1][0] == 0.75  # b won p2, tied p1
-    assert s["scorer"]["helpfulness"] == {"scorer_view": "reward", "n": 1, "rate": 1.0, "rank_tau": 1.0}
+    assert s["scorer"]["helpfulness"] == {"scorer_view": "reward", "n": 1, "rate": 1.0, "rank_tau": 1.0,
+                                          "soft_n": 1, "soft_rate": 1.0, "soft_rank_tau": 1.0}
     assert s["scorer"]["harmlessness"]["rate"] == 0.0 and s["scorer"]["overall"]["scorer_view"] == "fitness"
+    assert len(s["outcomes"]) == 4  # raw log-odds kept, so ratings can be recomputed
 
 
 def test_judge_cli_writes_json_html_and_report_section(tiny_model, tmp_path, server):

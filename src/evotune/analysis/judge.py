@@ -12,6 +12,9 @@ judge). Here a different model compares the policies' greedy replies on held-out
   replies are ties, not shown to the judge.
 * **helpfulness** and **harmlessness** are separate questions (a refusal template is harmless and
   unhelpful; a hallucinated answer the reverse), each with its own ratings and win-rate matrix.
+* **soft verdicts** besides the hard ones: σ(½(ℓ_ij − ℓ_ji)) from the judge's log-odds in the two
+  orders, which subtracts the position bias at the log-odds level. A small judge that names the
+  first slot every time gives only ties as hard verdicts but may still rank by its margins.
 * **Bradley–Terry** strengths (MAP under a weak N(0, 10²) prior, which keeps a model that wins
   everything finite) reported as Elo: 1000 + 400·log10(e)·β, so a 400-point gap is 10:1 odds.
   95% intervals come from a bootstrap over **prompts** (comparisons on one prompt are not
@@ -196,6 +199,15 @@ class Outcome:
             return 0.5
         return ((self.logit_ij > 0) + (self.logit_ji < 0)) / 2
 
+    @property
+    def soft(self) -> float:
+        """σ(½(logit_ij − logit_ji)): the judge's preference for i with its position bias subtracted at the
+        log-odds level, so a judge whose hard verdicts always name the first slot can still rank."""
+        return 0.5 if self.identical else 1.0 / (1.0 + math.exp(-(self.logit_ij - self.logit_ji) / 2))
+
+    def value(self, verdict: str) -> float:
+        return self.soft if verdict == "soft" else self.score
+
 
 @dataclass
 class Tournament:
@@ -227,11 +239,19 @@ class Tournament:
             self.outcomes.append(Outcome(c, i, j, p, float(logits[2 * k]), float(logits[2 * k + 1])))
         return self
 
-    def observations(self, criteria: Sequence[str]) -> Observations:
-        """Each judged order as one row (home = 1); identical replies as two ties without a position."""
+    def observations(self, criteria: Sequence[str], verdict: str = "hard") -> Observations:
+        """Hard: each judged order as one row (home = 1), identical replies as two ties without a position.
+        Soft: one fractional row per (pair, prompt) with the order-debiased preference, no position term."""
         f, sec, y, home, pr = [], [], [], [], []
         for o in self.outcomes:
             if o.criterion not in criteria:
+                continue
+            if verdict == "soft":
+                f.append(o.i)
+                sec.append(o.j)
+                y.append(o.soft)
+                home.append(0.0)
+                pr.append(o.prompt)
                 continue
             if o.identical:
                 f += [o.i, o.i]
@@ -246,24 +266,26 @@ class Tournament:
             pr += [o.prompt, o.prompt]
         return Observations(np.array(f, int), np.array(sec, int), np.array(y), np.array(home), np.array(pr, int))
 
-    def ratings(self, criteria: Sequence[str], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-        """Elo with intervals, the fitted position effect, and the order-averaged win-rate matrix."""
+    def ratings(self, criteria: Sequence[str], n_boot: int = 1000, seed: int = 0, verdict: str = "hard") -> dict[str, Any]:
+        """Elo with intervals, the fitted position effect (hard verdicts), and the win-rate matrix."""
         m = len(self.models)
-        bt = bt_with_bootstrap(self.observations(criteria), m, n_boot, seed)
+        bt = bt_with_bootstrap(self.observations(criteria, verdict), m, n_boot, seed)
         wins, counts = np.zeros((m, m)), np.zeros((m, m))
         for o in self.outcomes:
             if o.criterion in criteria:
-                wins[o.i, o.j] += o.score
-                wins[o.j, o.i] += 1 - o.score
+                wins[o.i, o.j] += o.value(verdict)
+                wins[o.j, o.i] += 1 - o.value(verdict)
                 counts[o.i, o.j] += 1
                 counts[o.j, o.i] += 1
         rate = [[float(wins[i, j] / counts[i, j]) if counts[i, j] else None for j in range(m)] for i in range(m)]
-        return {
+        out: dict[str, Any] = {
             "elo": {mm: {"elo": float(bt["elo"][k]), "lo": float(bt["lo"][k]), "hi": float(bt["hi"][k])}
                     for k, mm in enumerate(self.models)},
             "win_rate": rate,
-            "position_effect": {"logit": bt["position"], "lo": bt["position_lo"], "hi": bt["position_hi"]},
         }
+        if verdict == "hard":
+            out["position_effect"] = {"logit": bt["position"], "lo": bt["position_lo"], "hi": bt["position_hi"]}
+        return out
 
     def position(self, criteria: Sequence[str]) -> dict[str, Any]:
         """How much the judge prefers whichever reply it sees first (identical replies excluded)."""
@@ -280,17 +302,18 @@ class Tournament:
             "consistency": float(np.mean(consistent)),
         }
 
-    def agreement(self, scorer: dict[str, list[float]], criteria: Sequence[str]) -> dict[str, Any]:
-        """Share of decisive judge verdicts whose direction the scorer shares (scorer ties excluded)."""
+    def agreement(self, scorer: dict[str, list[float]], criteria: Sequence[str], verdict: str = "hard") -> dict[str, Any]:
+        """Share of decisive judge verdicts whose direction the scorer shares (ties on either side excluded)."""
         agree = n = 0
         for o in self.outcomes:
-            if o.criterion not in criteria or o.score == 0.5:
+            v = o.value(verdict)
+            if o.criterion not in criteria or v == 0.5:
                 continue
             d = scorer[self.models[o.i]][o.prompt] - scorer[self.models[o.j]][o.prompt]
             if d == 0:
                 continue
             n += 1
-            agree += (d > 0) == (o.score > 0.5)
+            agree += (d > 0) == (v > 0.5)
         return {"n": n, "rate": agree / n if n else None}
 
 
@@ -310,7 +333,8 @@ def tournament_summary(
         groups["overall"] = list(t.criteria)
     out: dict[str, Any] = {"models": t.models, "n_prompts": len(t.prompts), "criteria": list(groups)}
     for name, crit in groups.items():
-        out[name] = {**t.ratings(crit, n_boot, seed), "position": t.position(crit)}
+        out[name] = {**t.ratings(crit, n_boot, seed), "position": t.position(crit),
+                     "soft": t.ratings(crit, n_boot, seed, "soft")}
     if scorer_rows:
         views = _scorer_views(scorer_rows, t.models)
         sc: dict[str, Any] = {"per_model": {m: {k: float(np.mean(v[m])) for k, v in views.items()} for m in t.models}}
@@ -318,10 +342,15 @@ def tournament_summary(
             view = {"helpfulness": "reward", "harmlessness": "neg_cost"}.get(name, "fitness")
             if view not in views:
                 view = "fitness"
-            elo = [out[name]["elo"][m]["elo"] for m in t.models]
             means = [sc["per_model"][m][view] for m in t.models]
-            sc[name] = {"scorer_view": view, **t.agreement(views[view], crit), "rank_tau": kendall_tau(elo, means)}
+            sc[name] = {"scorer_view": view}
+            for verdict, key in (("hard", ""), ("soft", "soft_")):
+                r = out[name] if verdict == "hard" else out[name]["soft"]
+                a = t.agreement(views[view], crit, verdict)
+                sc[name].update({f"{key}n": a["n"], f"{key}rate": a["rate"],
+                                 f"{key}rank_tau": kendall_tau([r["elo"][m]["elo"] for m in t.models], means)})
         out["scorer"] = sc
+    out["outcomes"] = [[o.criterion, o.i, o.j, o.prompt, o.logit_ij, o.logit_ji, o.identical] for o in t.outcomes]
     return out
 
 

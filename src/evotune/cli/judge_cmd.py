@@ -42,11 +42,11 @@ def judge(
     )
     t = Table(title=f"judge {judge_model}: Elo [95% CI] on {s['n_prompts']} held-out prompts")
     t.add_column("model")
-    for g in s["criteria"]:
-        t.add_column(g)
+    cols = [(g, s[g]) for g in s["criteria"]] + [(f"{g} (soft)", s[g]["soft"]) for g in s["criteria"]]
+    for name, _ in cols:
+        t.add_column(name)
     for m in s["models"]:
-        t.add_row(m, *(f"{s[g]['elo'][m]['elo']:.0f} [{s[g]['elo'][m]['lo']:.0f}, {s[g]['elo'][m]['hi']:.0f}]"
-                       for g in s["criteria"]))
+        t.add_row(m, *(f"{r['elo'][m]['elo']:.0f} [{r['elo'][m]['lo']:.0f}, {r['elo'][m]['hi']:.0f}]" for _, r in cols))
     console.print(t)
     console.print(f"written: {out / 'judge.json'}, {out / 'judge.html'}" + (f", {report / 'index.html'}" if report else ""))
 

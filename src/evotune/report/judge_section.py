@@ -25,31 +25,40 @@ def judge_html(s: Mapping[str, Any]) -> str:
         f"(1000 = average) with bootstrap-over-prompts 95% intervals ({s['settings']['n_boot']} resamples).",
         "note",
     )
-    heads = ["model"] + [f"{g} Elo [95% CI]" for g in groups]
-    rows = [[m] + [_interval(s[g]["elo"][m]) for g in groups] for m in models]
+    heads = ["model"] + [f"{g} Elo [95% CI]" for g in groups] + [f"{g} soft Elo [95% CI]" for g in groups]
+    rows = [[m] + [_interval(s[g]["elo"][m]) for g in groups] + [_interval(s[g]["soft"]["elo"][m]) for g in groups]
+            for m in models]
     if sc.get("per_model"):
         keys = list(next(iter(sc["per_model"].values())))
         heads += [f"scorer {k} (mean)" for k in keys]
         for r, m in zip(rows, models, strict=True):
             r += [sc["per_model"][m][k] for k in keys]
-    body += "<h3>ratings</h3>" + table(heads, rows)
+    body += "<h3>ratings</h3>" + table(heads, rows) + para(
+        "hard: verdicts per order, Bradley–Terry with a position term; soft: σ(½(ℓ_AB − ℓ_BA)) from the judge's "
+        "log-odds in both orders (position bias subtracted), Bradley–Terry on the fractional wins.", "note")
     for g in groups:
-        wr = s[g]["win_rate"]
-        body += f"<h3>win rate, {esc(g)} (row beats column)</h3>" + table(
-            [""] + models, [[m] + [None if i == j else wr[i][j] for j in range(len(models))]
-                            for i, m in enumerate(models)]
-        )
+        for kind, src in (("hard", s[g]), ("soft", s[g]["soft"])):
+            wr = src["win_rate"]
+            body += f"<h3>win rate, {esc(g)}, {kind} (row beats column)</h3>" + table(
+                [""] + models, [[m] + [None if i == j else wr[i][j] for j in range(len(models))]
+                                for i, m in enumerate(models)]
+            )
     body += "<h3>position bias</h3>" + table(
-        ["criterion", "judged pairs", "first chosen", "mean log-odds first vs second", "order-consistent verdicts"],
+        ["criterion", "judged pairs", "first chosen", "mean log-odds first vs second", "fitted position effect [95% CI]",
+         "order-consistent verdicts"],
         [[g, s[g]["position"].get("n"), s[g]["position"].get("first_rate"), s[g]["position"].get("bias_logit"),
-          s[g]["position"].get("consistency")] for g in groups],
-    ) + para("an unbiased judge chooses the first reply half the time; order-dependent verdicts count as ties, "
-             "so a constant position bias cancels out of the ratings.", "note")
+          f"{fmt(s[g]['position_effect']['logit'], 3)} [{fmt(s[g]['position_effect']['lo'], 3)}, "
+          f"{fmt(s[g]['position_effect']['hi'], 3)}]", s[g]["position"].get("consistency")] for g in groups],
+    ) + para("an unbiased judge chooses the first reply half the time; the position term of the hard model and "
+             "the order difference of the soft verdicts take a constant bias out of the ratings.", "note")
     if sc:
         body += "<h3>agreement with the training scorer</h3>" + table(
-            ["criterion", "scorer view", "decisive pairs", "same direction", "Kendall τ (model ranking)"],
-            [[g, sc[g]["scorer_view"], sc[g]["n"], sc[g]["rate"], sc[g]["rank_tau"]] for g in groups if g in sc],
-        )
+            ["criterion", "scorer view", "decisive (hard)", "same direction (hard)", "τ (hard)", "decisive (soft)",
+             "same direction (soft)", "τ (soft)"],
+            [[g, sc[g]["scorer_view"], sc[g]["n"], sc[g]["rate"], sc[g]["rank_tau"], sc[g]["soft_n"],
+              sc[g]["soft_rate"], sc[g]["soft_rank_tau"]] for g in groups if g in sc],
+        ) + para("same direction: on judged (pair, prompt)s, the scorer's view prefers the reply the judge prefers; "
+                 "τ: Kendall's τ between the judge's Elo ranking and the scorer's mean per model.", "note")
     coll = s.get("collapse") or {}
     if coll:
         body += "<h3>mode collapse</h3>" + table(
