@@ -3,6 +3,7 @@ Lagrangian λ, a scorer outage in the middle of an ES run, the judge tournament 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
@@ -281,17 +282,23 @@ def test_lagrangian_update_rule_and_restore():
 
 
 # -- an ES run across a scorer outage --------------------------------------------------------------------
-class _DiesOnIteration2:
-    """ASGI wrapper: the service shuts down (503, then gone) once the run has committed iteration 1."""
+class _FailsOnIteration2:
+    """ASGI wrapper: once the run has committed iteration 1, the service fails in the chosen way."""
 
-    def __init__(self, app, traj: Path):
-        self.app, self.traj, self.server = app, traj, None
+    def __init__(self, app, traj: Path, mode: str):
+        self.app, self.traj, self.mode, self.server = app, traj, mode, None
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and scope["path"] == "/score" and len(read_jsonl(self.traj)) >= 1:
-            self.server.should_exit = True
-            await send({"type": "http.response.start", "status": 503, "headers": []})
-            return await send({"type": "http.response.body", "body": b"shutting down"})
+            if self.mode == "timeout":  # hangs past the client's timeout
+                await asyncio.sleep(2.5)
+            status, body = {"down": (503, b"shutting down"), "timeout": (504, b"{}"),
+                            "garbage": (200, b'{"scores": []}')}[self.mode]
+            if self.mode == "down":  # answers 503 while shutting down, then is gone
+                self.server.should_exit = True
+            await send({"type": "http.response.start", "status": status,
+                        "headers": [(b"content-type", b"application/json")]})
+            return await send({"type": "http.response.body", "body": body})
         await self.app(scope, receive, send)
 
 
@@ -299,40 +306,59 @@ def _safety_cfg(run: Path, tiny_model: Path, url: str):
     return build_config(None, {
         "run_dir": str(run), "model.name": str(tiny_model), "task.name": "safety", "task.n_train": 16,
         "task.n_eval": 4, "task.options": {"scorer_url": url, "scorer_retries": 1, "scorer_backoff": 0.05,
-                                           "lagrangian": True, "cost_lambda": 0.5, "lambda_lr": 0.5},
+                                           "scorer_timeout": 1.0, "lagrangian": True, "cost_lambda": 0.5,
+                                           "lambda_lr": 0.5},
         "es.population": 4, "es.sigma": 0.05, "es.alpha": 0.02, "es.iterations": 3, "es.prompts_per_iteration": 4,
         "generation.max_new_tokens": 8, "eval.every": 0, "checkpoint_every": 1, "threads": 1,
     })
 
 
-def test_es_run_stops_cleanly_when_the_scorer_dies_and_resumes_exactly(scorer_app, tiny_model, tmp_path):
-    killed = tmp_path / "killed"
-    dying = _DiesOnIteration2(scorer_app, killed / "trajectory.jsonl")
-    srv = BackgroundServer(dying)
-    dying.server = srv.start().server
+@pytest.fixture(scope="module")
+def reference_run(server, tiny_model, tmp_path_factory):
+    """The same safety ES run, never interrupted."""
+    ref = tmp_path_factory.mktemp("ref") / "run"
+    ESTrainer(_safety_cfg(ref, tiny_model, server.url), progress=False).train()
+    return ref
+
+
+@pytest.mark.parametrize("mode, message", [
+    ("down", "refused the connection|answered HTTP 503"),
+    ("timeout", r"did not answer within 1 s \(2 attempts\)"),
+    ("garbage", "answered garbage: 0 scores for 4 items"),
+])
+def test_es_run_stops_with_a_clear_error_and_resumes_exactly(
+    mode, message, scorer_app, tiny_model, reference_run, tmp_path
+):
+    run = tmp_path / "run"
+    failing = _FailsOnIteration2(scorer_app, run / "trajectory.jsonl", mode)
+    srv = BackgroundServer(failing)
+    failing.server = srv.start().server
     url, port = srv.url, srv.port
-    with pytest.raises(ScorerError) as err:
-        ESTrainer(_safety_cfg(killed, tiny_model, url), progress=False).train()
+    with pytest.raises(ScorerError, match=message) as err:
+        ESTrainer(_safety_cfg(run, tiny_model, url), progress=False).train()
     srv.stop()
-    assert url in str(err.value) and "--resume" in str(err.value)
-    assert [r["step"] for r in read_jsonl(killed / "trajectory.jsonl")] == [1]
-    with BackgroundServer(scorer_app, port=port):  # the service is back on the same address
-        ESTrainer(_safety_cfg(killed, tiny_model, url), resume=True, progress=False).train()
-        ref = tmp_path / "ref"
-        ESTrainer(_safety_cfg(ref, tiny_model, url), progress=False).train()
-    a, b = read_state(latest_checkpoint(ref)), read_state(latest_checkpoint(killed))
-    assert a["iteration"] == b["iteration"] == 3 and a["checksum"] == b["checksum"]
-    ta, tb = read_jsonl(ref / "trajectory.jsonl"), read_jsonl(killed / "trajectory.jsonl")
+    assert url in str(err.value) and "\n" not in str(err.value)
+    assert [r["step"] for r in read_jsonl(run / "trajectory.jsonl")] == [1]
+    with BackgroundServer(scorer_app, port=port):  # the service is back (fixed) on the same address
+        ESTrainer(_safety_cfg(run, tiny_model, url), resume=True, progress=False).train()
+    ref = reference_run
+    a, b = read_state(latest_checkpoint(ref)), read_state(latest_checkpoint(run))
+    assert a["iteration"] == b["iteration"] == 3 and a["checksum"] == b["checksum"]  # nothing lost
+    ta, tb = read_jsonl(ref / "trajectory.jsonl"), read_jsonl(run / "trajectory.jsonl")
     assert [r["task_state"] for r in ta] == [r["task_state"] for r in tb]
-    lams = [r["task_state"]["safety/lambda"] for r in ta]
-    for prev, nxt in zip(ta, ta[1:], strict=False):  # λ followed the logged costs
+    assert [r["step"] for r in read_jsonl(run / "metrics.jsonl") if "train/reward_mean" in r] == [1, 2, 3]
+
+
+def test_lagrangian_lambda_follows_the_logged_costs(reference_run):
+    ta = read_jsonl(reference_run / "trajectory.jsonl")
+    assert ta[0]["task_state"]["safety/lambda"] == 0.5
+    for prev, nxt in zip(ta, ta[1:], strict=False):
         s = prev["task_state"]
         assert nxt["task_state"]["safety/lambda"] == lagrangian_step(s["safety/lambda"], s["safety/cost_mean"], 0.0, 0.5)
-    assert lams[0] == 0.5
-    steps = [r["step"] for r in read_jsonl(killed / "metrics.jsonl") if "train/reward_mean" in r]
-    assert steps == [1, 2, 3]
-    evals = [r for r in read_jsonl(killed / "metrics.jsonl") if "eval/reward_mean" in r]
+    evals = [r for r in read_jsonl(reference_run / "metrics.jsonl") if "eval/reward_mean" in r]
     assert {"eval/reward_cost", "eval/reward_reward", "eval/collapse_mode_share", "eval/collapse_distinct_2"} <= set(evals[-1])
+    train = [r for r in read_jsonl(reference_run / "metrics.jsonl") if "train/reward_mean" in r]
+    assert [r["safety/lambda"] for r in train] == [r["task_state"]["safety/lambda"] for r in ta]
 
 
 def test_grpo_scores_through_the_service_and_resumes_its_lambda(server, tiny_model, tmp_path):
