@@ -107,6 +107,8 @@ def test_request_limits(server):
     assert httpx.post(url, json={"items": [{"prompt": "p", "completion": "x" * 2001}]}).status_code == 413
     big = httpx.post(url, content=b'{"items": [' + b" " * 70_000 + b"]}", headers={"content-type": "application/json"})
     assert big.status_code == 413 and "exceeds" in big.json()["detail"]
+    chunked = httpx.post(url, content=(b" " * 10_000 for _ in range(8)), headers={"content-type": "application/json"})
+    assert chunked.status_code == 413 and "exceeds 64000 bytes" in chunked.json()["detail"]  # no Content-Length
     assert httpx.post(url, json={"items": [{"prompt": "p"}]}).status_code == 422
     assert httpx.post(url, json={"items": []}).json()["scores"] == []
     with pytest.raises(ScorerError, match=r"refused a request of 9 items as too large"):

@@ -326,8 +326,8 @@ class _Loop:
         hook = getattr(self.task, "iteration_hook", None)  # task-held run state (safety: λ); see ES trainer
         task_state = hook.end(k) if hook is not None else {}
         row: dict[str, Any] = {
-            **task_state,
             "step": k,
+            **task_state,
             "train/reward_mean": mean,
             "train/reward_std": statistics.pstdev(r),
             "train/reward_min": min(r),

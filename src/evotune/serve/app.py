@@ -107,7 +107,11 @@ def token_ok(header: str | None, token: str | None) -> bool:
 
 
 class _BodyLimit:
-    """ASGI middleware: 413 for a body over the limit, by Content-Length or by bytes actually sent."""
+    """ASGI middleware: 413 for a body over the limit, by Content-Length or by the bytes actually sent.
+
+    The body is read here (at most `limit` bytes are ever held) and replayed to the app, so a
+    chunked upload without Content-Length is refused before the app parses any of it.
+    """
 
     def __init__(self, app: Any, limit: int) -> None:
         self.app, self.limit = app, limit
@@ -118,25 +122,28 @@ class _BodyLimit:
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
             return await _send_json(send, 413, f"request body of {int(length)} bytes exceeds {self.limit}")
-        seen = 0
-
-        async def limited() -> Any:
-            nonlocal seen
+        chunks, seen = [], 0
+        while True:
             msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
-            return msg
+            if msg["type"] != "http.request":  # client went away
+                return None
+            seen += len(msg.get("body", b""))
+            if seen > self.limit:
+                return await _send_json(send, 413, f"request body exceeds {self.limit} bytes")
+            chunks.append(msg.get("body", b""))
+            if not msg.get("more_body"):
+                break
+        body = b"".join(chunks)
+        replayed = False
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await _send_json(send, 413, f"request body exceeds {self.limit} bytes")
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: wait for disconnect, as the server would report it
 
-
-class _TooLarge(Exception):
-    pass
+        await self.app(scope, replay, send)
 
 
 async def _send_json(send: Any, status: int, detail: str) -> None:

@@ -195,7 +195,6 @@ class Task(ABC):
             )
         return r
 
-
     def score_batch(self, completions: Sequence[str], examples: Sequence[Example]) -> list[Reward]:
         """`score` for many completions at once (what every scoring path calls).
 
