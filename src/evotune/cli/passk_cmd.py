@@ -38,7 +38,7 @@ def passk_cmd(
     t = get_task(task)
     m, tok = load_model(model)
     res = passk_study(m, tok, t, n, parse_floats(temperatures), parse_floats(sigmas),
-                      max_new_tokens or t.default_max_new_tokens, n_select, n_report, batch_size, seed)
+                      t.max_new_tokens(max_new_tokens), n_select, n_report, batch_size, seed)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "passk.json", res)
     plot_passk(res, str(out / "passk.png"))

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from evotune.backends.hf import Completion, generate
+from evotune.evaluation.collapse import collapse_rates
 from evotune.evaluation.hacking import hacking_rates
 from evotune.tasks.base import Example, Task
 
@@ -20,8 +21,8 @@ def score_rows(
 ) -> list[dict[str, Any]]:
     """Per-completion rows (reward, components, correctness, length); used for fitness and eval."""
     rows = []
-    for ex, c in zip(examples, completions, strict=True):
-        r = task.score(c.text, ex)
+    rewards = task.score_batch([c.text for c in completions], examples)  # one call: a remote scorer batches
+    for ex, c, r in zip(examples, completions, rewards, strict=True):
         rows.append(
             {
                 "id": ex.id,
@@ -61,6 +62,7 @@ def summarize(
     for name in sorted({k for r in rows for k in r["components"]}):
         out[f"reward_{name}"] = statistics.fmean(r["components"].get(name, 0.0) for r in rows)
     out.update(hacking_rates(rows, base_rows))
+    out.update(collapse_rates(rows))
     return out
 
 

@@ -175,9 +175,9 @@ def make_reward_fn(task: Any, tok: Any, stops: set[int], max_new_tokens: int, da
         if state is not None and set(step) != {state.global_step + 1}:
             raise RuntimeError(f"data order broken: rows of steps {sorted(set(step))} at step {state.global_step + 1}")
         out = []
-        for ids, i in zip(completion_ids, example_index, strict=True):
-            c = decode_completion(tok, ids, stops, max_new_tokens)
-            r = task.score(c.text, data.examples[i])
+        comps = [decode_completion(tok, ids, stops, max_new_tokens) for ids in completion_ids]
+        scored = task.score_batch([c.text for c in comps], [data.examples[i] for i in example_index])
+        for c, i, r in zip(comps, example_index, scored, strict=True):
             out.append(r.score)
             stats.rewards.append(r.score)
             stats.correct.append(r.correct)

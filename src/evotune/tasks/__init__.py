@@ -16,7 +16,7 @@ from evotune.tasks.base import (
 )
 
 # Built-in tasks register themselves on import.
-from evotune.tasks import boolq, chemistry, conciseness, countdown, jsonl_task, math_task  # noqa: E402,F401  isort: skip
+from evotune.tasks import boolq, chemistry, conciseness, countdown, jsonl_task, math_task, safety  # noqa: E402,F401  isort: skip
 
 
 

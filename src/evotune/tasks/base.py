@@ -194,6 +194,16 @@ class Task(ABC):
             )
         return r
 
+    def score_batch(self, completions: Sequence[str], examples: Sequence[Example]) -> list[Reward]:
+        """`score` for many completions at once (what every scoring path calls).
+
+        The default scores one by one; a task whose reward is a remote model overrides it to send
+        one batched request instead of one per completion.
+        """
+        if len(completions) != len(examples):
+            raise TaskError(f"{len(completions)} completions for {len(examples)} examples")
+        return [self.score(c, e) for c, e in zip(completions, examples, strict=True)]
+
 
 @contextmanager
 def _time_limit(seconds: float, what: str) -> Iterator[None]:

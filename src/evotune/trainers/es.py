@@ -79,7 +79,11 @@ class ESTrainer(Trainer):
         return res
 
     def commit(self, k: int, stats: StepStats) -> None:
-        append_jsonl(self.run.trajectory, {**self.row, "budget": vars(self.budget).copy()})
+        state = {"task_state": self.task_state} if self.task_state else {}  # e.g. the safety task's λ
+        append_jsonl(self.run.trajectory, {**self.row, **state, "budget": vars(self.budget).copy()})
+
+    def committed_task_states(self, start: int) -> list[dict[str, Any]]:
+        return [r.get("task_state", {}) for r in read_trajectory(self.run.trajectory)[:start]]
 
     def checkpoint_state(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
         lossy = self.cfg.model.dtype != "float32"  # a bf16/fp16 model cannot hold the fp32 master exactly

@@ -99,6 +99,8 @@ class Trainer(ABC):
         self.stop_reason: str | None = None
         self.steps_done = 0
         self.bar: Any = None
+        self.hook: Any = None
+        self.task_state: dict[str, Any] = {}
 
     # -- what a method supplies ------------------------------------------------------------------
     @property
@@ -119,6 +121,10 @@ class Trainer(ABC):
 
     def commit(self, k: int, stats: StepStats) -> None:  # noqa: B027  (optional hook)
         """Make step k durable before anything else is written about it (ES: the trajectory row)."""
+
+    def committed_task_states(self, start: int) -> list[dict[str, Any]]:
+        """What a task's `iteration_hook` recorded for steps 1..start (default: their metrics rows)."""
+        return [r for r in read_jsonl(self.run.metrics) if "train/reward_mean" in r and r["step"] <= start]
 
     def checkpoint_state(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """(state for evotune_state.json, extra tensors) of a checkpoint."""
@@ -143,6 +149,12 @@ class Trainer(ABC):
         try:
             if start == 0 and not (self.run.evals / BASE_EVAL).exists():
                 self.evaluate(0)
+            # A task may hold run state that its reward depends on (the safety task's Lagrangian λ):
+            # rebuilt from what the committed steps recorded, then opened for the next step.
+            self.hook = getattr(self.task, "iteration_hook", None)
+            if self.hook is not None:
+                self.hook.restore(self.committed_task_states(start))
+                self.hook.begin(start + 1)
             self.stop_reason = self.budget.spent(self.cfg)
             if self.progress:
                 from tqdm.auto import tqdm
@@ -159,6 +171,8 @@ class Trainer(ABC):
 
     def after_step(self, k: int, stats: StepStats) -> None:
         """Budget, commit, the shared metrics row, then held-out eval and checkpoint when due."""
+        self.task_state = self.hook.end(k) if self.hook is not None else {}
+        stats.extra.update(self.task_state)
         self.budget.add(stats)
         self.commit(k, stats)
         self.steps_done = k
@@ -168,6 +182,8 @@ class Trainer(ABC):
         final = k >= self.total_steps or self.stop_reason is not None
         if (self.cfg.eval.every and k % self.cfg.eval.every == 0) or final:
             self.last_eval = self.evaluate(k)
+        if self.hook is not None:
+            self.hook.begin(k + 1)  # after the eval, whose scores must not count towards step k + 1
         if k % self.cfg.checkpoint_every == 0 or final:
             state, extra = self.checkpoint_state()
             self.run.save_checkpoint(

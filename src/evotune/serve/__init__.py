@@ -1,0 +1,1 @@
+"""The scoring service (`evotune serve scorer`) and its client: reward and cost over HTTP."""
