@@ -32,8 +32,11 @@ from evotune.config import (
     _Strict,
     build_config,
 )
-from evotune.report.compare import BASE_LABEL
+from evotune.report.compare import BASE_LABEL, compare
+from evotune.report.html import esc
+from evotune.report.render import render_html
 from evotune.runs.rundir import atomic_write_json, atomic_write_text
+from evotune.runs.summary import run_facts
 from evotune.sweep import run_state, train_run
 
 HOLDS, FAILS, UNSURE = "holds", "does not hold", "inconclusive"
@@ -244,7 +247,6 @@ def _claim(key: str, claim: str, measured: str, verdict: str) -> dict[str, Any]:
 
 
 def findings_html(rows: Sequence[dict[str, Any]], budget: str) -> str:
-    from evotune.report.html import esc
 
     body = "".join(
         f"<tr><td>{i}</td><td>{esc(r['claim'])}</td><td>{esc(r['measured'])}</td>"
@@ -264,9 +266,6 @@ def run_study(cfg: StudyConfig, progress: bool = True, log: Any = None, reuse_co
     `reuse_compare` judges the claims from the comparison already on disk instead of recomputing it
     (e.g. after a change to the verdict rules); it is an error if there is none.
     """
-    from evotune.report.compare import compare
-    from evotune.report.render import render_html
-    from evotune.runs.summary import run_facts
 
     out = cfg.out_dir
     saved = out / "report" / "compare" / "summary.json"

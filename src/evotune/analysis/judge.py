@@ -44,6 +44,7 @@ from evotune.errors import AnalysisError
 from evotune.evaluation import score_rows
 from evotune.evaluation.collapse import collapse_stats
 from evotune.runs.rundir import atomic_write_json
+from evotune.serve.backends import _clip, _first_token_ids, verdict_log_odds
 from evotune.tasks import build_task
 from evotune.tasks.safety import is_refusal
 
@@ -88,7 +89,6 @@ class LLMJudge:
 
     def __init__(self, model: Any, tok: Any, batch_size: int = 8, template: str = PAIR_TEMPLATE,
                  criteria: dict[str, str] | None = None) -> None:
-        from evotune.serve.backends import _first_token_ids
 
         self.model, self.tok, self.batch_size, self.template = model, tok, batch_size, template
         self.criteria = criteria or CRITERIA
@@ -98,7 +98,6 @@ class LLMJudge:
             raise ValueError("the judge's tokenizer does not separate the verdict letters A and B")
 
     def render(self, q: Query) -> str:
-        from evotune.serve.backends import _clip
 
         text = (self.template.replace("{question}", self.criteria[q.criterion]).replace("{prompt}", _clip(q.prompt))
                 .replace("{first}", _clip(q.first)).replace("{second}", _clip(q.second)))
@@ -108,7 +107,6 @@ class LLMJudge:
         return text + "\nAnswer:"
 
     def __call__(self, queries: Sequence[Query]) -> list[float]:
-        from evotune.serve.backends import verdict_log_odds
 
         return verdict_log_odds(self.model, self.tok, [self.render(q) for q in queries], self.a, self.b,
                                 self.batch_size)

@@ -35,7 +35,9 @@ from evotune.analysis.common import (
     resolve_entries,
     resolve_entry,
 )
+from evotune.analysis.general_prompts import GENERAL_PROMPTS, render_general
 from evotune.backends.hf import Completion, generate
+from evotune.backends.models import load_model
 from evotune.hashing import stable_int
 
 ESTIMATORS = ("k1", "k2", "k3", "exact")
@@ -177,7 +179,6 @@ def check_same_vocab(tok_a: Any, tok_b: Any) -> None:
 
 def source_prompts(source: Any, tokenizer: Any, n_prompts: int) -> list[str]:
     """Rendered held-out prompts of a task, or the built-in general prompts for `general`."""
-    from evotune.analysis.general_prompts import GENERAL_PROMPTS, render_general
 
     if source == GENERAL:
         return [render_general(p, tokenizer) for p in GENERAL_PROMPTS[:n_prompts]]
@@ -216,7 +217,6 @@ def kl_matrix(
     for every source or a mapping source → length; by default a run's own length on its own task,
     else the task's default (`general_max_new_tokens` for the general prompts).
     """
-    from evotune.backends.models import load_model
 
     entries_f = resolve_entries(models)
     base_e = base if isinstance(base, Entry) else resolve_entry(base)

@@ -19,7 +19,10 @@ from typing import Any
 import torch
 
 from evotune.analysis.common import Entry, as_task, free_memory, resolve_entries
+from evotune.analysis.kl import kl_on_prompts, source_prompts
+from evotune.backends.models import load_model
 from evotune.errors import AnalysisError
+from evotune.evaluation import evaluate
 
 Log = Callable[[str], None]
 
@@ -88,9 +91,6 @@ def lmc_curves(
     caller already has from the same evaluation (same task, limit, length, batch size), which
     are then not recomputed; it is ignored when KL is asked for.
     """
-    from evotune.analysis.kl import kl_on_prompts, source_prompts
-    from evotune.backends.models import load_model
-    from evotune.evaluation import evaluate
 
     entries = resolve_entries(endpoints)
     t = as_task(task)

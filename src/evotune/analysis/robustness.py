@@ -23,8 +23,11 @@ from typing import Any
 import torch
 
 from evotune.analysis.common import Entry, as_task, mean_std, resolve_entry
+from evotune.analysis.kl import kl_on_prompts, source_prompts
+from evotune.backends.models import load_model
 from evotune.errors import AnalysisError
 from evotune.es.params import EvolvingParams
+from evotune.evaluation import evaluate
 from evotune.hashing import stable_int
 
 Log = Callable[[str], None]
@@ -79,8 +82,6 @@ def robustness_on(
     `baseline` is the unperturbed {reward, accuracy} when the caller already evaluated this model
     the same way (same task, limit, length, batch size); otherwise it is measured here.
     """
-    from evotune.analysis.kl import kl_on_prompts, source_prompts
-    from evotune.evaluation import evaluate
 
     if trials < 1:
         raise AnalysisError("trials must be >= 1")
@@ -166,7 +167,6 @@ def robustness(
 
     `params` is a glob or comma-separated globs over parameter names (e.g. `lm_head*`).
     """
-    from evotune.backends.models import load_model
 
     e = model if isinstance(model, Entry) else resolve_entry(model)
     if task is None:

@@ -15,7 +15,8 @@ import typer
 from rich.table import Table
 
 from evotune.cli.app import analyze_app, app
-from evotune.cli.common import console, friendly, split_csv
+from evotune.cli.common import console, friendly, print_tables, split_csv
+from evotune.report import tables
 
 Opt = typer.Option
 
@@ -41,9 +42,6 @@ def _f(v: Any, digits: int = 4) -> str:
         else (f"{v:.{digits}g}" if isinstance(v, float) else str(v))
     )
 
-
-def _pm(cell: dict[str, Any]) -> str:
-    return f"{_f(cell['mean'])} ± {_f(cell['se'], 2)}"
 
 
 def _threads(n: int | None) -> None:
@@ -96,28 +94,14 @@ def kl_cmd(
 ) -> None:
     """Per-token KL(π_A ‖ π_B) on samples from A at T=1: k1, k2, k3 and exact, on- and off-task."""
     _threads(threads)
-    from evotune.analysis.kl import ESTIMATORS, kl_matrix
+    from evotune.analysis.kl import kl_matrix
 
     models = _models(model)
     res = kl_matrix(
         models, _base_for(models, base), split_csv(tasks), n_prompts, max_new_tokens, seed, general, dtype
     )
     _write(out, res)
-    for est in ESTIMATORS:
-        t = Table(title=f"KL(π_model ‖ π_base) per token — {est}")
-        t.add_column("source")
-        for m in res["models"]:
-            t.add_column(m)
-        for src in res["sources"]:
-            t.add_row(
-                src,
-                *[
-                    _pm(res["cells"][src][m][est]) + (" *" if res["on_task"][m] == src else "")
-                    for m in res["models"]
-                ],
-            )
-        console.print(t)
-    console.print("[dim]* on-task (the run's own task); mean ± SE clustered by sequence[/]")
+    print_tables(tables.kl_tables(res))
 
 
 @analyze_app.command("delta")
@@ -140,26 +124,7 @@ def delta_cmd(
     if plots is not None:
         for p in write_delta_plots(res, plots).values():
             console.print(f"wrote {p}")
-    names = res["models"]
-    t = Table(title="‖Δ‖/‖θ₀‖ per group")
-    t.add_column("group")
-    for m in names:
-        t.add_column(m)
-    for k, g in [
-        *((f"layer {k}", g) for k, g in res["layers"].items()),
-        *res["modules"].items(),
-        ("total", res["total"]),
-    ]:
-        t.add_row(k, *[_f(v) for v in g["rel_norm"]])
-    console.print(t)
-    if len(names) > 1:
-        c = Table(title="cosine(Δ_i, Δ_j), all weights")
-        c.add_column("")
-        for m in names:
-            c.add_column(m)
-        for i, m in enumerate(names):
-            c.add_row(m, *[_f(v, 3) for v in res["total"]["cosine"][i]])
-        console.print(c)
+    print_tables(tables.delta_tables(res))
 
 
 @analyze_app.command("lmc")
@@ -207,26 +172,7 @@ def lmc_cmd(
         log=_log,
     )
     _write(out, res)
-    tab = Table(title=f"linear mode connectivity on {res['task']}")
-    for col in ("pair", "λ", "reward", "accuracy", *(["KL"] if kl else [])):
-        tab.add_column(col)
-    for p in res["pairs"]:
-        for i, lam in enumerate(p["lambdas"]):
-            tab.add_row(
-                p["name"] if i == 0 else "",
-                f"{lam:.2f}",
-                _f(p["reward"][i]),
-                _f(p["accuracy"][i]),
-                *([_f(p["kl"][i])] if kl else []),
-            )
-        tab.add_row(
-            "",
-            "barrier",
-            f"{_f(p['barrier_reward']['height'])} @ λ={p['barrier_reward']['lambda']:.2f}",
-            f"{_f(p['barrier_accuracy']['height'])} @ λ={p['barrier_accuracy']['lambda']:.2f}",
-            *([""] if kl else []),
-        )
-    console.print(tab)
+    print_tables([tables.lmc_table(res)])
 
 
 @analyze_app.command("robustness")
@@ -270,21 +216,7 @@ def robustness_cmd(
         log=_log,
     )
     _write(out, res)
-    t = Table(
-        title=f"robustness of {res['model']} on {res['task']} (unperturbed reward "
-        f"{_f(res['baseline']['reward'])}, {res['numel']} weights perturbed)"
-    )
-    for col in ("σ", "reward", "drop", "accuracy", *(["KL"] if kl else [])):
-        t.add_column(col)
-    for c in res["curves"]:
-        t.add_row(
-            f"{c['sigma']:g}",
-            f"{_f(c['reward_mean'])} ± {_f(c['reward_std'], 2)}",
-            f"{_f(c['degradation_mean'])} ± {_f(c['degradation_std'], 2)}",
-            f"{_f(c['accuracy_mean'])} ± {_f(c['accuracy_std'], 2)}",
-            *([f"{_f(c['kl_mean'])} ± {_f(c['kl_std'], 2)}"] if kl else []),
-        )
-    console.print(t)
+    print_tables([tables.robustness_table({res['model']: res})])
     if res["tied_aliases"]:
         console.print(f"[yellow]tied: {res['tied_aliases']} — the input embeddings were perturbed too[/]")
 
@@ -316,7 +248,7 @@ def compare_cmd(
     """Run every analysis on runs/models and write one self-contained HTML report + summary.json."""
     _threads(threads)
     from evotune.analysis.common import parse_floats
-    from evotune.report import compare
+    from evotune.report.compare import compare
 
     s = compare(
         runs,

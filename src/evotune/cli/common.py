@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
 import yaml
 from rich.console import Console
+from rich.table import Table
 
 from evotune.errors import ConfigError, EvotuneError
 
@@ -68,3 +69,18 @@ def assemble(config: Path | None, run_dir: str | None, resume: bool, overrides: 
 
 def stdout_is_tty() -> bool:
     return sys.stdout.isatty()
+
+
+def print_tables(ts: Sequence[Any]) -> None:
+    """Print `report.tables.Table`s as rich tables (the same layout as the HTML report)."""
+    from evotune.report.html import fmt
+
+    for t in ts:
+        rt = Table(title=t.title)
+        for c in t.columns:
+            rt.add_column(c)
+        for r in t.rows:
+            rt.add_row(*(fmt(v) for v in r))
+        console.print(rt)
+        if t.note:
+            console.print(f"[dim]{t.note}[/]")

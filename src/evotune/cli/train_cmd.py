@@ -8,7 +8,6 @@ import typer
 
 from evotune.cli.app import TrainArgs, print_summary, shared_train_options, train_app
 from evotune.cli.common import friendly, split_csv
-from evotune.trainers import make_trainer
 
 Opt = typer.Option
 
@@ -43,6 +42,8 @@ def train_es(
         "es.prompts_per_iteration": prompts_per_iteration,
         "ray.workers": workers, "ray.address": ray_address, "ray.check_every": ray_check_every,
     })
+    from evotune.trainers import make_trainer  # torch and transformers: loaded when a command runs
+
     print_summary(make_trainer(cfg, resume=resume, progress=args.progress).train())
 
 
@@ -74,4 +75,6 @@ def train_grpo(
         "grpo.max_prompt_length": max_prompt_length, "grpo.loss_type": loss_type,
         "grpo.scale_rewards": scale_rewards, "grpo.steps": steps, "grpo.gradient_accumulation_steps": grad_accum,
     })
+    from evotune.trainers import make_trainer  # torch and transformers: loaded when a command runs
+
     print_summary(make_trainer(cfg, resume=resume, progress=args.progress).train())

@@ -21,10 +21,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evotune.analysis.common import jsonable
+from evotune.analysis.kl import kl_on_prompts
+from evotune.backends.models import load_model
 from evotune.checkpoints import latest_checkpoint
 from evotune.config import BudgetConfig, TaskConfig, TrainConfig, build_config
 from evotune.continual.metrics import continual_metrics
+from evotune.continual.report import heatmap
 from evotune.errors import ConfigError
+from evotune.evaluation import evaluate_tasks
+from evotune.hashing import stable_int
 from evotune.runs.rundir import atomic_write_json, write_jsonl
 from evotune.tasks import build_task
 from evotune.trainers import make_trainer
@@ -168,29 +174,23 @@ def evaluate_row(
 
     Each task's result is saved as soon as it is measured, so a killed run loses at most one task.
     """
-    from evotune.backends.models import load_model
-    from evotune.evaluation import evaluate
-
     out_dir = Path(spec.run_dir) / "matrix"
     path = out_dir / f"row_{row}.json"
     if path.is_file():
         return json.loads(path.read_text())
     res: dict[str, Any] = {"row": row, "model": model_spec, "tasks": {}, "kl": {}}
-    model = tok = None
-    for name in spec.tasks:
-        cell = out_dir / f"row_{row}" / f"{name}.json"
-        if cell.is_file():
-            done = json.loads(cell.read_text())
-        else:
-            if model is None:
-                model, tok = load_model(model_spec)
-            task = tasks[name]
-            ev = evaluate(model, tok, task, "eval", spec.max_new_tokens, batch_size, spec.eval_limit)
+    cells = {name: out_dir / f"row_{row}" / f"{name}.json" for name in spec.tasks}
+    todo = {name: tasks[name] for name in spec.tasks if not cells[name].is_file()}
+    if todo:
+        model, tok = load_model(model_spec)
+        for name, ev in evaluate_tasks(model, tok, todo, spec.max_new_tokens, batch_size, spec.eval_limit):
             write_jsonl(out_dir / f"row_{row}" / f"{name}.jsonl", ev.rows)
             done = {"summary": ev.summary, "kl": None}
             if base is not None and spec.kl_prompts > 0:
-                done["kl"] = _kl(model, base, tok, task, spec, name)
-            atomic_write_json(cell, _jsonable(done))
+                done["kl"] = _kl(model, base, tok, tasks[name], spec, name)
+            atomic_write_json(cells[name], _jsonable(done))
+    for name in spec.tasks:
+        done = json.loads(cells[name].read_text())
         res["tasks"][name] = done["summary"]
         if done["kl"] is not None:
             res["kl"][name] = done["kl"]
@@ -200,23 +200,19 @@ def evaluate_row(
 
 def _kl(model: Any, base: Any, tok: Any, task: Any, spec: ContinualSpec, name: str) -> dict[str, Any]:
     """KL(π_stage ‖ π_base) per token on the task's held-out prompts (evotune.analysis.kl)."""
-    from evotune.analysis.kl import kl_on_prompts
-    from evotune.hashing import stable_int
 
     prompts = [task.render(e, tok) for e in task.split("eval")[: spec.kl_prompts]]
-    mnt = spec.max_new_tokens or task.default_max_new_tokens
+    mnt = task.max_new_tokens(spec.max_new_tokens)
     return kl_on_prompts(model, base, tok, prompts, mnt, seed=stable_int(spec.seed, "continual-kl", name)).to_dict()
 
 
 def _jsonable(obj: Any) -> Any:
-    from evotune.analysis.common import jsonable
 
     return jsonable(obj)
 
 
 def run_continual(spec: ContinualSpec, on_stage: Callable[[int, str], None] | None = None) -> dict[str, Any]:
     """Train every stage in order (skipping finished ones), fill the matrix, write the results."""
-    from evotune.backends.models import load_model
 
     spec.validate()
     root = Path(spec.run_dir)
@@ -246,7 +242,6 @@ def run_continual(spec: ContinualSpec, on_stage: Callable[[int, str], None] | No
         prev = str(ckpt)
     result = assemble(spec, rows, stages)
     atomic_write_json(root / RESULT_FILE, _jsonable(result))
-    from evotune.continual.report import heatmap
 
     heatmap(result, root / PLOT_FILE)
     return result

@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evotune.backends.models import load_model
+from evotune.checkpoints import checkpoint_dirs, read_state
 from evotune.config import TrainConfig
 from evotune.errors import ConfigError, ModelError, ReplicaMismatchError, RunStateError, WorkerError
 from evotune.es import local_evaluator
@@ -49,6 +51,7 @@ from evotune.es.lowrank import members_per_call
 from evotune.es.params import EvolvingParams, make_params
 from evotune.es.strategy import Member
 from evotune.es.trajectory import apply_row, load_checkpoint
+from evotune.runs.rundir import RunDir, read_jsonl
 from evotune.tasks.base import Example, Task
 
 CHECK_EVERY_ENV = "EVOTUNE_RAY_CHECK_EVERY"
@@ -230,7 +233,6 @@ class ReplicaWorker:
         """Load the base model, build the trainer's params and evaluator, then `advance` to `rows`."""
         import torch
 
-        from evotune.backends.models import load_model
         model, tok = load_model(cfg.model.name, cfg.model.dtype)
         self.cfg = cfg
         self.params = make_params(model, cfg.es)
@@ -400,7 +402,6 @@ class RayEvaluator:
         if self.check_every < 0:
             raise ConfigError(f"check_every must be >= 0, got {self.check_every}")
         if trajectory == "auto":
-            from evotune.runs.rundir import RunDir
 
             trajectory = RunDir(cfg.run_dir).trajectory
         self.trajectory = None if trajectory is None else Path(trajectory)
@@ -496,7 +497,6 @@ class RayEvaluator:
         """The newest complete checkpoint at or before `n_rows` iterations, as the driver's resume uses."""
         if self.trajectory is None:
             return None
-        from evotune.checkpoints import checkpoint_dirs, read_state
 
         ckpts = [(k, d) for k, d in checkpoint_dirs(self.trajectory.parent) if 0 < k <= n_rows]
         if not ckpts:
@@ -574,7 +574,6 @@ class RayEvaluator:
     def _sync(self) -> None:
         """Bring `rows` up to the committed trajectory and send every replica the rows it lacks."""
         if self.trajectory is not None:
-            from evotune.runs.rundir import read_jsonl
 
             committed = read_jsonl(self.trajectory)
             for i, row in enumerate(self.rows):

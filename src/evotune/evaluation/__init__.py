@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,3 +95,22 @@ def evaluate(
     )
     rows = score_rows(task, examples, comps)
     return EvalResult(summarize(rows, mnt, base_rows), rows)
+
+
+def evaluate_tasks(
+    model: Any,
+    tokenizer: Any,
+    tasks: Mapping[str, Task],
+    max_new_tokens: Mapping[str, int | None] | int | None = None,
+    batch_size: int = 64,
+    limit: int | None = None,
+    base_rows: Mapping[str, Sequence[dict[str, Any]]] | None = None,
+) -> Iterator[tuple[str, EvalResult]]:
+    """One loaded model on several tasks' held-out splits, one task at a time (so a caller can save
+    each result as it arrives); the one model × task path of `compare`, `continual` and the study."""
+    for name, task in tasks.items():
+        mnt = max_new_tokens.get(name) if isinstance(max_new_tokens, Mapping) else max_new_tokens
+        yield name, evaluate(
+            model, tokenizer, task, "eval", task.max_new_tokens(mnt), batch_size, limit,
+            base_rows=(base_rows or {}).get(name),
+        )

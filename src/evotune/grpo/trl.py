@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evotune.backends.hf import decode_completion
 from evotune.checkpoints import checkpoint_dirs, read_state
 from evotune.config import TrainConfig
 from evotune.errors import ConfigError
@@ -165,7 +166,6 @@ class RewardLog:
 
 def make_reward_fn(task: Any, tok: Any, stops: set[int], max_new_tokens: int, data: StepData, stats: RewardLog) -> Any:
     """A TRL reward callable that scores exactly as ES does: `decode_completion` then `task.score`."""
-    from evotune.backends.hf import decode_completion
 
     def task_reward(
         prompts: list[str], completion_ids: list[list[int]], example_index: list[int], step: list[int], **kw: Any

@@ -1,5 +1,4 @@
-"""Comparison reports: every analysis on a set of runs as one HTML page and a summary.json."""
+"""Reports: figures (`plots`), tables (`tables`), HTML (`html`, `render`) and the comparison (`compare`).
 
-from evotune.report.compare import compare
-
-__all__ = ["compare"]
+Nothing is imported here, so the CLI can use the light modules without loading every analysis.
+"""

@@ -26,6 +26,14 @@ from evotune.analysis.common import (
     resolve_entries,
     resolve_entry,
 )
+from evotune.analysis.delta import delta_stats
+from evotune.analysis.kl import build_sources, kl_matrix
+from evotune.analysis.lmc import lmc_curves
+from evotune.analysis.robustness import robustness
+from evotune.backends.models import load_model
+from evotune.evaluation import evaluate_tasks
+from evotune.evaluation.hacking import HACK_KEYS
+from evotune.report.render import render_html
 from evotune.runs.rundir import atomic_write_json, atomic_write_text, read_jsonl
 
 Log = Callable[[str], None]
@@ -47,7 +55,7 @@ def _task_mnt(
             ),
             None,
         )
-        out[name] = max_new_tokens or run_mnt or t.default_max_new_tokens
+        out[name] = t.max_new_tokens(max_new_tokens if max_new_tokens is not None else run_mnt)
     return out
 
 
@@ -62,17 +70,13 @@ def evaluate_all(
     log: Log | None = None,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
     """Greedy held-out evaluation of every model on every task: summaries and the first rows."""
-    from evotune.backends.models import load_model
-    from evotune.evaluation import evaluate
-
     summaries: dict[str, dict[str, Any]] = {}
     rows: dict[str, list[dict[str, Any]]] = {}
     first: dict[str, list[dict[str, Any]]] = {}  # the first entry's rows per task: the base's (`correct_lost`)
     for e in entries:
         model, tok = load_model(e.path, dtype)
         summaries[e.label] = {}
-        for name, t in sources.items():
-            res = evaluate(model, tok, t, "eval", mnt[name], batch_size, limit, base_rows=first.get(name))
+        for name, res in evaluate_tasks(model, tok, sources, mnt, batch_size, limit, base_rows=first):
             first.setdefault(name, res.rows)
             summaries[e.label][name] = res.summary
             for r in res.rows[:samples]:
@@ -98,7 +102,6 @@ def evaluate_all(
 
 def hacking_table(entries: Sequence[Entry], summaries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Hacking rates from this comparison's evaluations and from each run's last training-time eval."""
-    from evotune.evaluation.hacking import HACK_KEYS
 
     keys = HACK_KEYS
     out = []
@@ -160,7 +163,6 @@ def compare(
     the runs' own tasks; the first run's task (else the first task) is the primary one, used for
     LMC and robustness. `skip` names analyses to leave out (kl, delta, lmc, robustness).
     """
-    from evotune.analysis.kl import build_sources
 
     bad = sorted(set(skip) - set(ANALYSES))
     if bad:
@@ -248,7 +250,6 @@ def compare(
 
     kl = None
     if "kl" not in skip:
-        from evotune.analysis.kl import kl_matrix
 
         lengths = {**mnt, "general": max_new_tokens or 64}
         kl = step(
@@ -263,7 +264,6 @@ def compare(
 
     delta = None
     if "delta" not in skip:
-        from evotune.analysis.delta import delta_stats
 
         delta = step("delta", lambda: delta_stats(entries, base_e))
     summary["delta"] = delta
@@ -273,7 +273,6 @@ def compare(
 
     lmc_res = None
     if "lmc" not in skip:
-        from evotune.analysis.lmc import lmc_curves
 
         n = len(entries)
         known = {m: b for m in rewards if (b := _baseline(rewards, m, primary))}  # = the greedy eval above
@@ -301,7 +300,6 @@ def compare(
 
     robust: dict[str, Any] = {}
     if "robustness" not in skip:
-        from evotune.analysis.robustness import robustness
 
         for e in everyone if robust_base else entries:
             r = step(
@@ -328,7 +326,6 @@ def compare(
     summary["robustness"] = robust or None
     summary["complete"] = True
 
-    from evotune.report.render import render_html
 
     atomic_write_text(out / "index.html", render_html(summary))
     save()

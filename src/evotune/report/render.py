@@ -8,16 +8,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from evotune.report import plots
+from evotune.report import plots, tables
 from evotune.report.html import esc, fmt, img, page, para, table
+from evotune.report.tables import pm
 
 SECTIONS = ("overview", "rewards", "reward-kl", "kl", "delta", "lmc", "robustness", "hacking", "samples")
 
 
-def _pm(cell: Mapping[str, Any] | None, mean: str = "mean", se: str = "se") -> str:
-    if not cell:
-        return "–"
-    return f"{fmt(cell.get(mean))} ± {fmt(cell.get(se), 2)}"
+def _tables(ts: Sequence[tables.Table]) -> str:
+    return "".join(f"<h3>{esc(t.title)}</h3>" + table(t.columns, t.rows) + (para(t.note, "note") if t.note else "")
+                   for t in ts)
 
 
 def _missing(s: Mapping[str, Any], key: str) -> str:
@@ -52,7 +52,7 @@ def _rewards(s: Mapping[str, Any]) -> str:
     heads = ["model"] + [f"{t} reward" for t in tasks] + [f"{t} accuracy" for t in tasks]
     rows = [
         [m]
-        + [_pm(per.get(t), "reward_mean", "reward_std") for t in tasks]
+        + [pm(per.get(t), "reward_mean", "reward_std") for t in tasks]
         + [per.get(t, {}).get("accuracy") for t in tasks]
         for m, per in r.items()
     ]
@@ -74,7 +74,7 @@ def _reward_kl(s: Mapping[str, Any]) -> str:
                 p["task"],
                 p.get("reward"),
                 p.get("accuracy"),
-                _pm({"mean": p.get("kl"), "se": p.get("kl_se")}),
+                pm({"mean": p.get("kl"), "se": p.get("kl_se")}),
                 p.get("kl_k3"),
                 p.get("off_task_kl"),
             ]
@@ -95,15 +95,7 @@ def _kl(s: Mapping[str, Any]) -> str:
         "exact = full-vocabulary KL at the sampled positions.",
         "note",
     )
-    for est in ("exact", "k1", "k2", "k3"):
-        rows = []
-        for src in kl["sources"]:
-            row: list[Any] = [src]
-            for m in kl["models"]:
-                tag = " (on-task)" if kl["on_task"].get(m) == src else ""
-                row.append(_pm(kl["cells"][src][m][est]) + tag)
-            rows.append(row)
-        body += f"<h3>{esc(est)}</h3>" + table(["source"] + list(kl["models"]), rows)
+    body += _tables(tables.kl_tables(kl))
     return body
 
 
@@ -113,23 +105,7 @@ def _delta(s: Mapping[str, Any]) -> str:
         return _missing(s, "delta")
     figs = plots.delta_figures(d)
     body = "".join(img(png, name) for name, png in figs.items())
-    models = d["models"]
-    body += "<h3>totals</h3>" + table(
-        ["model", "‖Δ‖", "‖Δ‖/‖θ₀‖"],
-        [[m, d["total"]["delta_norm"][i], d["total"]["rel_norm"][i]] for i, m in enumerate(models)],
-    )
-    body += "<h3>per module type (‖Δ‖/‖θ₀‖)</h3>" + table(
-        ["module"] + models, [[k] + g["rel_norm"] for k, g in d["modules"].items()]
-    )
-    body += "<h3>per layer (‖Δ‖/‖θ₀‖)</h3>" + table(
-        ["layer"] + models, [[k] + g["rel_norm"] for k, g in d["layers"].items()]
-    )
-    if len(models) > 1:
-        body += "<h3>cosine of Δ (all weights)</h3>" + table(
-            [""] + models, [[m] + d["total"]["cosine"][i] for i, m in enumerate(models)]
-        )
-    if d.get("tied_lm_head"):
-        body += para("lm_head is tied to the input embeddings: it is counted once, under embeddings.", "note")
+    body += _tables(tables.delta_tables(d))
     return body
 
 
@@ -138,27 +114,8 @@ def _lmc(s: Mapping[str, Any]) -> str:
     if not lm:
         return _missing(s, "lmc")
     body = img(plots.lmc_figure(lm), "linear mode connectivity")
-    body += para(
-        f"task {lm['task']}, {lm['points']} points, limit {lm['limit']}; barrier = "
-        "max_λ[(1−λ)R_A + λR_B − R(θ(λ))].",
-        "note",
-    )
-    body += table(
-        ["pair", "R(0)", "R(1)", "min R", "reward barrier", "at λ", "accuracy barrier", "at λ"],
-        [
-            [
-                p["name"],
-                p["reward"][0],
-                p["reward"][-1],
-                min(p["reward"]),
-                p["barrier_reward"]["height"],
-                p["barrier_reward"]["lambda"],
-                p["barrier_accuracy"]["height"],
-                p["barrier_accuracy"]["lambda"],
-            ]
-            for p in lm["pairs"]
-        ],
-    )
+    body += para(f"task {lm['task']}, {lm['points']} points, limit {lm['limit']}.", "note")
+    body += _tables([tables.lmc_table(lm)])
     return body
 
 
@@ -167,27 +124,7 @@ def _robustness(s: Mapping[str, Any]) -> str:
     if not rb:
         return _missing(s, "robustness")
     body = img(plots.robustness_figure(rb), "robustness")
-    rows = []
-    for m, r in rb.items():
-        for c in r["curves"]:
-            rows.append(
-                [
-                    m,
-                    c["sigma"],
-                    r["baseline"]["reward"],
-                    _pm(c, "reward_mean", "reward_std"),
-                    _pm(c, "degradation_mean", "degradation_std"),
-                    _pm(c, "accuracy_mean", "accuracy_std"),
-                ]
-            )
-    body += table(
-        ["model", "σ", "unperturbed reward", "reward (mean ± std)", "drop (mean ± std)", "accuracy"], rows
-    )
-    first = next(iter(rb.values()))
-    note = f"perturbed {first['params']} ({first['numel']} weights), {first['trials']} seeded trials per σ"
-    if first.get("tied_aliases"):
-        note += f"; tied aliases {first['tied_aliases']} (perturbing them perturbs the input embeddings too)"
-    return body + para(note + ".", "note")
+    return body + _tables([tables.robustness_table(rb)])
 
 
 def _hacking(s: Mapping[str, Any]) -> str:

@@ -30,6 +30,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from evotune.errors import ConfigError
+from evotune.serve.backends import COST_RUBRIC, REWARD_RUBRIC, HeadSpec, build_scorer
 from evotune.serve.client import TOKEN_ENV
 
 LOOPBACK_NAMES = ("localhost",)
@@ -212,7 +213,6 @@ def create_app(cfg: ScorerConfig, scorer: Any) -> Any:
 
 def build_app(cfg: ScorerConfig) -> Any:
     """Load the heads `cfg` names and wrap them in the app."""
-    from evotune.serve.backends import COST_RUBRIC, REWARD_RUBRIC, HeadSpec, build_scorer
 
     check_bind(cfg.host, cfg.token)  # before minutes of model loading
     if cfg.threads:

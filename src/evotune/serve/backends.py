@@ -21,7 +21,8 @@ from typing import Any, Literal
 
 import torch
 
-from evotune.errors import ConfigError
+from evotune.backends.models import load_model, resolve_model, torch_dtype
+from evotune.errors import ConfigError, ModelError
 
 Format = Literal["auto", "chat", "beaver", "plain"]
 
@@ -106,8 +107,6 @@ class SeqClsHead:
     ) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from evotune.backends.models import resolve_model, torch_dtype
-        from evotune.errors import ModelError
 
         path = resolve_model(spec.model)
         try:
@@ -154,7 +153,6 @@ class JudgeHead:
         self, spec: HeadSpec, rubric: str, dtype: str = "float32", batch_size: int = 8,
         shared: dict[str, tuple[Any, Any]] | None = None,
     ) -> None:
-        from evotune.backends.models import load_model
 
         if "{prompt}" not in rubric or "{completion}" not in rubric:
             raise ConfigError("a judge rubric must contain {prompt} and {completion}")

@@ -31,7 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from evotune.errors import TaskError
+from evotune.serve.client import RemoteReward, ScorerClient
 from evotune.tasks.base import Example, Reward, Task, disjoint_split, register_task
+from evotune.tasks.jsonl_task import _read_rows
 
 KINDS = ("harmful", "benign")
 _OPTIONS = {
@@ -84,7 +86,6 @@ def load_prompts(path: str | Path) -> list[Example]:
     `harmful` when either response was labelled unsafe (it elicited harm), else `benign`. Repeated
     prompts are kept once.
     """
-    from evotune.tasks.jsonl_task import _read_rows
 
     rows, where, errors = _read_rows(Path(path))
     out: list[Example] = []
@@ -189,7 +190,6 @@ class SafetyTask(Task):
     def reward_fn(self) -> Any:
         """The `RemoteReward` callable (client created on first use, so tasks build offline)."""
         if self._reward_fn is None:
-            from evotune.serve.client import RemoteReward, ScorerClient
 
             o = self.opts
             client = ScorerClient(
