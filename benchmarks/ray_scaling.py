@@ -32,7 +32,8 @@ import torch
 
 from evotune.checkpoints import latest_checkpoint, read_state
 from evotune.config import RayConfig, build_config
-from evotune.distributed.ray_evaluator import RayEvaluator, available_cores, start_local_ray
+from evotune.distributed import RayEvaluator, start_local_ray
+from evotune.distributed.session import available_cores
 from evotune.runs.rundir import read_jsonl
 from evotune.trainers import ESTrainer
 

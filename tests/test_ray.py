@@ -20,13 +20,8 @@ from typer.testing import CliRunner  # noqa: E402
 from evotune.backends.models import load_model  # noqa: E402
 from evotune.checkpoints import latest_checkpoint, read_state  # noqa: E402
 from evotune.cli.main import app  # noqa: E402
-from evotune.distributed.ray_evaluator import (  # noqa: E402
-    RayEvaluator,
-    ReplicaMismatchError,
-    start_local_ray,
-    threads_per_worker,
-)
-from evotune.errors import ModelError  # noqa: E402
+from evotune.distributed import RayEvaluator, start_local_ray, threads_per_worker  # noqa: E402
+from evotune.errors import ModelError, ReplicaMismatchError  # noqa: E402
 from evotune.es.params import make_params  # noqa: E402
 from evotune.es.trajectory import apply_row  # noqa: E402
 from evotune.runs.rundir import read_jsonl  # noqa: E402

@@ -23,327 +23,39 @@ Why it is built this way:
   number of rows the actor must have applied, so no member is ever scored on stale weights.
 """
 
+
 from __future__ import annotations
 
 import contextlib
-import gc
-import logging
-import os
-import pickle
 import re
-import shutil
-import sys
-import tempfile
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evotune.backends.models import load_model
 from evotune.checkpoints import checkpoint_dirs, read_state
 from evotune.config import TrainConfig
+from evotune.distributed.session import (
+    IDLE_ACTORS,
+    SETUP_TIMEOUT_S,
+    RaySession,
+    available_cores,
+    check_every_default,
+    connect_ray,
+    import_ray,
+    message_bytes,
+    start_local_ray,
+    threads_per_worker,
+)
+from evotune.distributed.worker import Checkpoint, ReplicaWorker, ResultDict, Row, WorkerSlot, wire_row
 from evotune.errors import ConfigError, ModelError, ReplicaMismatchError, RunStateError, WorkerError
-from evotune.es import local_evaluator
 from evotune.es.evaluator import PopulationResult
 from evotune.es.lowrank import members_per_call
-from evotune.es.params import EvolvingParams, make_params
+from evotune.es.params import EvolvingParams
 from evotune.es.strategy import Member
-from evotune.es.trajectory import apply_row, load_checkpoint
 from evotune.runs.rundir import RunDir, read_jsonl
 from evotune.tasks.base import Example, Task
-
-CHECK_EVERY_ENV = "EVOTUNE_RAY_CHECK_EVERY"
-DEFAULT_CHECK_EVERY = 10
-OBJECT_STORE_BYTES = 256 * 1024**2  # only small messages are stored: keep shared memory free for others
-SETUP_TIMEOUT_S = 900.0  # a replica that cannot be scheduled/loaded by then fails the run
-
-Row = dict[str, Any]
-Checkpoint = tuple[int, str, str | None]  # (iteration, directory, recorded checksum)
-ResultDict = dict[str, Any]
-
-
-def available_cores() -> int:
-    """CPUs this process may use (affinity-aware, unlike `os.cpu_count`)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def threads_per_worker(cores: int, workers: int) -> int:
-    """Torch threads per actor so that N actors together do not oversubscribe the cores."""
-    return max(1, cores // max(1, workers))
-
-
-def check_every_default() -> int:
-    """Iterations between replica checksum comparisons: $EVOTUNE_RAY_CHECK_EVERY, else 10 (0 = start only)."""
-    env = os.environ.get(CHECK_EVERY_ENV)
-    if not env:
-        return DEFAULT_CHECK_EVERY
-    try:
-        value = int(env)
-    except ValueError as exc:
-        raise ConfigError(f"${CHECK_EVERY_ENV}={env!r} is not an integer") from exc
-    if value < 0:
-        raise ConfigError(f"${CHECK_EVERY_ENV} must be >= 0, got {value}")
-    return value
-
-
-def _import_ray() -> Any:
-    try:
-        import ray
-    except ImportError as exc:
-        raise ConfigError(
-            "--workers/--ray-address need Ray: `pip install ray==2.60.0` (it is a dependency of evotune)"
-        ) from exc
-    return ray
-
-
-def _nbytes(obj: Any) -> int:
-    """Size of a message as it goes on the wire (pickled), for the bytes-per-iteration metric."""
-    return len(pickle.dumps(obj, protocol=5))
-
-
-# -- the Ray session ----------------------------------------------------------------------------
-
-# Idle replica actors of a Ray session this process borrowed, keyed by (job id, threads). Starting an
-# actor costs a Python process importing torch and transformers (seconds); a later run in the same
-# session (a sweep, a test module) rebuilds its replica in a warm one instead. Actors are reset (model
-# dropped) before they are pooled, and never pooled after a failure.
-_IDLE_ACTORS: dict[tuple[str, int], list[Any]] = {}
-
-
-@dataclass
-class RaySession:
-    """A Ray connection: `owned` if this process opened it (and so must shut it down)."""
-
-    owned: bool
-    temp_dir: str | None = None
-
-    def shutdown(self) -> None:
-        if not self.owned:
-            return
-        import ray
-
-        _IDLE_ACTORS.clear()
-        ray.shutdown()
-        if self.temp_dir:
-            shutil.rmtree(self.temp_dir, ignore_errors=True)
-        self.owned = False
-
-
-@contextlib.contextmanager
-def _loopback_node() -> Any:
-    """Make Ray choose 127.0.0.1 as this node's address while it starts, so its servers bind loopback.
-
-    Ray turns a requested 127.0.0.1 into the machine's routable address unless its single-machine
-    switch (used on Windows/macOS, read from the environment at import) is off; set it for the
-    start-up only, so a later `ray.init(address=...)` in this process still joins clusters normally.
-    """
-    from ray._private import ray_constants
-
-    key = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
-    old_env, old_flag = os.environ.get(key), ray_constants.ENABLE_RAY_CLUSTER
-    os.environ[key] = "0"
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    try:
-        yield
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = old_flag
-        if old_env is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = old_env
-
-
-def start_local_ray(num_cpus: int) -> RaySession:
-    """A private single-machine Ray: loopback only, no dashboard, its own temp dir.
-
-    Reuses an already initialised Ray (e.g. a test session) without taking ownership. Workers get
-    the driver's `sys.path`, so task modules importable here (e.g. `module:Class` tasks) import there.
-    """
-    ray = _import_ray()
-    if ray.is_initialized():
-        return RaySession(owned=False)
-    temp = tempfile.mkdtemp(prefix="evotune-ray-")
-    try:
-        with _loopback_node():
-            ray.init(
-                address="local",
-                num_cpus=num_cpus,
-                include_dashboard=False,
-                _temp_dir=temp,
-                object_store_memory=OBJECT_STORE_BYTES,
-                log_to_driver=False,
-                logging_level=logging.WARNING,
-                runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}},
-            )
-    except Exception:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
-    return RaySession(owned=True, temp_dir=temp)
-
-
-def connect_ray(address: str) -> RaySession:
-    """Join an existing Ray cluster (`ray start --head` on some node; see docs/scaling.md)."""
-    ray = _import_ray()
-    if ray.is_initialized():
-        return RaySession(owned=False)
-    ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-    return RaySession(owned=True)
-
-
-# -- the actor ----------------------------------------------------------------------------------
-
-
-class ReplicaWorker:
-    """One model replica inside a Ray actor process (a plain class; `ray.remote` wraps it at start).
-
-    Calls run one at a time in submission order, so rows sent before an evaluation are applied
-    before it. A failure while applying rows poisons the replica: every later call re-raises it
-    rather than scoring members on weights that differ from the driver's.
-    """
-
-    def __init__(self, threads: int) -> None:
-        import torch
-
-        torch.set_num_threads(threads)
-        self.applied = 0
-        self.broken: BaseException | None = None
-        self.params: EvolvingParams | None = None
-        self.evaluator: Any = None
-        self.cfg: TrainConfig | None = None
-
-    def _ok(self) -> EvolvingParams:
-        if self.broken is not None:
-            raise ReplicaMismatchError(f"this replica failed earlier and is unusable: {self.broken!r}")
-        if self.params is None:
-            raise WorkerError("replica used before build()")
-        return self.params
-
-    def build(
-        self,
-        task: Task,
-        cfg: TrainConfig,
-        rows: Sequence[Row],
-        checkpoint: Checkpoint | None,
-    ) -> dict[str, Any]:
-        """Load the base model, build the trainer's params and evaluator, then `advance` to `rows`."""
-        import torch
-
-        model, tok = load_model(cfg.model.name, cfg.model.dtype)
-        self.cfg = cfg
-        self.params = make_params(model, cfg.es)
-        self.evaluator = local_evaluator(model, tok, task, self.params, cfg)
-        from_checkpoint = self.advance(rows, checkpoint)
-        return {
-            "pid": os.getpid(),
-            "node": _node_address(),
-            "threads": torch.get_num_threads(),
-            "from_checkpoint": from_checkpoint,
-            "checksum": self.params.checksum(),
-        }
-
-    def advance(self, rows: Sequence[Row], checkpoint: Checkpoint | None = None) -> int:
-        """Apply the trajectory rows after the ones already applied, with the trainer's `apply_row`.
-
-        `checkpoint` (iteration, path, recorded checksum), when newer than this replica and readable
-        from its node (same machine or a shared filesystem), replaces the replay of the rows before
-        it, as the trainer's resume does. Returns the checkpoint iteration used (0 if none).
-        """
-        params = self._ok()
-        used = 0
-        try:
-            if checkpoint is not None and checkpoint[0] > self.applied and Path(checkpoint[1]).is_dir():
-                k, path, recorded = checkpoint
-                load_checkpoint(params, Path(path), recorded)
-                self.applied = used = k
-            for row in rows:
-                if row["step"] <= self.applied:
-                    continue
-                if row["step"] != self.applied + 1:
-                    raise RunStateError(
-                        f"replica has {self.applied} iterations applied, was sent step {row['step']}"
-                    )
-                apply_row(params, row, self.cfg)
-                self.applied += 1
-        except BaseException as exc:
-            self.broken = exc
-            raise
-        return used
-
-    def evaluate(
-        self,
-        unit: Sequence[tuple[int, int, int]],
-        batch: tuple[list[Example], list[str]],
-        rows: int,
-        sample: bool,
-    ) -> ResultDict:
-        """Fitness of the members in `unit` (index, seed, sign), at the weights after `rows` iterations."""
-        self._ok()
-        if self.applied != rows:
-            raise ReplicaMismatchError(f"replica is at iteration {self.applied}, driver at {rows}")
-        examples, prompts = batch
-        res: PopulationResult = self.evaluator([Member(i, s, g) for i, s, g in unit], examples, prompts)
-        return {
-            "fitness": list(res.fitness),
-            "completions": res.completions,
-            "completion_tokens": res.completion_tokens,
-            "prompt_tokens": res.prompt_tokens,
-            "correct": res.correct,
-            "sample": res.sample if sample else "",
-            "times": dict(res.times),
-        }
-
-    def reset(self) -> None:
-        """Drop the replica (frees its memory); the process stays warm for the next `build`."""
-        self.params = self.evaluator = self.cfg = None
-        self.applied, self.broken = 0, None
-        gc.collect()
-
-    def checksum(self) -> tuple[int, str]:
-        """(iterations applied, checksum of the master weights)."""
-        return self.applied, self._ok().checksum()
-
-
-def _node_address() -> str:
-    try:
-        import ray
-
-        return str(ray.util.get_node_ip_address())
-    except Exception:  # outside Ray (unit use of the class)
-        return "local"
-
-
-# -- the driver side ----------------------------------------------------------------------------
-
-
-@dataclass(eq=False)  # identity: a slot's old and new actor must never compare equal
-class _Worker:
-    slot: int
-    actor: Any
-    applied: int = 0  # rows sent to it (it applies them before any later call)
-    pending: Any = None  # ObjectRef of a build not yet confirmed; None when the replica is usable
-    expect: str = ""  # the checksum the pending build must produce
-    built_rows: int = 0  # rows the build was given (its checksum is the driver's at that point)
-    since: float = 0.0
-    busy: Any = None  # ObjectRef of the evaluation in flight
-    pid: int | None = None
-    node: str = ""
-    got_batch: bool = False  # whether this iteration's prompts were sent to it (for byte counts)
-    reused: bool = False  # taken warm from the idle pool
-
-
-def _wire_row(row: Row) -> Row:
-    """The part of a trajectory row a replica needs."""
-    return {
-        "step": row["step"],
-        "seeds": list(row["seeds"]),
-        "signs": list(row["signs"]),
-        "fitness": list(row["fitness"]),
-    }
 
 
 def _lost_worker_errors(ray: Any) -> tuple[type[BaseException], ...]:
@@ -357,7 +69,7 @@ def _lost_worker_errors(ray: Any) -> tuple[type[BaseException], ...]:
     )
 
 
-def _unwrap(ray: Any, exc: BaseException, worker: _Worker | None = None) -> BaseException:
+def _unwrap(ray: Any, exc: BaseException, worker: WorkerSlot | None = None) -> BaseException:
     """The user-facing error inside a Ray task error (ModelError, TaskError, ...), labelled by worker."""
     cause = getattr(exc, "cause", None) if isinstance(exc, ray.exceptions.RayTaskError) else None
     if cause is None:
@@ -396,7 +108,7 @@ class RayEvaluator:
         check_every, threads, max_failures, workers, address = (
             rc.check_every, rc.threads, rc.max_failures, rc.workers, rc.address
         )
-        self.ray = _import_ray()
+        self.ray = import_ray()
         self.params, self.cfg, self.tokenizer = params, cfg, tokenizer
         self.check_every = check_every_default() if check_every is None else check_every
         if self.check_every < 0:
@@ -405,7 +117,7 @@ class RayEvaluator:
 
             trajectory = RunDir(cfg.run_dir).trajectory
         self.trajectory = None if trajectory is None else Path(trajectory)
-        self.workers: list[_Worker] = []
+        self.workers: list[WorkerSlot] = []
         self.rows: list[Row] = []
         self.failures = 0
         # replacement replicas: slot, rows at launch, checkpoint used (0 = replayed from the base model)
@@ -457,7 +169,7 @@ class RayEvaluator:
         )
         self._task_ref = ray.put(task)
         self._build_args = (self.cfg,)
-        self.setup_bytes = _nbytes(task) * n_workers
+        self.setup_bytes = message_bytes(task) * n_workers
         expect = self._driver_checksum()
         for slot in range(n_workers):
             self.workers.append(self._launch(slot, expect, reuse=not self.session.owned))
@@ -471,26 +183,26 @@ class RayEvaluator:
     def _new_actor(self, reuse: bool) -> tuple[Any, bool]:
         """(actor, reused): a warm idle actor of this session with the same threads, else a new one."""
         key = self._pool_key()
-        for other in [k for k in _IDLE_ACTORS if k != key]:  # free their CPUs (or stale handles)
-            for actor in _IDLE_ACTORS.pop(other):
+        for other in [k for k in IDLE_ACTORS if k != key]:  # free their CPUs (or stale handles)
+            for actor in IDLE_ACTORS.pop(other):
                 with contextlib.suppress(Exception):
                     self.ray.kill(actor, no_restart=True)
-        idle = _IDLE_ACTORS.get(key, [])
+        idle = IDLE_ACTORS.get(key, [])
         if reuse and idle:
             return idle.pop(), True
         return self._actor_cls.remote(self.threads), False
 
-    def _launch(self, slot: int, expect: str, reuse: bool = False) -> _Worker:
+    def _launch(self, slot: int, expect: str, reuse: bool = False) -> WorkerSlot:
         """An actor for `slot`, building its replica up to the driver's current rows."""
         actor, reused = self._new_actor(reuse)
         rows = list(self.rows)
         ckpt = self._checkpoint_for(len(rows))
-        w = _Worker(
+        w = WorkerSlot(
             slot, actor, applied=len(rows), expect=expect, built_rows=len(rows), since=time.monotonic()
         )
         w.reused = reused
         w.pending = actor.build.remote(self._task_ref, *self._build_args, rows, ckpt)
-        self._sent += _nbytes((rows, ckpt))
+        self._sent += message_bytes((rows, ckpt))
         return w
 
     def _checkpoint_for(self, n_rows: int) -> Checkpoint | None:
@@ -513,7 +225,7 @@ class RayEvaluator:
             self._finish_build(pending[ref], at_start)
         self._check_deadlines()
 
-    def _finish_build(self, w: _Worker, at_start: bool) -> None:
+    def _finish_build(self, w: WorkerSlot, at_start: bool) -> None:
         ray = self.ray
         ref, w.pending = w.pending, None
         try:
@@ -558,7 +270,7 @@ class RayEvaluator:
             self._driver_sum = (n, self.params.checksum())
         return self._driver_sum[1]
 
-    def _replace(self, w: _Worker, exc: BaseException) -> None:
+    def _replace(self, w: WorkerSlot, exc: BaseException) -> None:
         """Swap a dead actor for a new one rebuilt to the current weights (its units were re-queued)."""
         self.failures += 1
         if self.failures > self.max_failures:
@@ -577,22 +289,22 @@ class RayEvaluator:
 
             committed = read_jsonl(self.trajectory)
             for i, row in enumerate(self.rows):
-                if i >= len(committed) or _wire_row(committed[i]) != row:
+                if i >= len(committed) or wire_row(committed[i]) != row:
                     raise RunStateError(
                         f"{self.trajectory}: row {i + 1} is not the one Ray workers were sent; "
                         "replicas and driver would diverge"
                     )
-            self.rows.extend(_wire_row(r) for r in committed[len(self.rows) :])
+            self.rows.extend(wire_row(r) for r in committed[len(self.rows) :])
         for w in self.workers:
             self._send_rows(w)
 
-    def _send_rows(self, w: _Worker) -> None:
+    def _send_rows(self, w: WorkerSlot) -> None:
         """Send a replica the rows it lacks (plus the newest checkpoint when it lacks several: resume)."""
         if w.applied < len(self.rows):
             chunk = self.rows[w.applied :]
             ckpt = self._checkpoint_for(len(self.rows)) if len(chunk) > 1 else None
             w.actor.advance.remote(chunk, ckpt)  # errors poison the replica and surface on its next call
-            self._sent += _nbytes((chunk, ckpt))
+            self._sent += message_bytes((chunk, ckpt))
             w.applied = len(self.rows)
 
     def _check_replicas(self) -> float:
@@ -601,7 +313,7 @@ class RayEvaluator:
         ray = self.ray
         expect = self._driver_checksum()
         refs = {w.actor.checksum.remote(): w for w in self.workers if w.pending is None}
-        self._sent += _nbytes(None) * len(refs)
+        self._sent += message_bytes(None) * len(refs)
         for ref, w in refs.items():
             try:
                 applied, got = ray.get(ref)
@@ -610,7 +322,7 @@ class RayEvaluator:
                 continue
             except ray.exceptions.RayTaskError as exc:
                 raise _unwrap(ray, exc, w) from exc
-            self._received += _nbytes((applied, got))
+            self._received += message_bytes((applied, got))
             if (applied, got) != (len(self.rows), expect):
                 raise ReplicaMismatchError(
                     f"replica check after iteration {len(self.rows)}: Ray worker {w.slot} on {w.node} "
@@ -628,10 +340,10 @@ class RayEvaluator:
             size = members_per_call(self.cfg.generation.batch_size, n_prompts)
         return [list(members[i : i + size]) for i in range(0, len(members), size)]
 
-    def _submit(self, w: _Worker, unit: list[Member], index: int, batch_ref: Any) -> Any:
+    def _submit(self, w: WorkerSlot, unit: list[Member], index: int, batch_ref: Any) -> Any:
         msg = [(m.index, m.seed, m.sign) for m in unit]
         ref = w.actor.evaluate.remote(msg, batch_ref, len(self.rows), index == 0)
-        self._sent += _nbytes((msg, len(self.rows), index == 0))
+        self._sent += message_bytes((msg, len(self.rows), index == 0))
         if not w.got_batch:
             self._sent += self._batch_bytes
             w.got_batch = True
@@ -642,7 +354,7 @@ class RayEvaluator:
         ray = self.ray
         queue = deque(range(len(units)))
         out: dict[int, ResultDict] = {}
-        inflight: dict[Any, tuple[_Worker, int]] = {}
+        inflight: dict[Any, tuple[WorkerSlot, int]] = {}
         while len(out) < len(units):
             for w in self.workers:
                 if queue and w.pending is None and w.busy is None:
@@ -665,7 +377,7 @@ class RayEvaluator:
                     continue
                 except ray.exceptions.RayTaskError as exc:
                     raise _unwrap(ray, exc, w) from exc
-                self._received += _nbytes(out[i])
+                self._received += message_bytes(out[i])
             self._check_deadlines()
         return [out[i] for i in range(len(units))]
 
@@ -685,7 +397,7 @@ class RayEvaluator:
         self._calls += 1
         t0 = time.perf_counter()
         batch = (list(examples), list(prompts))
-        self._batch_bytes = _nbytes(batch)
+        self._batch_bytes = message_bytes(batch)
         batch_ref = ray.put(batch)
         for w in self.workers:
             w.got_batch = False
@@ -745,7 +457,7 @@ class RayEvaluator:
             if pool and w.pending is None and w.busy is None:
                 with contextlib.suppress(Exception):
                     self.ray.get(w.actor.reset.remote(), timeout=60)
-                    _IDLE_ACTORS.setdefault(self._pool_key(), []).append(w.actor)
+                    IDLE_ACTORS.setdefault(self._pool_key(), []).append(w.actor)
                     continue
             with contextlib.suppress(Exception):
                 self.ray.kill(w.actor, no_restart=True)
