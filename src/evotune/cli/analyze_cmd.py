@@ -248,30 +248,16 @@ def compare_cmd(
     """Run every analysis on runs/models and write one self-contained HTML report + summary.json."""
     _threads(threads)
     from evotune.analysis.common import parse_floats
-    from evotune.report.compare import compare
+    from evotune.comparison import CompareConfig, compare
+    from evotune.config import build_config
 
-    s = compare(
-        runs,
-        base,
-        split_csv(tasks),
-        out,
-        limit=limit,
-        kl_prompts=kl_prompts,
-        max_new_tokens=max_new_tokens,
-        lmc_points=points,
-        lmc_limit=lmc_limit,
-        lmc_kl=lmc_kl,
-        sigmas=parse_floats(sigmas),
-        trials=trials,
-        robust_params=params,
-        robust_base=robust_base,
-        skip=split_csv(skip) or (),
-        samples=samples,
-        seed=seed,
-        dtype=dtype,
-        batch_size=batch_size,
-        log=_log,
-    )
+    cc = build_config(None, {
+        "base": base, "tasks": split_csv(tasks) or [], "out_dir": str(out), "limit": limit, "kl_prompts": kl_prompts,
+        "max_new_tokens": max_new_tokens, "lmc_points": points, "lmc_limit": lmc_limit, "lmc_kl": lmc_kl,
+        "sigmas": parse_floats(sigmas), "trials": trials, "robust_params": params, "robust_base": robust_base,
+        "skip": split_csv(skip) or [], "samples": samples, "seed": seed, "dtype": dtype, "batch_size": batch_size,
+    }, CompareConfig)
+    s = compare(runs, cc, log=_log)
     t = Table(title=f"comparison against {s['base']['spec']} on {s['primary_task']}")
     for col in ("model", "reward", "accuracy", "on-task KL", "off-task KL", "‖Δ‖/‖θ₀‖", "hacking"):
         t.add_column(col)

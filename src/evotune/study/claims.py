@@ -1,43 +1,13 @@
-"""The whole ES-vs-GRPO study in one call: train both at a matched budget over seeds, compare, judge.
-
-Every claim of the seed papers is checked against numbers measured here; the verdict is computed
-from those numbers with the rules in `CLAIM_RULES`, never copied from the papers. Training runs
-are ordinary run directories (finished ones are skipped, partial ones resumed), so an
-interrupted study picks up where it stopped.
-"""
+"""The seed papers' claims, each with a stated numeric rule; verdicts are computed from measured numbers."""
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from pydantic import Field, model_validator
-
 from evotune.analysis.common import mean_se
-from evotune.config import (
-    BudgetConfig,
-    ConfigError,
-    ESConfig,
-    EvalConfig,
-    GenerateConfig,
-    GRPOConfig,
-    ModelConfig,
-    RayConfig,
-    TaskConfig,
-    TrainConfig,
-    _Strict,
-    build_config,
-)
-from evotune.report.compare import BASE_LABEL, compare
-from evotune.report.html import esc
-from evotune.report.render import render_html
-from evotune.runs.rundir import atomic_write_json, atomic_write_text
-from evotune.runs.summary import run_facts
-from evotune.sweep import run_state, train_run
+from evotune.comparison import BASE_LABEL
 
 HOLDS, FAILS, UNSURE = "holds", "does not hold", "inconclusive"
 
@@ -54,56 +24,6 @@ CLAIM_RULES = {
     "model; holds if ES's mean over seeds is lower than GRPO's by more than max(0.05, 2·SE of the difference); "
     "does not hold if higher by that much",
 }
-
-
-class StudyAnalysis(_Strict):
-    limit: int = Field(default=32, ge=1, description="held-out prompts per evaluation in compare")
-    kl_prompts: int = Field(default=8, ge=1)
-    off_tasks: list[str] = Field(default_factory=lambda: ["countdown"])
-    lmc_points: int = Field(default=5, ge=2)
-    lmc_limit: int = Field(default=16, ge=1)
-    sigmas: list[float] = Field(default_factory=lambda: [0.001, 0.003])
-    trials: int = Field(default=2, ge=1)
-    skip: list[str] = Field(default_factory=list)
-
-
-class StudyConfig(_Strict):
-    name: str
-    out: str | None = None
-    seeds: list[int] = Field(default_factory=lambda: [0, 1], min_length=1)
-    threads: int | None = None
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    task: TaskConfig = Field(default_factory=TaskConfig)
-    generation: GenerateConfig = Field(default_factory=GenerateConfig)
-    eval: EvalConfig = Field(default_factory=EvalConfig)
-    budget: BudgetConfig
-    es: ESConfig = Field(default_factory=ESConfig)
-    grpo: GRPOConfig = Field(default_factory=GRPOConfig)
-    ray: RayConfig = Field(default_factory=RayConfig)
-    analysis: StudyAnalysis = Field(default_factory=StudyAnalysis)
-
-    @model_validator(mode="after")
-    def _budget(self) -> StudyConfig:
-        if self.budget.completions is None and self.budget.tokens is None:
-            raise ValueError("a study compares methods at a matched budget: set budget.completions or budget.tokens")
-        return self
-
-    @property
-    def out_dir(self) -> Path:
-        return Path(self.out or f"studies_out/{self.name}")
-
-    def run_config(self, method: str, seed: int) -> TrainConfig:
-        data = self.model_dump(include={"threads", "model", "task", "generation", "eval", "budget", "es", "grpo", "ray"})
-        # iterations/steps are caps; the shared budget is what stops both methods
-        data["es"]["iterations"] = max(data["es"]["iterations"], 10_000)
-        data["grpo"]["steps"] = max(data["grpo"]["steps"], 10_000)
-        return TrainConfig.model_validate(
-            {**data, "method": method, "seed": seed, "run_dir": str(self.out_dir / "runs" / f"{method}_seed{seed}")}
-        )
-
-
-def load_study(path: str | Path, overrides: dict[str, Any] | None = None) -> StudyConfig:
-    return build_config(path, overrides, StudyConfig)
 
 
 # -- statistics helpers -----------------------------------------------------------------------
@@ -244,70 +164,3 @@ def findings(summary: dict[str, Any], methods: dict[str, str], base_reward: floa
 
 def _claim(key: str, claim: str, measured: str, verdict: str) -> dict[str, Any]:
     return {"key": key, "claim": claim, "measured": measured, "verdict": verdict, "rule": CLAIM_RULES[key]}
-
-
-def findings_html(rows: Sequence[dict[str, Any]], budget: str) -> str:
-
-    body = "".join(
-        f"<tr><td>{i}</td><td>{esc(r['claim'])}</td><td>{esc(r['measured'])}</td>"
-        f"<td class='v-{esc(r['verdict'].replace(' ', '-'))}'><b>{esc(r['verdict'])}</b></td><td>{esc(r['rule'])}</td></tr>"
-        for i, r in enumerate(rows, 1)
-    )
-    return (
-        f"<p>Budget per run: {esc(budget)}. Verdicts come from the numbers in this report by the stated rule.</p>"
-        "<table><tr><th>#</th><th>claim (seed papers)</th><th>measured here (mean ± SE over seeds)</th>"
-        f"<th>verdict</th><th>rule</th></tr>{body}</table>"
-    )
-
-
-def run_study(cfg: StudyConfig, progress: bool = True, log: Any = None, reuse_compare: bool = False) -> dict[str, Any]:
-    """Train ES and GRPO over seeds (resumable), run `compare`, write the findings report.
-
-    `reuse_compare` judges the claims from the comparison already on disk instead of recomputing it
-    (e.g. after a change to the verdict rules); it is an error if there is none.
-    """
-
-    out = cfg.out_dir
-    saved = out / "report" / "compare" / "summary.json"
-    if reuse_compare and not saved.is_file():  # before any training
-        raise ConfigError(f"--reuse-compare: no comparison at {saved}; run the study without it first")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "study.yaml", _yaml(cfg))
-    runs: dict[str, str] = {}
-    for method in ("es", "grpo"):
-        for seed in cfg.seeds:
-            rc = cfg.run_config(method, seed)
-            state = run_state(Path(rc.run_dir))
-            if log:
-                log(f"[study] {method} seed {seed}: {state}")
-            if state != "done":
-                train_run(rc, resume=state == "partial", progress=progress)
-            runs[rc.run_dir] = method
-    facts = [run_facts(r) for r in runs]
-    a = cfg.analysis
-    if reuse_compare:
-        summary = json.loads(saved.read_text())
-    else:
-        summary = compare(
-            list(runs), base=cfg.model.name, tasks=[cfg.task.name, *[t for t in a.off_tasks if t != cfg.task.name]],
-            out_dir=out / "report" / "compare", limit=a.limit, kl_prompts=a.kl_prompts, lmc_points=a.lmc_points,
-            lmc_limit=a.lmc_limit, sigmas=a.sigmas, trials=a.trials, skip=a.skip, log=log,
-        )
-    methods = {e["label"]: e.get("method") or runs.get(str(e.get("run")), "") for e in summary["entries"]}
-    base_cell = (summary.get("rewards", {}).get("base", {}) or {}).get(summary.get("primary_task")) or {}
-    rows = findings(summary, methods, base_cell.get("reward_mean"))
-    budget = cfg.budget.model_dump(exclude_none=True)
-    result = {"name": cfg.name, "budget": budget, "seeds": cfg.seeds, "runs": facts, "findings": rows,
-              "methods": methods, "compare": str(out / "report" / "compare" / "summary.json")}
-    atomic_write_json(out / "report" / "study.json", result)
-    html = render_html(summary, extra_sections=[("findings", "Findings: seed-paper claims vs measured",
-                                                 findings_html(rows, str(budget)))])
-    atomic_write_text(out / "report" / "index.html", html)
-    return result
-
-
-def _yaml(cfg: StudyConfig) -> str:
-    import yaml
-
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
-

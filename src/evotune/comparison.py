@@ -18,6 +18,8 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
 from evotune.analysis.common import (
     AnalysisError,
     Entry,
@@ -134,39 +136,51 @@ def hacking_table(entries: Sequence[Entry], summaries: dict[str, dict[str, Any]]
     return out
 
 
-def compare(
-    models_or_runs: Sequence[str],
-    base: str | None = None,
-    tasks: Sequence[str] | None = None,
-    out_dir: str | Path = "report",
-    *,
-    limit: int | None = 32,
-    kl_prompts: int = 16,
-    max_new_tokens: int | None = None,
-    lmc_points: int = 11,
-    lmc_limit: int | None = None,
-    lmc_kl: bool = False,
-    sigmas: Sequence[float] = (0.001, 0.003, 0.01),
-    trials: int = 4,
-    robust_params: str = "*",
-    robust_base: bool = True,
-    skip: Sequence[str] = (),
-    samples: int = 4,
-    seed: int = 0,
-    dtype: str = "float32",
-    batch_size: int = 64,
-    log: Log | None = None,
-) -> dict[str, Any]:
+class CompareConfig(BaseModel):
+    """What `compare` measures and how; every field is a flag of `evotune compare`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base: str | None = Field(default=None, description="θ₀ (default: the first run's base model)")
+    tasks: list[str] = Field(default_factory=list, description="tasks besides the runs' own")
+    out_dir: str = Field(default="report", description="where index.html and summary.json go")
+    limit: int | None = Field(default=32, ge=1, description="held-out items per evaluation")
+    kl_prompts: int = Field(default=16, ge=1, description="prompts per source for KL")
+    max_new_tokens: int | None = Field(default=None, ge=1, description="default: each run's/task's own")
+    lmc_points: int = Field(default=11, ge=2, description="λ grid size of the LMC paths")
+    lmc_limit: int | None = Field(default=None, ge=1, description="held-out items per LMC point (default: limit)")
+    lmc_kl: bool = Field(default=False, description="KL to the base along LMC paths")
+    sigmas: list[float] = Field(default_factory=lambda: [0.001, 0.003, 0.01], description="robustness σ grid")
+    trials: int = Field(default=4, ge=1, description="robustness trials per σ")
+    robust_params: str = Field(default="*", description="robustness: parameters to perturb (glob)")
+    robust_base: bool = Field(default=True, description="also measure the base model's robustness")
+    skip: list[str] = Field(default_factory=list, description="analyses to skip: kl, delta, lmc, robustness")
+    samples: int = Field(default=4, ge=0, description="sample completions per task in the report")
+    seed: int = 0
+    dtype: str = "float32"
+    batch_size: int = Field(default=64, ge=1)
+
+    @field_validator("skip")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        bad = sorted(set(v) - set(ANALYSES))
+        if bad:
+            raise ValueError(f"unknown analyses to skip: {bad}; choose from {list(ANALYSES)}")
+        return v
+
+
+def compare(models_or_runs: Sequence[str], cfg: CompareConfig | None = None, log: Log | None = None) -> dict[str, Any]:
     """Run the analyses on runs/models against `base` and write `index.html` + `summary.json`.
 
     `base` defaults to the first run's base model (its config `model.name`). `tasks` are added to
     the runs' own tasks; the first run's task (else the first task) is the primary one, used for
     LMC and robustness. `skip` names analyses to leave out (kl, delta, lmc, robustness).
     """
-
-    bad = sorted(set(skip) - set(ANALYSES))
-    if bad:
-        raise AnalysisError(f"unknown analyses to skip: {bad}; choose from {list(ANALYSES)}")
+    c = cfg or CompareConfig()
+    base, tasks, limit, kl_prompts, max_new_tokens = c.base, c.tasks, c.limit, c.kl_prompts, c.max_new_tokens
+    lmc_points, lmc_limit, lmc_kl, sigmas, trials = c.lmc_points, c.lmc_limit, c.lmc_kl, c.sigmas, c.trials
+    robust_params, robust_base, skip, samples = c.robust_params, c.robust_base, c.skip, c.samples
+    seed, dtype, batch_size = c.seed, c.dtype, c.batch_size
     if not models_or_runs:
         raise AnalysisError("compare needs at least one run or model")
     entries = resolve_entries(models_or_runs)
@@ -182,7 +196,7 @@ def compare(
     primary = next((e.task_config.name for e in entries if e.task_config is not None), next(iter(sources)))
     mnt = _task_mnt(entries, sources, max_new_tokens)
     everyone = [base_e, *entries]
-    out = Path(out_dir)
+    out = Path(c.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     timing: dict[str, float] = {}
     errors: dict[str, str] = {}

@@ -1,0 +1,77 @@
+"""The study's validated config: one YAML for both methods, the seeds, the budget and the analyses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, model_validator
+
+from evotune.config import (
+    BudgetConfig,
+    ESConfig,
+    EvalConfig,
+    GenerateConfig,
+    GRPOConfig,
+    ModelConfig,
+    RayConfig,
+    TaskConfig,
+    TrainConfig,
+    _Strict,
+    build_config,
+)
+
+
+class StudyAnalysis(_Strict):
+    limit: int = Field(default=32, ge=1, description="held-out prompts per evaluation in compare")
+    kl_prompts: int = Field(default=8, ge=1)
+    off_tasks: list[str] = Field(default_factory=lambda: ["countdown"])
+    lmc_points: int = Field(default=5, ge=2)
+    lmc_limit: int = Field(default=16, ge=1)
+    sigmas: list[float] = Field(default_factory=lambda: [0.001, 0.003])
+    trials: int = Field(default=2, ge=1)
+    skip: list[str] = Field(default_factory=list)
+
+
+class StudyConfig(_Strict):
+    name: str
+    out: str | None = None
+    seeds: list[int] = Field(default_factory=lambda: [0, 1], min_length=1)
+    threads: int | None = None
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    generation: GenerateConfig = Field(default_factory=GenerateConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    budget: BudgetConfig
+    es: ESConfig = Field(default_factory=ESConfig)
+    grpo: GRPOConfig = Field(default_factory=GRPOConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+    analysis: StudyAnalysis = Field(default_factory=StudyAnalysis)
+
+    @model_validator(mode="after")
+    def _budget(self) -> StudyConfig:
+        if self.budget.completions is None and self.budget.tokens is None:
+            raise ValueError("a study compares methods at a matched budget: set budget.completions or budget.tokens")
+        return self
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out or f"studies_out/{self.name}")
+
+    def run_config(self, method: str, seed: int) -> TrainConfig:
+        data = self.model_dump(include={"threads", "model", "task", "generation", "eval", "budget", "es", "grpo", "ray"})
+        # iterations/steps are caps; the shared budget is what stops both methods
+        data["es"]["iterations"] = max(data["es"]["iterations"], 10_000)
+        data["grpo"]["steps"] = max(data["grpo"]["steps"], 10_000)
+        return TrainConfig.model_validate(
+            {**data, "method": method, "seed": seed, "run_dir": str(self.out_dir / "runs" / f"{method}_seed{seed}")}
+        )
+
+
+def load_study(path: str | Path, overrides: dict[str, Any] | None = None) -> StudyConfig:
+    return build_config(path, overrides, StudyConfig)
+
+
+def study_yaml(cfg: StudyConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,70 @@
+"""The whole ES-vs-GRPO study in one call: train both at a matched budget over seeds, compare, judge.
+
+Every claim of the seed papers is checked against numbers measured here; the verdict is computed
+from those numbers with the rules in `CLAIM_RULES`, never copied from the papers. Training runs
+are ordinary run directories (finished ones are skipped, partial ones resumed), so an
+interrupted study picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from evotune.comparison import CompareConfig, compare
+from evotune.errors import ConfigError
+from evotune.report.findings import findings_html
+from evotune.report.render import render_html
+from evotune.runs.rundir import atomic_write_json, atomic_write_text
+from evotune.runs.summary import run_facts
+from evotune.study.claims import findings
+from evotune.study.config import StudyConfig, study_yaml
+from evotune.sweep import run_state, train_run
+
+
+def run_study(cfg: StudyConfig, progress: bool = True, log: Any = None, reuse_compare: bool = False) -> dict[str, Any]:
+    """Train ES and GRPO over seeds (resumable), run `compare`, write the findings report.
+
+    `reuse_compare` judges the claims from the comparison already on disk instead of recomputing it
+    (e.g. after a change to the verdict rules); it is an error if there is none.
+    """
+
+    out = cfg.out_dir
+    saved = out / "report" / "compare" / "summary.json"
+    if reuse_compare and not saved.is_file():  # before any training
+        raise ConfigError(f"--reuse-compare: no comparison at {saved}; run the study without it first")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "study.yaml", study_yaml(cfg))
+    runs: dict[str, str] = {}
+    for method in ("es", "grpo"):
+        for seed in cfg.seeds:
+            rc = cfg.run_config(method, seed)
+            state = run_state(Path(rc.run_dir))
+            if log:
+                log(f"[study] {method} seed {seed}: {state}")
+            if state != "done":
+                train_run(rc, resume=state == "partial", progress=progress)
+            runs[rc.run_dir] = method
+    facts = [run_facts(r) for r in runs]
+    a = cfg.analysis
+    if reuse_compare:
+        summary = json.loads(saved.read_text())
+    else:
+        cc = CompareConfig(
+            base=cfg.model.name, tasks=[cfg.task.name, *[t for t in a.off_tasks if t != cfg.task.name]],
+            out_dir=str(out / "report" / "compare"), limit=a.limit, kl_prompts=a.kl_prompts, lmc_points=a.lmc_points,
+            lmc_limit=a.lmc_limit, sigmas=a.sigmas, trials=a.trials, skip=a.skip,
+        )
+        summary = compare(list(runs), cc, log=log)
+    methods = {e["label"]: e.get("method") or runs.get(str(e.get("run")), "") for e in summary["entries"]}
+    base_cell = (summary.get("rewards", {}).get("base", {}) or {}).get(summary.get("primary_task")) or {}
+    rows = findings(summary, methods, base_cell.get("reward_mean"))
+    budget = cfg.budget.model_dump(exclude_none=True)
+    result = {"name": cfg.name, "budget": budget, "seeds": cfg.seeds, "runs": facts, "findings": rows,
+              "methods": methods, "compare": str(out / "report" / "compare" / "summary.json")}
+    atomic_write_json(out / "report" / "study.json", result)
+    html = render_html(summary, extra_sections=[("findings", "Findings: seed-paper claims vs measured",
+                                                 findings_html(rows, str(budget)))])
+    atomic_write_text(out / "report" / "index.html", html)
+    return result
