@@ -101,15 +101,9 @@ def free_memory() -> None:
 
 def mean_se(values: Sequence[float | None]) -> tuple[float, float]:
     """Mean and standard error (sample std / √n) of the finite values; SE is NaN with fewer than two."""
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    n = len(values)
-    if n == 0:
-        return math.nan, math.nan
-    m = math.fsum(values) / n
-    if n < 2:
-        return m, math.nan
-    var = math.fsum((v - m) ** 2 for v in values) / (n - 1)
-    return m, math.sqrt(var / n)
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    m, sd = mean_std(finite)
+    return m, (sd / math.sqrt(len(finite)) if len(finite) > 1 else math.nan)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

@@ -43,8 +43,8 @@ from evotune.config import TaskConfig
 from evotune.errors import AnalysisError
 from evotune.evaluation import score_rows
 from evotune.evaluation.collapse import collapse_stats
+from evotune.evaluation.verdicts import clip, first_token_ids, verdict_log_odds
 from evotune.runs.rundir import atomic_write_json
-from evotune.serve.backends import _clip, _first_token_ids, verdict_log_odds
 from evotune.tasks import build_task
 from evotune.tasks.safety import is_refusal
 
@@ -92,15 +92,15 @@ class LLMJudge:
 
         self.model, self.tok, self.batch_size, self.template = model, tok, batch_size, template
         self.criteria = criteria or CRITERIA
-        self.a = sorted(_first_token_ids(tok, ("A", " A")))
-        self.b = sorted(_first_token_ids(tok, ("B", " B")))
+        self.a = sorted(first_token_ids(tok, ("A", " A")))
+        self.b = sorted(first_token_ids(tok, ("B", " B")))
         if not self.a or not self.b or set(self.a) & set(self.b):
             raise ValueError("the judge's tokenizer does not separate the verdict letters A and B")
 
     def render(self, q: Query) -> str:
 
-        text = (self.template.replace("{question}", self.criteria[q.criterion]).replace("{prompt}", _clip(q.prompt))
-                .replace("{first}", _clip(q.first)).replace("{second}", _clip(q.second)))
+        text = (self.template.replace("{question}", self.criteria[q.criterion]).replace("{prompt}", clip(q.prompt))
+                .replace("{first}", clip(q.first)).replace("{second}", clip(q.second)))
         if getattr(self.tok, "chat_template", None):
             return self.tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
                                                 add_generation_prompt=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -65,10 +64,6 @@ def assemble(config: Path | None, run_dir: str | None, resume: bool, overrides: 
         if not config.is_file():
             raise ConfigError(f"--resume: {run_dir} is not a run directory (no config.yaml)")
     return build_config(config, overrides)
-
-
-def stdout_is_tty() -> bool:
-    return sys.stdout.isatty()
 
 
 def print_tables(ts: Sequence[Any]) -> None:

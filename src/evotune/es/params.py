@@ -99,13 +99,6 @@ class EvolvingParams:
             return noise(seed, name, tuple(p.shape), out=p)
         return self.noise_fn(seed, name, tuple(p.shape))
 
-    @property
-    def names(self) -> list[str]:
-        return list(self.params)
-
-    def numel(self) -> int:
-        return sum(p.numel() for p in self.params.values())
-
     @torch.no_grad()
     def perturb(self, seed: int, sign: int, sigma: float) -> None:
         """Write master + sign·σ·ε(seed) into the model, tensor by tensor.

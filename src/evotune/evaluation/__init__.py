@@ -40,9 +40,7 @@ def score_rows(
 
 
 def summarize(
-    rows: Sequence[dict[str, Any]],
-    max_new_tokens: int | None = None,
-    base_rows: Sequence[dict[str, Any]] | None = None,
+    rows: Sequence[dict[str, Any]], base_rows: Sequence[dict[str, Any]] | None = None
 ) -> dict[str, float]:
     """Aggregate rows into the shared eval metric names (and reward-hacking rates).
 
@@ -94,7 +92,7 @@ def evaluate(
         model, tokenizer, prompts, mnt, batch_size=batch_size, temperature=temperature, seed=seed
     )
     rows = score_rows(task, examples, comps)
-    return EvalResult(summarize(rows, mnt, base_rows), rows)
+    return EvalResult(summarize(rows, base_rows), rows)
 
 
 def evaluate_tasks(

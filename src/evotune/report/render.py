@@ -5,7 +5,7 @@ Rendering reads only the summary dict, so a report can be re-rendered from `summ
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from evotune.report import plots, tables
@@ -84,47 +84,49 @@ def _reward_kl(s: Mapping[str, Any]) -> str:
     return body
 
 
+KL_NOTE = (
+    "per-token KL(π_model ‖ π_base) on completions sampled from the model at T=1; mean ± SE "
+    "clustered by sequence. k1 = −log r, k2 = ½(log r)², k3 = (r−1) − log r with r = π_base/π_model; "
+    "exact = full-vocabulary KL at the sampled positions."
+)
+
+
+def _analysis(
+    s: Mapping[str, Any],
+    key: str,
+    figures: Callable[[Any], Mapping[str, bytes]],
+    tabs: Callable[[Any], Sequence[tables.Table]],
+    note: Callable[[Any], str] = lambda _: "",
+    error_key: str | None = None,
+) -> str:
+    """One analysis section: its figures, a note and its tables, or why it is missing."""
+    res = s.get(key)
+    if not res:
+        return _missing(s, error_key or key)
+    body = "".join(img(png, name) for name, png in figures(res).items())
+    text = note(res)
+    return body + (para(text, "note") if text else "") + _tables(tabs(res))
+
+
 def _kl(s: Mapping[str, Any]) -> str:
-    kl = s.get("kl")
-    if not kl:
-        return _missing(s, "kl")
-    body = img(plots.kl_figure(kl), "KL by source")
-    body += para(
-        "per-token KL(π_model ‖ π_base) on completions sampled from the model at T=1; mean ± SE "
-        "clustered by sequence. k1 = −log r, k2 = ½(log r)², k3 = (r−1) − log r with r = π_base/π_model; "
-        "exact = full-vocabulary KL at the sampled positions.",
-        "note",
-    )
-    body += _tables(tables.kl_tables(kl))
-    return body
+    return _analysis(s, "kl", lambda r: {"KL by source": plots.kl_figure(r)}, tables.kl_tables, lambda _: KL_NOTE)
 
 
 def _delta(s: Mapping[str, Any]) -> str:
-    d = s.get("delta")
-    if not d:
-        return _missing(s, "delta")
-    figs = plots.delta_figures(d)
-    body = "".join(img(png, name) for name, png in figs.items())
-    body += _tables(tables.delta_tables(d))
-    return body
+    return _analysis(s, "delta", plots.delta_figures, tables.delta_tables)
 
 
 def _lmc(s: Mapping[str, Any]) -> str:
-    lm = s.get("lmc")
-    if not lm:
-        return _missing(s, "lmc")
-    body = img(plots.lmc_figure(lm), "linear mode connectivity")
-    body += para(f"task {lm['task']}, {lm['points']} points, limit {lm['limit']}.", "note")
-    body += _tables([tables.lmc_table(lm)])
-    return body
+    return _analysis(
+        s, "lmc", lambda r: {"linear mode connectivity": plots.lmc_figure(r)}, lambda r: [tables.lmc_table(r)],
+        lambda r: f"task {r['task']}, {r['points']} points, limit {r['limit']}.",
+    )
 
 
 def _robustness(s: Mapping[str, Any]) -> str:
-    rb = s.get("robustness")
-    if not rb:
-        return _missing(s, "robustness")
-    body = img(plots.robustness_figure(rb), "robustness")
-    return body + _tables([tables.robustness_table(rb)])
+    return _analysis(
+        s, "robustness", lambda r: {"robustness": plots.robustness_figure(r)}, lambda r: [tables.robustness_table(r)]
+    )
 
 
 def _hacking(s: Mapping[str, Any]) -> str:

@@ -23,6 +23,7 @@ import torch
 
 from evotune.backends.models import load_model, resolve_model, torch_dtype
 from evotune.errors import ConfigError, ModelError
+from evotune.evaluation.verdicts import clip, first_token_ids, verdict_log_odds
 
 Format = Literal["auto", "chat", "beaver", "plain"]
 
@@ -45,7 +46,6 @@ COST_RUBRIC = (
 )
 YES = ("Yes", " Yes", "yes", " yes", "YES")
 NO = ("No", " No", "no", " no", "NO")
-_FIELD_CHARS = 4000  # a judge prompt keeps at most this many characters of each field (head and tail)
 
 
 @dataclass(frozen=True)
@@ -83,19 +83,6 @@ def conversation_text(tok: Any, prompt: str, completion: str, fmt: Format) -> st
         msgs = [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
         return tok.apply_chat_template(msgs, tokenize=False)
     return f"User: {prompt}\nAssistant: {completion}"
-
-
-def _clip(text: str, n: int = _FIELD_CHARS) -> str:
-    return text if len(text) <= n else text[: n // 2] + " […] " + text[-n // 2 :]
-
-
-def _first_token_ids(tok: Any, words: Sequence[str]) -> set[int]:
-    out = set()
-    for w in words:
-        ids = tok(w, add_special_tokens=False)["input_ids"]
-        if ids:
-            out.add(int(ids[0]))
-    return out
 
 
 class SeqClsHead:
@@ -163,13 +150,13 @@ class JudgeHead:
             self.model, self.tok = load_model(spec.model, dtype)
             if shared is not None:
                 shared[key] = (self.model, self.tok)
-        self.yes, self.no = _first_token_ids(self.tok, YES), _first_token_ids(self.tok, NO)
+        self.yes, self.no = first_token_ids(self.tok, YES), first_token_ids(self.tok, NO)
         if not self.yes or not self.no or self.yes & self.no:
             raise ConfigError(f"{spec}: its tokenizer does not separate the verdict words Yes and No")
         self.spec, self.rubric, self.batch_size = spec, rubric, batch_size
 
     def render(self, prompt: str, completion: str) -> str:
-        text = self.rubric.replace("{prompt}", _clip(prompt)).replace("{completion}", _clip(completion))
+        text = self.rubric.replace("{prompt}", clip(prompt)).replace("{completion}", clip(completion))
         if getattr(self.tok, "chat_template", None):
             msgs = [{"role": "user", "content": text}]
             return self.tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
@@ -179,25 +166,6 @@ class JudgeHead:
     def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
         texts = [self.render(p, c) for p, c in zip(prompts, completions, strict=True)]
         return verdict_log_odds(self.model, self.tok, texts, sorted(self.yes), sorted(self.no), self.batch_size)
-
-
-@torch.no_grad()
-def verdict_log_odds(
-    model: Any, tok: Any, texts: Sequence[str], pos_ids: Sequence[int], neg_ids: Sequence[int], batch_size: int
-) -> list[float]:
-    """log P(any of pos_ids) − log P(any of neg_ids) for the token following each (left-padded) text.
-
-    Shared by the judge scoring head and the pairwise judge of the tournament.
-    """
-    out: list[float] = []
-    pos, neg = torch.tensor(list(pos_ids)), torch.tensor(list(neg_ids))
-    for i in range(0, len(texts), batch_size):
-        enc = tok(list(texts[i : i + batch_size]), return_tensors="pt", padding=True, add_special_tokens=False)
-        logits = model(**enc).logits[:, -1, :].float()  # left padding: the last position is the next token
-        logp = torch.log_softmax(logits, dim=-1)
-        lp, ln = torch.logsumexp(logp[:, pos], -1), torch.logsumexp(logp[:, neg], -1)
-        out.extend((lp - ln).tolist())
-    return out
 
 
 @dataclass
