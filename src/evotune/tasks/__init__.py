@@ -2,6 +2,7 @@
 
 from evotune.tasks.base import (
     Example,
+    ExampleTypeError,
     PromptStyle,
     Reward,
     Split,
@@ -19,6 +20,7 @@ from evotune.tasks import boolq, chemistry, conciseness, countdown, jsonl_task, 
 
 __all__ = [
     "Example",
+    "ExampleTypeError",
     "PromptStyle",
     "Reward",
     "Split",

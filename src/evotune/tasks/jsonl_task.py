@@ -140,7 +140,10 @@ class JsonlTask(Task):
     def load(self, path: Path) -> list[Example]:
         """Validated examples of one file; raises one TaskError naming up to 10 bad rows."""
         return convert_rows(
-            "jsonl", path, read_records(path, "jsonl"), {"prompt": PROMPT_FIELDS, "answer": ANSWER_FIELDS},
+            "jsonl",
+            path,
+            read_records(path, "jsonl"),
+            {"prompt": PROMPT_FIELDS, "answer": ANSWER_FIELDS},
             lambda row, pos: self._example(row, path, pos),
         )
 
