@@ -61,6 +61,9 @@ RANGES: dict[str, dict[str, int]] = {
 }
 _OPTIONS = (*RANGES["reference"], "distribution", "reward", "prompt", "data", "eval_data", "split")
 NUMBER_FIELDS = ("numbers", "nums")
+REFERENCE_DATA_URL = (
+    "https://raw.githubusercontent.com/VsonicV/es-fine-tuning-paper/main/countdown/data/countdown.json"
+)
 TARGET_FIELDS = ("target",)
 
 # The reference prompt, as the public code writes it: a system sentence run straight into the user
@@ -516,7 +519,8 @@ class Countdown(Task):
             return self._item(row_id(row, p, pos), list(numbers), target, text, meta)
 
         required = {"numbers": NUMBER_FIELDS, "target": TARGET_FIELDS}
-        return convert_rows("countdown", p, read_records(p, "countdown"), required, convert)
+        hint = "; the reference data: " + REFERENCE_DATA_URL if p.name == "countdown.json" else ""
+        return convert_rows("countdown", p, read_records(p, "countdown", hint), required, convert)
 
     def build(self) -> tuple[list[Example], list[Example]]:
         """From `data` under the split rule, or generated: eval and train from separate seeded streams.

@@ -36,7 +36,7 @@ def _decode(path: Path, data: bytes, task: str) -> str:
 Rows = tuple[list[tuple[int, Any]], str, list[str]]
 
 
-def read_records(path: str | Path, task: str) -> Rows:
+def read_records(path: str | Path, task: str, hint: str = "") -> Rows:
     """(position, raw row) pairs of a data file, the word for a position, and JSON-lines syntax errors.
 
     A file whose text starts with `[` is read as one JSON array (positions are 1-based rows);
@@ -47,7 +47,9 @@ def read_records(path: str | Path, task: str) -> Rows:
     """
     p = Path(path)
     if not p.exists():
-        raise TaskError(f"{task}: data file {str(p)!r} not found; check the path (relative to {Path.cwd()})")
+        raise TaskError(
+            f"{task}: data file {str(p)!r} not found; check the path (relative to {Path.cwd()}){hint}"
+        )
     if p.is_dir():
         return _read_dataset_dir(p, task), "row", []
     if p.suffix.lower() == ".parquet":
