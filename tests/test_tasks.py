@@ -151,7 +151,7 @@ COUNTDOWN_CASES: list[tuple[str, str, float]] = [
     ("name", "completion", "expected"), COUNTDOWN_CASES, ids=[c[0] for c in COUNTDOWN_CASES]
 )
 def test_countdown_reward_adversarial(name: str, completion: str, expected: float) -> None:
-    task = Countdown(n_train=1, n_eval=1)
+    task = Countdown(n_train=1, n_eval=1, reward="strict")
     r = task.score(completion, _cd_example())
     assert r.score == expected, name
     assert r.components["format"] + r.components["answer"] == r.score
@@ -159,7 +159,7 @@ def test_countdown_reward_adversarial(name: str, completion: str, expected: floa
 
 
 def test_countdown_exact_fractions() -> None:
-    task = Countdown(n_train=1, n_eval=1)
+    task = Countdown(n_train=1, n_eval=1, reward="strict")
     ex = _cd_example((3, 3, 8, 8), 24)
     assert task.score("<think>x</think><answer>8 / (3 - 8 / 3)</answer>", ex).score == 1.1
     assert solve((3, 3, 8, 8), 24) is not None
@@ -168,7 +168,7 @@ def test_countdown_exact_fractions() -> None:
 
 
 def test_countdown_response_prefix_is_restored() -> None:
-    task = Countdown(n_train=1, n_eval=1, prompt_style=PromptStyle(response_prefix="<think>"))
+    task = Countdown(n_train=1, n_eval=1, reward="strict", prompt_style=PromptStyle(response_prefix="<think>"))
     r = task.score(f"reasoning</think>\n<answer>{GOOD}</answer>", _cd_example())
     assert (r.score, r.components, r.correct) == (1.1, {"format": 0.1, "answer": 1.0}, True)
 
@@ -215,7 +215,7 @@ def test_solver_agrees_with_independent_enumeration() -> None:
 
 
 def test_countdown_instances_solvable_and_solution_earns_full_reward() -> None:
-    task = Countdown(seed=3, n_train=150, n_eval=150)
+    task = Countdown(seed=3, n_train=150, n_eval=150, reward="strict")
     for split in ("train", "eval"):
         for ex in task.split(split):
             numbers, target = ex.answer["numbers"], ex.answer["target"]

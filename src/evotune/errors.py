@@ -19,6 +19,10 @@ class TaskError(EvotuneError, ValueError):
     """A task was configured or fed data it cannot use (bad option, malformed row, ...)."""
 
 
+class ExampleTypeError(TaskError, TypeError):
+    """An `Example` field, or an answer a task cannot grade, has the wrong type."""
+
+
 class RewardTimeout(TaskError):
     """A reward function ran past its time limit."""
 

@@ -56,7 +56,7 @@ _SHARED: list[tuple[str, Any, Any, str | None]] = [
     ("eval_limit", int | None, Opt(help="held-out items per evaluation"), "eval.limit"),
     ("n_train", int | None, Opt(), "task.n_train"),
     ("n_eval", int | None, Opt(), "task.n_eval"),
-    ("data", str | None, Opt(help="data file for the jsonl task"), "task.data"),
+    ("data", str | None, Opt(help="data file of the task (JSON lines, JSON array, parquet or a datasets folder)"), "task.data"),
     ("reward", str | None, Opt(help="jsonl task reward: exact|numeric|contains|regex"), "task.reward"),
     ("threads", int | None, Opt(), "threads"),
     ("dtype", str | None, Opt(help="float32 | bfloat16 | float16"), "model.dtype"),

@@ -3,6 +3,7 @@
 from evotune.config import TaskConfig
 from evotune.tasks.base import (
     Example,
+    ExampleTypeError,
     PromptStyle,
     Reward,
     Split,
@@ -34,6 +35,7 @@ def build_task(cfg: TaskConfig) -> Task:
 __all__ = [
     "build_task",
     "Example",
+    "ExampleTypeError",
     "PromptStyle",
     "Reward",
     "Split",

@@ -6,12 +6,15 @@ completion cannot make a reward slow, and nothing ever evaluates model output as
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from evotune.tasks.base import Example, Task, TaskError
+from evotune.errors import TaskError
+from evotune.tasks.base import Example, Task
 from evotune.tasks.jsonl_task import JsonlTask, parse_number
 
 _BOX = "\\boxed"
@@ -111,6 +114,175 @@ def single_choice(text: str, allowed: Callable[[str], str | None]) -> str | None
     return found.pop()
 
 
+# -- mathematical equivalence (math-verify) ---------------------------------------------------------
+#
+# `\dfrac{1}{2}`, `0.5` and `\frac12` are one answer; comparing text calls two of them wrong. Hugging
+# Face's math-verify parses LaTeX into sympy and compares values, sets, intervals and equations. It is
+# called with its own timeouts off (they use SIGALRM, which would cancel `Task.score`'s reward timer,
+# and fail outside the main thread), so anything that could make sympy slow is refused first: sympy
+# evaluates `9^{9^{9}}` exactly (forever), expands `(x+1)^{999}` (seconds), and its parser is
+# exponential in nesting depth. Real final answers are short and shallow; the screen below admits them.
+MV_MAX_LENGTH = 100
+MV_MAX_DEPTH = 6
+MV_MAX_EXPONENT = (
+    999  # per exponent, and at most this much for all of them multiplied (with variables: 20 each)
+)
+MV_COMMANDS = frozenset(
+    [
+        "frac",
+        "dfrac",
+        "tfrac",
+        "sqrt",
+        "cdot",
+        "times",
+        "div",
+        "pm",
+        "mp",
+        "pi",
+        "infty",
+        "left",
+        "right",
+        "text",
+        "textbf",
+        "textrm",
+        "mathrm",
+        "mathbf",
+        "circ",
+        "degree",
+        "le",
+        "leq",
+        "ge",
+        "geq",
+        "ne",
+        "neq",
+        "approx",
+        "cup",
+        "cap",
+        "in",
+        "emptyset",
+        "varnothing",
+        "sin",
+        "cos",
+        "tan",
+        "sec",
+        "csc",
+        "cot",
+        "log",
+        "ln",
+        "alpha",
+        "beta",
+        "gamma",
+        "delta",
+        "theta",
+        "lambda",
+        "mu",
+        "sigma",
+        "phi",
+        "omega",
+        "dots",
+        "ldots",
+        "cdots",
+        "quad",
+        "qquad",
+        "displaystyle",
+    ]
+)
+_COMMAND_RE = re.compile(r"\\([A-Za-z]+)")
+_TEXT_RE = re.compile(r"\\(?:text|textbf|textrm|mathrm|mathbf)\s*\{[^{}]*\}")
+
+
+def _exponents(s: str) -> list[str] | None:
+    """The text of every exponent in `s` (a braced group or one token); None if one is unclosed."""
+    out: list[str] = []
+    i = s.find("^")
+    while i >= 0:
+        j = i + 1
+        while j < len(s) and s[j] == " ":
+            j += 1
+        if j < len(s) and s[j] == "{":
+            depth, k = 0, j
+            while k < len(s):
+                depth += {"{": 1, "}": -1}.get(s[k], 0)
+                if depth == 0:
+                    break
+                k += 1
+            if depth:
+                return None
+            out.append(s[j + 1 : k])
+        else:
+            m = re.match(r"\\[A-Za-z]+|\d+|.", s[j:])
+            out.append(m.group(0) if m else "")
+        i = s.find("^", j)
+    return out
+
+
+def safe_for_math_verify(content: str) -> bool:
+    """Whether math-verify can judge `content` quickly (see the comment above): short, shallow, known
+    LaTeX commands only, no factorials/sums/binomials, no exponent towers or huge exponents."""
+    s = content.strip().replace("\\!", "")
+    if not s or len(s) > MV_MAX_LENGTH or "!" in s:
+        return False
+    depth = 0
+    for c in s:
+        depth += 1 if c in "([{" else -1 if c in ")]}" else 0
+        if depth > MV_MAX_DEPTH:
+            return False
+    if any(cmd not in MV_COMMANDS for cmd in _COMMAND_RE.findall(s)):
+        return False
+    exps = _exponents(s)
+    if exps is None:
+        return False
+    symbolic = re.search(r"[A-Za-z]", _COMMAND_RE.sub("", _TEXT_RE.sub("", s))) is not None
+    cap = 20 if symbolic else MV_MAX_EXPONENT
+    total = 1
+    for e in exps:
+        if "^" in e:
+            return False
+        runs = [int(r) for r in re.findall(r"\d+", e) if len(r) <= 3] if not re.search(r"\d{4}", e) else None
+        if runs is None:
+            return False
+        big = max(runs, default=1)
+        if big > cap:
+            return False
+        total *= max(big, 1)
+        if total > MV_MAX_EXPONENT:
+            return False
+    return True
+
+
+def _quiet_math_verify() -> Any:
+    import math_verify
+
+    logging.getLogger("math_verify").setLevel(logging.ERROR)  # it warns once that its timeouts are off
+    return math_verify
+
+
+@lru_cache(maxsize=4096)
+def _parse_gold(gold: str) -> Any:
+    mv = _quiet_math_verify()
+    return mv.parse("\\boxed{" + gold + "}", parsing_timeout=None)
+
+
+def equivalent(gold: str, content: str) -> bool:
+    """Whether the box content `content` is mathematically the answer `gold` (both LaTeX or plain).
+
+    False when either does not parse or `content` fails `safe_for_math_verify`.
+    """
+    if not safe_for_math_verify(content):
+        return False
+    mv = _quiet_math_verify()
+    target = _parse_gold(gold)
+    if not target:
+        return False
+    pred = mv.parse("\\boxed{" + content + "}", parsing_timeout=None)
+    if not pred:
+        return False
+    try:
+        return bool(mv.verify(target, pred, timeout_seconds=None))
+    except Exception:  # a sympy failure on odd input is a non-match, not a crashed run
+        return False
+
+
 # -- local-file variants ------------------------------------------------------------------------
 
 
@@ -191,4 +363,3 @@ class SuiteTask(Task):
         if self.options.get("data"):
             return local_splits(self, *self._given, convert=self.convert_answer)
         return self.generate_splits()
-

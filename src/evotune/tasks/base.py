@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from evotune.errors import RewardTimeout, TaskError
+from evotune.errors import ExampleTypeError, RewardTimeout, TaskError
 from evotune.hashing import stable_int
 
 Split = Literal["train", "eval"]
@@ -24,12 +24,25 @@ Split = Literal["train", "eval"]
 
 @dataclass(frozen=True)
 class Example:
-    """One item: `prompt` is the user message; `answer` is whatever the reward needs."""
+    """One item: `prompt` is the user message; `answer` is whatever the reward needs.
+
+    Field types are checked here, at construction, because a wrong type otherwise fails late or not
+    at all (a string where a tuple is expected is silently indexed by character). The shape of
+    `answer` belongs to the task: `Task.answer_error` checks it before the first score.
+    """
 
     id: str
     prompt: str
     answer: Any
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, kind in (("id", str), ("prompt", str), ("meta", dict)):
+            got = getattr(self, name)
+            if not isinstance(got, kind):
+                raise ExampleTypeError(
+                    f"Example.{name} must be a {kind.__name__}, got {type(got).__name__} {got!r:.60}"
+                )
 
 
 @dataclass(frozen=True)
@@ -170,8 +183,15 @@ class Task(ABC):
     def reward(self, completion: str, example: Example) -> Reward:
         """Score a completion (already decoded and stripped by `decode_completion`)."""
 
+    def answer_error(self, answer: Any) -> str | None:
+        """Why this task cannot grade `answer` (its type or shape), or None; tasks override it."""
+        return None
+
     def score(self, completion: str, example: Example) -> Reward:
         """`reward` with the response prefix restored, and a clear error if the reward breaks."""
+        problem = self.answer_error(example.answer)
+        if problem:
+            raise ExampleTypeError(f"task {self.name!r} cannot grade example {example.id!r}: {problem}")
         text = (
             self.prompt_style.response_prefix + completion
             if self.prompt_style.response_prefix

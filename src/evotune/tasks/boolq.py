@@ -16,8 +16,9 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+from evotune.errors import TaskError
 from evotune.tasks.answers import SuiteTask, single_choice, unwrap
-from evotune.tasks.base import Example, Reward, TaskError, register_task, stable_int
+from evotune.tasks.base import Example, Reward, register_task, stable_int
 
 _OPTIONS = ("data", "eval_data")
 _SYSTEM = (

@@ -4,15 +4,28 @@ The reward is only −|len(completion) − len(target)| (RESEARCH.md §2), which
 off-topic output of the right length can game; `correct` is therefore reported separately so
 hacking shows up as reward rising while correctness does not. All facts are written here (no
 download) and the pool is a few hundred distinct items built from templates.
+
+`data=PATH` (and `eval_data=PATH`) read the reference's own files instead — JSON lines or a JSON
+array of {question (or prompt), answer (a string, or a list of accepted strings, shortest first)}
+— e.g. evolutionary-alignment's `conciseness/data/train.jsonl` and `eval.jsonl`, which the reference
+prompts as a lone user message through the chat template, as evotune's default does.
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
-from evotune.tasks.base import Example, Reward, Task, TaskError, disjoint_split, register_task, stable_int
+from evotune.errors import TaskError
+from evotune.tasks.base import Example, Reward, Task, disjoint_split, register_task, stable_int
 from evotune.tasks.jsonl_task import normalize_text
+from evotune.tasks.records import SPLIT_RULES, convert_rows, read_records, row_id, split_examples
+from evotune.tasks.records import value as row_value
+
+_OPTIONS = ("data", "eval_data", "split")
+QUESTION_FIELDS = ("question", "prompt")
+ANSWER_FIELDS = ("answer",)
 
 # country -> capital (alternative spellings after the first)
 CAPITALS: dict[str, tuple[str, ...]] = {
@@ -436,6 +449,18 @@ def is_correct(completion: str, accepted: tuple[str, ...]) -> bool:
     return False
 
 
+def accepted_answers(answer: Any) -> tuple[str, ...]:
+    """The accepted answers an item's `answer` stands for: one string, or a sequence of strings.
+
+    A plain string is one answer — never a sequence of one-character answers.
+    """
+    if isinstance(answer, str):
+        return (answer,)
+    if isinstance(answer, list | tuple) and answer and all(isinstance(a, str) for a in answer):
+        return tuple(answer)
+    raise ValueError(f"the answer must be a string or a non-empty tuple of strings, got {answer!r:.60}")
+
+
 @register_task("conciseness")
 class Conciseness(Task):
     """Reward −|len(completion.strip()) − len(target)| in characters; `correct` judges the content."""
@@ -444,13 +469,51 @@ class Conciseness(Task):
     default_n_eval = 100
     default_max_new_tokens = 32
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        unknown = sorted(k for k, v in self.options.items() if v is not None)
+    def __init__(
+        self, seed: int = 0, n_train: int | None = None, n_eval: int | None = None, *args: Any, **kwargs: Any
+    ) -> None:
+        super().__init__(seed, n_train, n_eval, *args, **kwargs)
+        self._given = (n_train, n_eval)  # a data file's own size wins unless the user gave one
+        unknown = sorted(k for k, v in self.options.items() if k not in _OPTIONS and v is not None)
         if unknown:
-            raise TaskError(f"conciseness: takes no options, got {unknown}")
+            raise TaskError(f"conciseness: unknown option(s) {unknown}; known: {list(_OPTIONS)}")
+        self.split_rule = self.options.get("split") or "seeded"
+        if self.split_rule not in SPLIT_RULES:
+            raise TaskError(
+                f"conciseness: split must be one of {', '.join(SPLIT_RULES)}, got {self.split_rule!r}"
+            )
+        if self.options.get("eval_data") and not self.options.get("data"):
+            raise TaskError("conciseness: eval_data needs data as well")
+
+    def load(self, path: str | Path) -> list[Example]:
+        """Items of a data file: rows {question (or prompt): str, answer: str | [str, ...], id?}."""
+        p = Path(path)
+
+        def convert(row: dict[str, Any], pos: int) -> Example:
+            question = row_value(row, QUESTION_FIELDS)
+            if not isinstance(question, str) or not question.strip():
+                raise ValueError("'question' must be a non-empty string")
+            raw = row_value(row, ANSWER_FIELDS)
+            if isinstance(raw, int | float) and not isinstance(raw, bool):
+                raw = str(raw)
+            accepted = tuple(a.strip() for a in accepted_answers(raw))
+            if not all(accepted):
+                raise ValueError("'answer' must not be empty")
+            meta = {"target": accepted[0], "category": "data", "source": str(p), "row": pos}
+            return Example(id=row_id(row, p, pos), prompt=question, answer=accepted, meta=meta)
+
+        required = {"question": QUESTION_FIELDS, "answer": ANSWER_FIELDS}
+        return convert_rows("conciseness", p, read_records(p, "conciseness"), required, convert)
 
     def build(self) -> tuple[list[Example], list[Example]]:
+        if self.options.get("data"):
+            items = self.load(self.options["data"])
+            extra = self.load(self.options["eval_data"]) if self.options.get("eval_data") else None
+            tr, ev = split_examples(
+                "conciseness", items, extra, self.split_rule, self.seed, *self._given, self.default_n_train
+            )
+            self.n_train, self.n_eval = len(tr), len(ev)
+            return tr, ev
         items = [
             Example(
                 id=f"conciseness-{cat}-{stable_int(q) % 10**8:08d}",
@@ -462,9 +525,14 @@ class Conciseness(Task):
         ]
         return disjoint_split(items, self.n_train, self.n_eval, self.seed)
 
+    def answer_error(self, answer: Any) -> str | None:
+        try:
+            accepted_answers(answer)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
     def reward(self, completion: str, example: Example) -> Reward:
-        target = example.answer[0]
-        score = -float(abs(len(completion.strip()) - len(target)))
-        return Reward(
-            score=score, components={"length": score}, correct=is_correct(completion, example.answer)
-        )
+        accepted = accepted_answers(example.answer)
+        score = -float(abs(len(completion.strip()) - len(accepted[0].strip())))
+        return Reward(score=score, components={"length": score}, correct=is_correct(completion, accepted))

@@ -1,24 +1,27 @@
-"""A task from the user's own data: JSON lines, Parquet, or a `datasets.save_to_disk` directory.
+"""A task from the user's own data: JSON lines, a JSON array, Parquet, or a `datasets.save_to_disk` directory.
 
-Each row is {"prompt": str, "answer": str | number, "id"?: str | int}. All rows are validated at
-load time and every problem is reported at once with its line number, so a bad file fails before
-a long run starts rather than in the middle of one.
+Each row is {"prompt": str, "answer": str | number, "id"?: str | int}; `question` or `problem` may
+stand for `prompt`. All rows are validated at load time and every problem is reported at once with
+its line or row number, so a bad file fails before a long run starts rather than in the middle of one.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import unicodedata
 from pathlib import Path
 from typing import Any
 
-from evotune.tasks.base import Example, Reward, Task, TaskError, disjoint_split, register_task
+from evotune.errors import TaskError
+from evotune.tasks.base import Example, Reward, Task, disjoint_split, register_task
+from evotune.tasks.records import convert_rows, read_records, row_id, value
 
 REWARD_KINDS = ("exact", "numeric", "contains", "regex")
+# Field names accepted for each role, first match wins (published data sets use `question`/`problem`).
+PROMPT_FIELDS = ("prompt", "question", "problem")
+ANSWER_FIELDS = ("answer",)
 _OPTIONS = ("data", "eval_data", "reward")
-_MAX_REPORTED = 10
 _MAX_PATTERN_LENGTH = 1000
 _QUOTES = "\"'`\u201c\u201d\u2018\u2019\u00ab\u00bb"
 _TRAILING = ".!,;:?"
@@ -108,51 +111,6 @@ def compile_answer_pattern(pattern: str) -> re.Pattern[str]:
     return compiled
 
 
-def _read_rows(path: Path) -> tuple[list[tuple[int, Any]], str, list[str]]:
-    """(line or row number, raw row) pairs, the word for a position, and JSON syntax errors."""
-    if not path.exists():
-        raise TaskError(f"jsonl: data file {str(path)!r} not found")
-    if path.is_dir():
-        try:
-            import datasets
-        except ImportError as exc:  # pragma: no cover
-            raise TaskError(f"jsonl: {path} is a directory; loading it needs the `datasets` package") from exc
-        try:
-            ds = datasets.load_from_disk(str(path))
-        except Exception as exc:
-            raise TaskError(f"jsonl: cannot load {path} with datasets.load_from_disk: {exc}") from exc
-        if isinstance(ds, datasets.DatasetDict):
-            if len(ds) != 1:
-                raise TaskError(
-                    f"jsonl: {path} holds splits {sorted(ds)}; save one split, or pass them as --data and eval_data"
-                )
-            ds = next(iter(ds.values()))
-        return [(i + 1, row) for i, row in enumerate(ds.to_list())], "row", []
-    if path.suffix.lower() == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError as exc:
-            raise TaskError(
-                f"jsonl: reading {path} needs pyarrow, which is not installed (pip install pyarrow)"
-            ) from exc
-        try:
-            rows = pq.read_table(path).to_pylist()
-        except Exception as exc:
-            raise TaskError(f"jsonl: cannot read parquet file {path}: {exc}") from exc
-        return [(i + 1, row) for i, row in enumerate(rows)], "row", []
-    out: list[tuple[int, Any]] = []
-    errors: list[str] = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                out.append((lineno, json.loads(line)))
-            except json.JSONDecodeError as exc:
-                errors.append(f"line {lineno}: invalid JSON ({exc.msg})")
-    return out, "line", errors
-
-
 @register_task("jsonl")
 class JsonlTask(Task):
     """Rows from `data` (and optionally `eval_data`); `reward` is exact | numeric | contains | regex."""
@@ -182,29 +140,16 @@ class JsonlTask(Task):
     # -- data -------------------------------------------------------------------------------
     def load(self, path: Path) -> list[Example]:
         """Validated examples of one file; raises one TaskError naming up to 10 bad rows."""
-        rows, where, errors = _read_rows(path)
-        examples: list[Example] = []
-        for pos, row in rows:
-            try:
-                examples.append(self._example(row, path, pos))
-            except ValueError as exc:
-                errors.append(f"{where} {pos}: {exc}")
-        if errors:
-            errors.sort(key=lambda e: int(e.split(":")[0].split()[-1]))
-            shown = "\n  ".join(errors[:_MAX_REPORTED])
-            more = f"\n  ... and {len(errors) - _MAX_REPORTED} more" if len(errors) > _MAX_REPORTED else ""
-            raise TaskError(f"jsonl: {len(errors)} malformed row(s) in {path}:\n  {shown}{more}")
-        if not examples:
-            raise TaskError(f"jsonl: {path} has no rows")
-        return examples
+        return convert_rows(
+            "jsonl",
+            path,
+            read_records(path, "jsonl"),
+            {"prompt": PROMPT_FIELDS, "answer": ANSWER_FIELDS},
+            lambda row, pos: self._example(row, path, pos),
+        )
 
-    def _example(self, row: Any, path: Path, pos: int) -> Example:
-        if not isinstance(row, dict):
-            raise ValueError(f"expected a JSON object, got {type(row).__name__}")
-        for key in ("prompt", "answer"):
-            if key not in row or row[key] is None:
-                raise ValueError(f"missing {key!r}")
-        prompt, answer = row["prompt"], row["answer"]
+    def _example(self, row: dict[str, Any], path: Path, pos: int) -> Example:
+        prompt, answer = value(row, PROMPT_FIELDS), value(row, ANSWER_FIELDS)
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError("'prompt' must be a non-empty string")
         is_number = isinstance(answer, int | float) and not isinstance(answer, bool)
@@ -221,14 +166,8 @@ class JsonlTask(Task):
                 raise ValueError("'answer' must be a regex string (reward=regex)")
             if answer not in self._patterns:
                 self._patterns[answer] = compile_answer_pattern(answer)
-        rid = row.get("id")
-        if rid is not None and not isinstance(rid, str | int):
-            raise ValueError(f"'id' must be a string or an integer, got {type(rid).__name__}")
         return Example(
-            id=str(rid) if rid is not None else f"{path.name}:{pos}",
-            prompt=prompt,
-            answer=answer,
-            meta={"source": str(path), "row": pos},
+            id=row_id(row, path, pos), prompt=prompt, answer=answer, meta={"source": str(path), "row": pos}
         )
 
     def build(self) -> tuple[list[Example], list[Example]]:

@@ -10,8 +10,10 @@ Reward (mirrors countdown, RESEARCH.md §2): 0.1·format + answer, where format 
 "$1000", "\\$1{,}000" and "1000 dollars" all read as 1000; "10 or 12", "1e3" and a value outside
 any box do not count. A correct completion scores 1.1, a boxed wrong number 0.1, no box 0.
 
-With `data` (a JSONL of {prompt, answer}, e.g. converted GSM8K or MATH), numeric answers are
-compared as numbers and other answers (`\\frac{1}{2}`) as whitespace-insensitive exact text.
+Equivalence beyond plain numbers is judged by math-verify (`answers.equivalent`): `\\frac{2000}{2}`
+and `10^{3}` are 1000, and with `data` (JSON lines or a JSON array of {prompt|question|problem,
+answer}, e.g. converted GSM8K or MATH) `\\dfrac{1}{2}`, `0.5` and `\\frac12` all match a `\\frac{1}{2}`
+answer, where comparing text would call two of them wrong.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from evotune.tasks.answers import SuiteTask, extract_boxed, parse_value, unwrap
-from evotune.tasks.base import Example, Reward, TaskError, register_task, stable_int
+from evotune.errors import TaskError
+from evotune.tasks.answers import SuiteTask, equivalent, extract_boxed, parse_value, unwrap
+from evotune.tasks.base import Example, Reward, register_task, stable_int
 
 _OPTIONS = ("difficulty", "data", "eval_data")
 _SYSTEM = (
@@ -250,6 +253,11 @@ class MathTask(SuiteTask):
         return tr, ev
 
     # -- reward -----------------------------------------------------------------------------
+    def answer_error(self, answer: Any) -> str | None:
+        if isinstance(answer, bool) or not isinstance(answer, int | float | str):
+            return f"the answer must be a number or a string, got {type(answer).__name__} {answer!r:.40}"
+        return None
+
     def reward(self, completion: str, example: Example) -> Reward:
         boxes = extract_boxed(completion)
         target = example.answer
@@ -258,11 +266,14 @@ class MathTask(SuiteTask):
             last = boxes[-1]
             if isinstance(target, str):
                 got_text = _canon(last)
+                ok = bool(got_text) and (got_text == target or equivalent(target, last))
                 fmt = 0.1 if got_text else 0.0
-                ok = bool(got_text) and got_text == target
             else:
                 got = parse_value(last)
-                fmt = 0.1 if got is not None else 0.0
-                ok = got is not None and abs(got - float(target)) <= 1e-6 * max(1.0, abs(float(target)))
+                if got is not None:
+                    ok = abs(got - float(target)) <= 1e-6 * max(1.0, abs(float(target)))
+                else:  # not a plain number: `\\frac{2000}{2}`, `10^{3}`, `x = 4` may still be the answer
+                    ok = equivalent(repr(target) if isinstance(target, float) else str(target), last)
+                fmt = 0.1 if got is not None or ok else 0.0
         ans = 1.0 if ok else 0.0
         return Reward(score=fmt + ans, components={"format": fmt, "answer": ans}, correct=ok)

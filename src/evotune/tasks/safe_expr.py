@@ -166,3 +166,148 @@ def evaluate_expr(
     parser = _Parser(tokens, allow_unary_minus, max_depth)
     value = parser.parse()
     return ExprResult(value=value, numbers=tuple(parser.numbers))
+
+
+# -- the reference reward's evaluator ----------------------------------------------------------------
+#
+# The public countdown code filters an answer to the characters `0-9 + - * / ( )` and space, then hands
+# it to Python's evaluator. `python_value` computes what that evaluator returns for such text, with
+# Python's own int/float arithmetic, but without ever running model output as code: it tokenizes and
+# parses the text itself, following CPython's grammar for these characters (unary signs, `00`, leading
+# zeros refused, redundant parentheses, `2(3)` a call, `()` a tuple). Two departures, both refusals:
+# `**` and `//` are not arithmetic over + − × ÷ (and `9**9**9` would never finish), and nesting beyond
+# bounds where CPython accepts every input (its own limits vary by version) is refused.
+PY_CHARS = frozenset("0123456789+-*/() ")
+PY_MAX_PARENS = 100  # CPython 3.11 refuses 201 open parentheses; with long unary chains, fewer
+PY_MAX_SIGNS = 1000  # CPython 3.11 compiles ~2990 nested operators; version dependent
+PY_MAX_NUMBERS = 100
+PY_MAX_DIGITS = 4300  # CPython's default limit for int <-> str conversion
+
+_PY_OPS = ("**", "//", "*", "/", "+", "-", "(", ")")
+
+
+def _py_tokens(text: str) -> list[tuple[str, int]]:
+    tokens: list[tuple[str, int]] = []
+    i, n = 0, len(text)
+    numbers = 0
+    while i < n:
+        c = text[i]
+        if c == " ":
+            i += 1
+        elif c in _DIGITS:
+            j = i
+            while j < n and text[j] in _DIGITS:
+                j += 1
+            lit = text[i:j]
+            if len(lit) > PY_MAX_DIGITS:
+                raise ExprError(f"number with more than {PY_MAX_DIGITS} digits")
+            if lit[0] == "0" and lit.strip("0"):
+                raise ExprError("leading zeros in a number (Python refuses them)")
+            numbers += 1
+            if numbers > PY_MAX_NUMBERS:
+                raise ExprError(f"more than {PY_MAX_NUMBERS} numbers")
+            tokens.append(("num", int(lit)))
+            i = j
+        else:
+            op = next((o for o in _PY_OPS if text.startswith(o, i)), None)
+            if op is None:
+                raise ExprError(f"invalid character {c!r} at position {i}")
+            if op in ("**", "//"):
+                raise ExprError(f"{op!r} is not arithmetic over + - * /")
+            tokens.append((op, 0))
+            i += len(op)
+    if not tokens:
+        raise ExprError("empty expression")
+    return tokens
+
+
+def _py_apply(op: str, a: int | float, b: int | float) -> int | float:
+    """`a op b` with Python's semantics; its arithmetic errors become `ExprError`."""
+    try:
+        if op == "+":
+            return a + b
+        if op == "-":
+            return a - b
+        return a * b if op == "*" else a / b
+    except (ZeroDivisionError, OverflowError) as exc:
+        raise ExprError(str(exc)) from exc
+
+
+class _PyParser:
+    """CPython's grammar restricted to numbers, + - * / and parentheses; values are Python's own."""
+
+    def __init__(self, tokens: list[tuple[str, int]]) -> None:
+        self.tokens = tokens
+        self.pos = 0
+        self.signs = 0
+
+    def peek(self) -> str | None:
+        return self.tokens[self.pos][0] if self.pos < len(self.tokens) else None
+
+    def expr(self, parens: int) -> int | float:
+        value = self.term(parens)
+        while self.peek() in ("+", "-"):
+            op = self.tokens[self.pos][0]
+            self.pos += 1
+            rhs = self.term(parens)
+            value = _py_apply(op, value, rhs)
+        return value
+
+    def term(self, parens: int) -> int | float:
+        value = self.factor(parens)
+        while self.peek() in ("*", "/"):
+            op = self.tokens[self.pos][0]
+            self.pos += 1
+            rhs = self.factor(parens)
+            value = _py_apply(op, value, rhs)
+        return value
+
+    def factor(self, parens: int) -> int | float:
+        negate = False
+        while self.peek() in ("+", "-"):  # a chain of unary signs, iteratively
+            negate ^= self.tokens[self.pos][0] == "-"
+            self.pos += 1
+            self.signs += 1
+            if self.signs > PY_MAX_SIGNS:
+                raise ExprError(f"more than {PY_MAX_SIGNS} unary signs")
+        value = self.primary(parens)
+        return -value if negate else value
+
+    def primary(self, parens: int) -> int | float:
+        tok = self.peek()
+        if tok == "num":
+            value: int | float = self.tokens[self.pos][1]
+            self.pos += 1
+        elif tok == "(":
+            if parens >= PY_MAX_PARENS:
+                raise ExprError(f"parentheses nested deeper than {PY_MAX_PARENS}")
+            self.pos += 1
+            if self.peek() == ")":
+                raise ExprError("'()' is an empty tuple, not a number")
+            value = self.expr(parens + 1)
+            if self.peek() != ")":
+                raise ExprError("unbalanced parentheses")
+            self.pos += 1
+        else:
+            raise ExprError(f"unexpected {tok!r} where a number was expected")
+        if self.peek() == "(":
+            raise ExprError("a number followed by '(' is a call in Python, which fails")
+        return value
+
+
+def python_value(text: str) -> int | float:
+    """What Python's evaluator returns for `text` over digits, `+ - * / ( )` and spaces.
+
+    Raises `ExprError` wherever that evaluator raises (bad syntax, division by zero, overflow, a
+    call or a tuple), and for `**`, `//` and the nesting bounds above. A single trailing newline is
+    allowed, as the reference's character filter allows it and the evaluator ignores it.
+    """
+    if not isinstance(text, str):
+        raise ExprError(f"expected a string, got {type(text).__name__}")
+    body = text[:-1] if text.endswith("\n") else text
+    tokens = _py_tokens(body)
+    parser = _PyParser(tokens)
+    value = parser.expr(0)
+    if parser.pos != len(tokens):
+        raise ExprError(f"unexpected {parser.peek()!r} after a complete expression")
+    return value

@@ -33,7 +33,7 @@ from typing import Any
 from evotune.errors import TaskError
 from evotune.serve.client import RemoteReward, ScorerClient
 from evotune.tasks.base import Example, Reward, Task, disjoint_split, register_task
-from evotune.tasks.jsonl_task import _read_rows
+from evotune.tasks.records import read_records
 
 KINDS = ("harmful", "benign")
 _OPTIONS = {
@@ -87,7 +87,7 @@ def load_prompts(path: str | Path) -> list[Example]:
     prompts are kept once.
     """
 
-    rows, where, errors = _read_rows(Path(path))
+    rows, where, errors = read_records(path, "safety")
     out: list[Example] = []
     seen: set[str] = set()
     for pos, row in rows:
