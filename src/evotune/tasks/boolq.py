@@ -16,7 +16,6 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from evotune.errors import TaskError
 from evotune.tasks.answers import SuiteTask, single_choice, unwrap
 from evotune.tasks.base import Example, Reward, register_task, stable_int
 
@@ -189,26 +188,18 @@ class BoolQ(SuiteTask):
     def _generate(self, stream: str, n: int, exclude: set[str]) -> list[Example]:
         rng = random.Random(stable_int("boolq", self.seed, stream))
         families = sorted(TEMPLATES)
-        out: list[Example] = []
-        seen = set(exclude)
-        attempts = 0
-        while len(out) < n:
-            attempts += 1
-            if attempts > 50 * n + 1000:
-                raise TaskError(f"boolq: could not generate {n} distinct items")
-            want = len(out) % 2 == 0
+
+        def draw(k: int) -> tuple[str, str, dict[str, Any]]:
+            want = k % 2 == 0  # balanced yes/no
             world = _World(rng)
             family = families[rng.randrange(len(families))]
             question = TEMPLATES[family](world, want, rng)
             if truth(world, question, family) != want:
                 raise AssertionError(f"boolq template {family} answered wrongly: {question}")
             prompt = f"Passage: {world.passage(rng)}\nQuestion: {question}\n{_INSTRUCTION}"
-            if prompt in seen:
-                continue
-            seen.add(prompt)
-            out.append(Example(id=f"boolq-{stream}-{len(out):05d}", prompt=prompt, answer="yes" if want else "no",
-                               meta={"family": family}))
-        return out
+            return prompt, "yes" if want else "no", {"family": family}
+
+        return self.draw_distinct(stream, n, exclude, draw)
 
     def generate_splits(self) -> tuple[list[Example], list[Example]]:
         ev = self._generate("eval", self.n_eval, set())

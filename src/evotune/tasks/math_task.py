@@ -226,25 +226,16 @@ class MathTask(SuiteTask):
     def _generate(self, stream: str, n: int, exclude: set[str]) -> list[Example]:
         rng = random.Random(stable_int("math", self.seed, stream, self.difficulty))
         names = sorted(TEMPLATES)
-        out: list[Example] = []
-        seen = set(exclude)
-        attempts = 0
-        while len(out) < n:
-            attempts += 1
-            if attempts > 50 * n + 1000:
-                raise TaskError(f"math: could not generate {n} distinct problems")
+
+        def draw(k: int) -> tuple[str, int, dict[str, Any]]:
             family = names[rng.randrange(len(names))]
             steps = self.difficulty or rng.randint(1, 3)
             text, answer = TEMPLATES[family](rng, steps)
-            prompt = f"{text}\n{_INSTRUCTION}"
-            if prompt in seen:
-                continue
             if not isinstance(answer, int) or answer < 0:
                 raise AssertionError(f"math template {family} produced a non-integer answer {answer!r}")
-            seen.add(prompt)
-            out.append(Example(id=f"math-{stream}-{len(out):05d}", prompt=prompt, answer=answer,
-                               meta={"family": family, "steps": steps}))
-        return out
+            return f"{text}\n{_INSTRUCTION}", answer, {"family": family, "steps": steps}
+
+        return self.draw_distinct(stream, n, exclude, draw)
 
     def generate_splits(self) -> tuple[list[Example], list[Example]]:
         """Eval and train from separate seeded streams (train skips eval prompts), as in countdown."""
