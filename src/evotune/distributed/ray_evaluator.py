@@ -274,19 +274,20 @@ class ReplicaWorker:
 
     def evaluate(
         self,
-        unit: Sequence[tuple[int, int, int]],
+        unit: Sequence[tuple[int, int, int, float | None]],
         batch: tuple[list[Example], list[str]],
         rows: int,
         sample: bool,
     ) -> ResultDict:
-        """Fitness of the members in `unit` (index, seed, sign), at the weights after `rows` iterations."""
+        """Fitness of the members in `unit` (index, seed, sign, σ), at the weights after `rows` iterations."""
         self._ok()
         if self.applied != rows:
             raise ReplicaMismatchError(f"replica is at iteration {self.applied}, driver at {rows}")
         examples, prompts = batch
-        res: PopulationResult = self.evaluator([Member(i, s, g) for i, s, g in unit], examples, prompts)
+        res: PopulationResult = self.evaluator([Member(*u) for u in unit], examples, prompts)
         return {
             "fitness": list(res.fitness),
+            "prompt_rewards": res.prompt_rewards,
             "completions": res.completions,
             "completion_tokens": res.completion_tokens,
             "prompt_tokens": res.prompt_tokens,
@@ -336,12 +337,15 @@ class _Worker:
 
 def _wire_row(row: Row) -> Row:
     """The part of a trajectory row a replica needs."""
-    return {
+    wire = {
         "step": row["step"],
         "seeds": list(row["seeds"]),
         "signs": list(row["signs"]),
         "fitness": list(row["fitness"]),
     }
+    if "rewards" in row:  # per-prompt baseline
+        wire["rewards"] = row["rewards"]
+    return wire
 
 
 def _lost_worker_errors(ray: Any) -> tuple[type[BaseException], ...]:
@@ -630,7 +634,7 @@ class RayEvaluator:
         return [list(members[i : i + size]) for i in range(0, len(members), size)]
 
     def _submit(self, w: _Worker, unit: list[Member], index: int, batch_ref: Any) -> Any:
-        msg = [(m.index, m.seed, m.sign) for m in unit]
+        msg = [(m.index, m.seed, m.sign, m.sigma) for m in unit]
         ref = w.actor.evaluate.remote(msg, batch_ref, len(self.rows), index == 0)
         self._sent += _nbytes((msg, len(self.rows), index == 0))
         if not w.got_batch:
@@ -693,7 +697,8 @@ class RayEvaluator:
         units = self._units(members, len(prompts))
         results = self._run_units(units, batch_ref)
         del batch_ref
-        res = PopulationResult(rewards=[f for r in results for f in r["fitness"]])
+        res = PopulationResult(rewards=[f for r in results for f in r["fitness"]],
+                               prompt_rewards=[p for r in results for p in r["prompt_rewards"]])
         correct = 0
         times = {"noise": 0.0, "generate": 0.0, "score": 0.0}
         for r in results:
@@ -714,6 +719,8 @@ class RayEvaluator:
             "signs": [m.sign for m in members],
             "fitness": list(res.fitness),
         }
+        if self.cfg.es.baseline != "none":
+            row["rewards"] = res.prompt_rewards
         self.rows.append(row)
         for w in self.workers:
             self._send_rows(w)
