@@ -4,7 +4,7 @@
 
 Every variant trains with the same task, seeds, population, prompts and iterations (so the same
 number of training completions), one torch thread, and is evaluated greedily on the same held-out
-items at iterations 0, half and end. Each run is a `python -m evotune train es` child under
+items at iterations 0 and the last. Each run is a `python -m evotune train es` child under
 `/usr/bin/time`, so wall time and peak RSS are its own. Writes `results.json` and prints a table.
 """
 
@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 
 COMMON = {
-    "es.population": 4, "es.prompts_per_iteration": 8, "es.iterations": 6, "es.sigma": 0.003,
-    "es.alpha": 0.002, "eval.every": 3, "eval.limit": 30, "checkpoint_every": 6, "generation.max_new_tokens": 24,
+    "es.population": 4, "es.prompts_per_iteration": 8, "es.iterations": 4, "es.sigma": 0.003,
+    "es.alpha": 0.002, "eval.every": 0, "eval.limit": 30, "checkpoint_every": 4, "generation.max_new_tokens": 24,
 }
 VARIANTS: dict[str, dict[str, object]] = {
     "paper (sgd)": {},
@@ -63,7 +63,7 @@ def main() -> None:
             (out / "results.json").write_text(json.dumps({"common": COMMON, "runs": results}, indent=1))
             r = results[-1]
             print(name, seed, r["wall_s"], round(r["peak_rss_mb"]), r["evals"], flush=True)
-    print("| variant | seeds | held-out reward (0 → mid → end) | accuracy (0 → mid → end) | wall s | peak RSS MB |")
+    print("| variant | seeds | held-out reward (0 → end) | accuracy (0 → end) | wall s | peak RSS MB |")
     for name in args.variants:
         rs = [r for r in results if r["variant"] == name]
         steps = len(rs[0]["evals"])

@@ -249,3 +249,11 @@ def test_baseline_needs_the_rewards_a_row_records(es_config, tmp_path):
     row = {"step": 1, "seeds": [m.seed for m in ask(cfg.seed, 1, 4)], "signs": [1] * 4, "fitness": [0, 1, 2, 3]}
     with pytest.raises(RunStateError, match="per-prompt rewards"):
         apply_row(params, row, cfg)
+
+
+def test_set_is_not_masked_by_es_flags_left_out(tmp_path):
+    from evotune.cli.app import TrainArgs
+
+    args = TrainArgs(None, str(tmp_path / "r"), True, {"es.population": 4, "es.optimizer": "adam"})
+    cfg = args.build(False, {"method": "es", "es.population": None, "es.sigma": 0.01})
+    assert cfg.es.population == 4 and cfg.es.optimizer == "adam" and cfg.es.sigma == 0.01
