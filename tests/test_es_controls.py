@@ -257,3 +257,10 @@ def test_set_is_not_masked_by_es_flags_left_out(tmp_path):
     args = TrainArgs(None, str(tmp_path / "r"), True, {"es.population": 4, "es.optimizer": "adam"})
     cfg = args.build(False, {"method": "es", "es.population": None, "es.sigma": 0.01})
     assert cfg.es.population == 4 and cfg.es.optimizer == "adam" and cfg.es.sigma == 0.01
+
+
+def test_horizon_fill_does_not_touch_a_shared_schedule():
+    shared = ScheduleConfig(kind="linear")
+    a, b = ESConfig(iterations=10, sigma_schedule=shared), ESConfig(iterations=20, sigma_schedule=shared)
+    assert (a.sigma_schedule.horizon, b.sigma_schedule.horizon, shared.horizon) == (10, 20, None)
+    assert build_config(None, {"es.iterations": 7, "es.alpha_schedule.kind": "cosine"}).es.alpha_schedule.horizon == 7

@@ -141,9 +141,11 @@ class ESConfig(_Strict):
             raise ValueError("weight_decay with Adam: use optimizer=adamw (decoupled decay)")
         # The decay horizon is fixed when the run is configured, so extending a run (--resume with
         # more iterations) cannot change the rates of iterations already trained or replayed.
-        for sched in (self.alpha_schedule, self.sigma_schedule):
+        for name in ("alpha_schedule", "sigma_schedule"):
+            sched = getattr(self, name)
             if sched.horizon is None and sched.kind in ("linear", "cosine"):
-                sched.horizon = self.iterations
+                # a copy (a schedule object may be shared), set without re-running this validator
+                self.__dict__[name] = sched.model_copy(update={"horizon": self.iterations})
         return self
 
 
