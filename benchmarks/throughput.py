@@ -177,7 +177,7 @@ class Bench:
             t0 = time.perf_counter()
             coeffs = tell(self.members, res.fitness, cfg.es.shaping)
             if coeffs is not None:
-                params.apply_update(coeffs, cfg.es.alpha / self.n)
+                params.apply_update(coeffs, cfg.es.alpha)  # the optimizer applies the 1/N
             return {
                 "tokens": res.completion_tokens,
                 "times": {**res.times, "update": time.perf_counter() - t0},

@@ -260,3 +260,17 @@ def test_killed_worker_then_resume_match_an_undisturbed_run(reference, tiny_mode
     assert got["checksum"] == reference["checksum"]
     assert got["metrics"] == reference["metrics"]
     assert [r["ray/worker_failures"] for r in got["ray"]] == [0, 1, 0]
+
+
+def test_es_controls_identical_on_two_workers_and_in_process(tiny_model, tmp_path):
+    """σ schedule (carried by each member), per-prompt rewards (in the result payload and the rows
+    replicas replay) and a stateful optimizer on replicas: still bit-identical to in-process."""
+    controls = {
+        "es.optimizer": "adam", "es.baseline": "prompt_zscore",
+        "es.sigma_schedule": {"kind": "linear", "end": 0.5, "horizon": ITERS},
+    }
+    local = _run(_cfg(tiny_model, tmp_path / "local", **controls))
+    two = _run(_cfg(tiny_model, tmp_path / "w2", **controls, **{"ray.workers": 2, "ray.check_every": 1}))
+    assert two["fitness"] == local["fitness"] and two["checksum"] == local["checksum"]
+    rows = read_jsonl(tmp_path / "w2" / "trajectory.jsonl")
+    assert all(len(r["rewards"]) == 4 and len(r["rewards"][0]) == 4 for r in rows)

@@ -22,6 +22,7 @@ from evotune.errors import ModelError
 
 STATE_FILE = "evotune_state.json"
 EXTRA_FILE = "evotune_extra.safetensors"
+OPTIMIZER_FILE = "evotune_optimizer.safetensors"  # ES optimizer state (momentum, Adam moments)
 _CKPT_RE = re.compile(r"^iter_(\d+)$")
 
 
@@ -69,7 +70,7 @@ class CheckpointTensors:
         self.directory = d = Path(directory)
         self._own = stack is None
         self._stack = stack or ExitStack()
-        files = sorted(p for p in d.glob("*.safetensors") if p.name != EXTRA_FILE)
+        files = sorted(p for p in d.glob("*.safetensors") if p.name not in (EXTRA_FILE, OPTIMIZER_FILE))
         if not files:
             raise ModelError(f"{d}: no .safetensors files (a local safetensors checkpoint is needed)")
         self.where: dict[str, Any] = {}

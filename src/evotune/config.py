@@ -75,6 +75,25 @@ class BudgetConfig(_Strict):
         return cls(**out)
 
 
+class ScheduleConfig(_Strict):
+    """How a rate changes with the iteration k (1-based): warm-up, then a decay over `horizon`.
+
+    A pure function of k (`evotune.es.schedules.value`), so training, resume and replay use the
+    same number. `constant` without warm-up returns the base value itself (the paper's update).
+    """
+
+    kind: Literal["constant", "linear", "cosine", "exponential"] = "constant"
+    warmup: int = Field(default=0, ge=0, description="iterations of linear ramp from base/warmup up to base")
+    end: float = Field(
+        default=0.1, ge=0, description="linear/cosine: the value at `horizon` as a fraction of the base"
+    )
+    gamma: float = Field(default=0.99, gt=0, le=1, description="exponential: factor per iteration after warm-up")
+    horizon: int | None = Field(
+        default=None, ge=1,
+        description="iterations over which linear/cosine decay (fixed when the run starts: es.iterations)",
+    )
+
+
 class ESConfig(_Strict):
     population: int = Field(default=30, ge=1)
     sigma: float = Field(default=1e-3, gt=0)
@@ -90,11 +109,43 @@ class ESConfig(_Strict):
     include: list[str] = Field(default_factory=lambda: ["*"])
     exclude: list[str] = Field(default_factory=list)
     prompts_per_iteration: int | None = Field(default=16, ge=1, description="None = the whole train split")
+    baseline: Literal["none", "prompt_mean", "prompt_zscore"] = Field(
+        default="none",
+        description="per-prompt fitness baseline over the population before averaging prompts "
+        "(prompt_zscore: easy and hard prompts weigh the same)",
+    )
+    optimizer: Literal["sgd", "momentum", "adam", "adamw"] = Field(
+        default="sgd", description="torch.optim rule on the ES gradient; sgd is the paper's update"
+    )
+    momentum: float = Field(default=0.9, ge=0, lt=1, description="optimizer=momentum: the momentum factor")
+    betas: tuple[float, float] = Field(default=(0.9, 0.999), description="optimizer=adam/adamw: Adam's betas")
+    eps: float = Field(default=1e-8, gt=0, description="optimizer=adam/adamw: Adam's epsilon")
+    weight_decay: float = Field(default=0.0, ge=0, description="decoupled decay toward 0: θ -= α·wd·θ")
+    anchor_decay: float = Field(
+        default=0.0, ge=0, description="decoupled decay toward the base weights: θ -= α·ad·(θ − θ₀)"
+    )
+    alpha_schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    sigma_schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
 
     @model_validator(mode="after")
     def _pairs(self) -> ESConfig:
         if self.antithetic and self.population % 2:
             raise ValueError(f"antithetic sampling needs an even population, got {self.population}")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must each lie in [0, 1), got {list(self.betas)}")
+        for name in ("weight_decay", "anchor_decay"):
+            if self.alpha * getattr(self, name) >= 1:
+                raise ValueError(f"alpha × {name} must be < 1 (it is the fraction removed per iteration), "
+                                 f"got {self.alpha} × {getattr(self, name)}")
+        if self.optimizer == "adam" and self.weight_decay:
+            raise ValueError("weight_decay with Adam: use optimizer=adamw (decoupled decay)")
+        # The decay horizon is fixed when the run is configured, so extending a run (--resume with
+        # more iterations) cannot change the rates of iterations already trained or replayed.
+        for name in ("alpha_schedule", "sigma_schedule"):
+            sched = getattr(self, name)
+            if sched.horizon is None and sched.kind in ("linear", "cosine"):
+                # a copy (a schedule object may be shared), set without re-running this validator
+                self.__dict__[name] = sched.model_copy(update={"horizon": self.iterations})
         return self
 
 

@@ -341,7 +341,7 @@ class RayEvaluator:
         return [list(members[i : i + size]) for i in range(0, len(members), size)]
 
     def _submit(self, w: WorkerSlot, unit: list[Member], index: int, batch_ref: Any) -> Any:
-        msg = [(m.index, m.seed, m.sign) for m in unit]
+        msg = [(m.index, m.seed, m.sign, m.sigma) for m in unit]
         ref = w.actor.evaluate.remote(msg, batch_ref, len(self.rows), index == 0)
         self._sent += message_bytes((msg, len(self.rows), index == 0))
         if not w.got_batch:
@@ -404,7 +404,10 @@ class RayEvaluator:
         units = self._units(members, len(prompts))
         results = self._run_units(units, batch_ref)
         del batch_ref
-        res = PopulationResult(rewards=[f for r in results for f in r["fitness"]])
+        res = PopulationResult(
+            rewards=[f for r in results for f in r["fitness"]],
+            prompt_rewards=[p for r in results for p in r["prompt_rewards"]],
+        )
         correct = 0
         times = {"noise": 0.0, "generate": 0.0, "score": 0.0}
         for r in results:
@@ -425,6 +428,8 @@ class RayEvaluator:
             "signs": [m.sign for m in members],
             "fitness": list(res.fitness),
         }
+        if self.cfg.es.baseline != "none":
+            row["rewards"] = res.prompt_rewards
         self.rows.append(row)
         for w in self.workers:
             self._send_rows(w)

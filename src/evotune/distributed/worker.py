@@ -102,19 +102,20 @@ class ReplicaWorker:
 
     def evaluate(
         self,
-        unit: Sequence[tuple[int, int, int]],
+        unit: Sequence[tuple[int, int, int, float | None]],
         batch: tuple[list[Example], list[str]],
         rows: int,
         sample: bool,
     ) -> ResultDict:
-        """Fitness of the members in `unit` (index, seed, sign), at the weights after `rows` iterations."""
+        """Fitness of the members in `unit` (index, seed, sign, σ), at the weights after `rows` iterations."""
         self._ok()
         if self.applied != rows:
             raise ReplicaMismatchError(f"replica is at iteration {self.applied}, driver at {rows}")
         examples, prompts = batch
-        res: PopulationResult = self.evaluator([Member(i, s, g) for i, s, g in unit], examples, prompts)
+        res: PopulationResult = self.evaluator([Member(*u) for u in unit], examples, prompts)
         return {
             "fitness": list(res.fitness),
+            "prompt_rewards": res.prompt_rewards,
             "completions": res.completions,
             "completion_tokens": res.completion_tokens,
             "prompt_tokens": res.prompt_tokens,
@@ -164,9 +165,12 @@ class WorkerSlot:
 
 def wire_row(row: Row) -> Row:
     """The part of a trajectory row a replica needs."""
-    return {
+    wire = {
         "step": row["step"],
         "seeds": list(row["seeds"]),
         "signs": list(row["signs"]),
         "fitness": list(row["fitness"]),
     }
+    if "rewards" in row:  # per-prompt baseline
+        wire["rewards"] = row["rewards"]
+    return wire

@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from evotune.backends.hf import generate
@@ -24,9 +24,13 @@ from evotune.tasks.base import Example, Task
 
 @dataclass
 class PopulationResult(StepStats):
-    """Fitness per member (mean reward over its prompts, in `rewards`) and what it cost."""
+    """Fitness per member (mean reward over its prompts, in `rewards`) and what it cost.
+
+    `prompt_rewards` is the members × prompts reward matrix that per-prompt baselines need.
+    """
 
     correct: int = 0
+    prompt_rewards: list[list[float]] = field(default_factory=list)
 
     @property
     def fitness(self) -> list[float]:
@@ -35,6 +39,7 @@ class PopulationResult(StepStats):
     def add_member(self, rows: Sequence[dict[str, Any]], prompt_tokens: int) -> None:
         """Fold one member's scored rows in; its fitness is the mean reward over its prompts."""
         self.rewards.append(statistics.fmean(r["reward"] for r in rows))
+        self.prompt_rewards.append([float(r["reward"]) for r in rows])
         self.correct += sum(1 for r in rows if r["correct"])
         self.completions += len(rows)
         self.completion_tokens += sum(r["n_tokens"] for r in rows)
@@ -84,7 +89,7 @@ class SequentialEvaluator(PopulationEvaluator):
             for m in members:
                 t0 = time.perf_counter()
                 # perturb writes master + sign·σ·ε from the master, so the previous member needs no restore
-                self.params.perturb(m.seed, m.sign, self.sigma)
+                self.params.perturb(m.seed, m.sign, self.sigma if m.sigma is None else m.sigma)
                 t1 = time.perf_counter()
                 comps = generate(
                     self.model, self.tokenizer, prompts, self.max_new_tokens, batch_size=self.batch_size

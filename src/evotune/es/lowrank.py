@@ -112,6 +112,10 @@ class BatchedForward:
         self.group: _Group | None = None
 
     # -- per-group state ------------------------------------------------------------------------
+    def sigma_of(self, m: Member) -> float:
+        """The member's own σ (a σ schedule), else the configured one."""
+        return self.sigma if m.sigma is None else m.sigma
+
     @torch.no_grad()
     def make_group(self, members: Sequence[Member], rows_per_member: int = 0, pad: int = 0) -> _Group:
         """Regenerate the members' factors (and vector noise) for one generate call.
@@ -125,7 +129,7 @@ class BatchedForward:
             pairs = [factors(m.seed, name, shape, self.rank) for m in members]  # type: ignore[arg-type]
             pairs += [(torch.zeros(shape[0], self.rank), torch.zeros(shape[1], self.rank))] * pad
             coef = torch.tensor(
-                [m.sign * self.sigma / math.sqrt(self.rank) for m in members] + [0.0] * pad,
+                [m.sign * self.sigma_of(m) / math.sqrt(self.rank) for m in members] + [0.0] * pad,
                 dtype=torch.float32,
             )
             g.a[name] = torch.stack([a for a, _ in pairs]).mul_(coef.view(-1, 1, 1)).to(dtype)
@@ -138,7 +142,7 @@ class BatchedForward:
             for m in members:
                 eps = fn(m.seed, name, tuple(p.shape))
                 # exactly the value `EvolvingParams.perturb` writes
-                rows.append(eps.mul_(m.sign * self.sigma).add_(master).to(p.dtype))
+                rows.append(eps.mul_(m.sign * self.sigma_of(m)).add_(master).to(p.dtype))
             rows += [master.to(p.dtype)] * pad
             g.weight[name] = torch.stack(rows)
             g.offset[name] = (g.weight[name].to(torch.float32) - master).to(p.dtype)

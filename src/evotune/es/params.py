@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from evotune.config import ESConfig
+from evotune.es.optimizers import ESOptimizer
 from evotune.noise import LowRankNoise, noise
 
 NoiseFn = Callable[[int, str, tuple[int, ...]], torch.Tensor]
@@ -66,19 +67,27 @@ def make_params(model: Any, es: ESConfig) -> EvolvingParams:
     """The parameters `es.include`/`es.exclude` select, with full-rank or low-rank noise."""
     named = select_params(model, es.include, es.exclude)
     if es.noise == "lowrank":
-        return EvolvingParams(lowrank_param_filter(named, es.lowrank_vectors), LowRankNoise(es.rank, es.lowrank_vectors))
-    return EvolvingParams(named)
+        named = lowrank_param_filter(named, es.lowrank_vectors)
+        return EvolvingParams(named, LowRankNoise(es.rank, es.lowrank_vectors), es)
+    return EvolvingParams(named, noise, es)
 
 
 class EvolvingParams:
-    """Holds the evolving parameters of a model and applies ES operations to them."""
+    """Holds the evolving parameters of a model and applies ES operations to them.
 
-    def __init__(self, named: Iterable[tuple[str, torch.nn.Parameter]], noise_fn: NoiseFn = noise) -> None:
+    `es` chooses the update rule (`es.optimizer`, decay; see `es/optimizers.py`); without it the
+    update is plain `master += α · Σ c_s ε(s)` (sgd over a population of 1).
+    """
+
+    def __init__(
+        self, named: Iterable[tuple[str, torch.nn.Parameter]], noise_fn: NoiseFn = noise, es: ESConfig | None = None
+    ) -> None:
         self.params: dict[str, torch.nn.Parameter] = dict(named)
         self.master: dict[str, torch.Tensor] = {
             n: p.detach().to(torch.float32, copy=True) for n, p in self.params.items()
         }
         self.noise_fn = noise_fn
+        self.optimizer = ESOptimizer(es or ESConfig(population=1), self.master)
         # Largest tensors first, so the pool's last tasks are small ones and the workers finish together.
         self._order = sorted(self.params, key=lambda n: -self.params[n].numel())
 
@@ -121,8 +130,10 @@ class EvolvingParams:
         self._each(lambda name: self.params[name].copy_(self.master[name]))
 
     @torch.no_grad()
-    def apply_update(self, coeffs: Mapping[int, float], scale: float) -> None:
-        """master += scale · Σ_s c_s ε(s), accumulated in fp32, then written to the model.
+    def apply_update(self, coeffs: Mapping[int, float], alpha: float) -> None:
+        """One optimizer step on Σ_s c_s ε(s) (accumulated in fp32) at rate α, then written to the model.
+
+        With `sgd` this is master += (α/N) · Σ_s c_s ε(s), the paper's update.
 
         Seeds are visited in sorted order so the floating-point sum is a pure function of the
         coefficients (replay and resume reproduce it bit for bit). A noise fn with `weighted_sum`
@@ -139,7 +150,7 @@ class EvolvingParams:
                 acc = torch.zeros(p.shape, dtype=torch.float32)
                 for s, c in pairs:
                     acc.add_(self._draw_into(s, name, p.data), alpha=c)  # p is scratch: rewritten below
-            self.master[name].add_(acc, alpha=scale)
+            self.optimizer.step(name, self.master[name], acc, alpha)
             p.copy_(self.master[name])
 
         self._each(one)

@@ -15,18 +15,26 @@ import numpy as np
 from evotune.noise import member_seed
 
 Shaping = Literal["zscore", "centered_rank"]
+Baseline = Literal["none", "prompt_mean", "prompt_zscore"]
 
 
 @dataclass(frozen=True)
 class Member:
-    """One population member: its perturbation is `sign · σ · ε(seed)`."""
+    """One population member: its perturbation is `sign · σ · ε(seed)`.
+
+    `sigma` is this iteration's σ (a σ schedule travels with the member, also to Ray replicas);
+    None means the evaluator's configured `es.sigma`.
+    """
 
     index: int
     seed: int
     sign: int = 1
+    sigma: float | None = None
 
 
-def ask(run_seed: int, iteration: int, population: int, antithetic: bool = False) -> list[Member]:
+def ask(
+    run_seed: int, iteration: int, population: int, antithetic: bool = False, sigma: float | None = None
+) -> list[Member]:
     """The population of one iteration. Antithetic pairs share a seed with opposite signs.
 
     Seeds are unique within a population (a collision, however unlikely, is re-drawn), so no
@@ -43,8 +51,8 @@ def ask(run_seed: int, iteration: int, population: int, antithetic: bool = False
         if s not in seeds:
             seeds.append(s)
     if not antithetic:
-        return [Member(i, s, 1) for i, s in enumerate(seeds)]
-    return [Member(i, seeds[i // 2], 1 if i % 2 == 0 else -1) for i in range(population)]
+        return [Member(i, s, 1, sigma) for i, s in enumerate(seeds)]
+    return [Member(i, seeds[i // 2], 1 if i % 2 == 0 else -1, sigma) for i in range(population)]
 
 
 def zscore(fitness: Sequence[float]) -> np.ndarray:
@@ -71,14 +79,42 @@ def centered_rank(fitness: Sequence[float]) -> np.ndarray:
 SHAPERS = {"zscore": zscore, "centered_rank": centered_rank}
 
 
+def baseline_fitness(rewards: Sequence[Sequence[float]], baseline: Baseline) -> np.ndarray:
+    """Fitness per member from the reward matrix (members × prompts) after a per-prompt baseline.
+
+    `prompt_mean` subtracts each prompt's mean over the population (GRPO's group advantage);
+    `prompt_zscore` also divides by its std, so a prompt every member solves (or fails) adds
+    nothing and easy and hard prompts carry equal weight. Then the mean over prompts.
+    """
+    r = np.asarray(rewards, dtype=np.float64)
+    if r.ndim != 2:
+        raise ValueError(f"per-prompt rewards must be a members × prompts matrix, got shape {r.shape}")
+    if baseline == "none":
+        return r.mean(axis=1)
+    r = r - r.mean(axis=0, keepdims=True)
+    if baseline == "prompt_zscore":
+        r = r / (r.std(axis=0, keepdims=True) + 1e-8)
+    elif baseline != "prompt_mean":
+        raise ValueError(f"unknown baseline {baseline!r}: use none, prompt_mean or prompt_zscore")
+    return r.mean(axis=1)
+
+
 def tell(
-    members: Sequence[Member], fitness: Sequence[float], shaping: Shaping = "zscore"
+    members: Sequence[Member], fitness: Sequence[float], shaping: Shaping = "zscore",
+    baseline: Baseline = "none", rewards: Sequence[Sequence[float]] | None = None,
 ) -> dict[int, float] | None:
     """Per-seed coefficients c_s with update direction Σ_s c_s ε(s) (before the α/N scale).
 
+    With a `baseline` other than none, fitness is recomputed from `rewards` (members × prompts).
     Returns None when the population has no fitness variance (nothing to learn, and z-scores
     would be 0/0), and raises on non-finite fitness rather than letting NaN reach the weights.
     """
+    if baseline != "none":
+        if rewards is None:
+            raise ValueError(f"baseline {baseline!r} needs the per-prompt rewards of every member")
+        if not np.isfinite(np.asarray(rewards, dtype=np.float64)).all():
+            raise FloatingPointError("non-finite per-prompt rewards")
+        fitness = baseline_fitness(rewards, baseline).tolist()
     f = np.asarray(fitness, dtype=np.float64)
     if len(f) != len(members):
         raise ValueError(f"{len(f)} fitness values for {len(members)} members")

@@ -1,8 +1,10 @@
 """A committed trajectory row → the same update again: how resume, replay and Ray replicas rebuild weights.
 
-`trajectory.jsonl` holds one row per iteration (step, seeds, signs, fitness, budget). The weights of
-iteration k are a pure function of the base model and the first k rows; a checkpoint only saves
-replaying the rows before it.
+`trajectory.jsonl` holds one row per iteration (step, seeds, signs, fitness, budget; `rewards`, the
+members × prompts matrix, when a per-prompt baseline needs it). The weights of iteration k, and the
+optimizer state after it, are a pure function of the base model and the first k rows (α comes from
+its schedule, a function of k); a checkpoint only saves replaying the rows before it. Rows written
+before `rewards` existed are read as baseline none.
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from evotune.checkpoints import CheckpointTensors, checkpoint_dirs, read_state
+from evotune.checkpoints import OPTIMIZER_FILE, CheckpointTensors, checkpoint_dirs, read_state
 from evotune.config import TrainConfig
 from evotune.errors import RunStateError
 from evotune.es.params import EvolvingParams
+from evotune.es.schedules import alpha_at
 from evotune.es.strategy import Member, ask, tell
 from evotune.runs.rundir import read_jsonl
 
@@ -36,20 +39,39 @@ def members_of(row: dict[str, Any], cfg: TrainConfig) -> list[Member]:
     return got
 
 
-def apply_row(params: EvolvingParams, row: dict[str, Any], cfg: TrainConfig) -> bool:
-    """Re-apply one committed iteration from its recorded fitness: the live update, to the bit."""
-    coeffs = tell(members_of(row, cfg), row["fitness"], cfg.es.shaping)
+def update(params: EvolvingParams, members: list[Member], row: dict[str, Any], cfg: TrainConfig) -> bool:
+    """The update of iteration `row["step"]` from its fitness (or rewards): live training and replay."""
+    es = cfg.es
+    rewards = row.get("rewards")
+    if es.baseline != "none" and rewards is None:
+        raise RunStateError(
+            f"trajectory row {row['step']} has no per-prompt rewards, which es.baseline={es.baseline} needs"
+        )
+    coeffs = tell(members, row["fitness"], es.shaping, es.baseline, rewards)
     if coeffs is not None:
-        params.apply_update(coeffs, cfg.es.alpha / cfg.es.population)
+        params.apply_update(coeffs, alpha_at(es, row["step"]))
     return coeffs is not None
 
 
+def apply_row(params: EvolvingParams, row: dict[str, Any], cfg: TrainConfig) -> bool:
+    """Re-apply one committed iteration from its recorded fitness: the live update, to the bit."""
+    return update(params, members_of(row, cfg), row, cfg)
+
+
 def load_checkpoint(params: EvolvingParams, ckpt: str | Path, recorded: str | None = None) -> None:
-    """Master weights from a checkpoint, verified against the checksum it recorded."""
+    """Master weights (and optimizer state) from a checkpoint, verified against its recorded checksum."""
     with CheckpointTensors(ckpt) as t:
         params.load_master(t.as_dict(list(params.params)))
     if recorded is not None and recorded != params.checksum():
         raise RunStateError(f"checkpoint {ckpt} does not match its recorded checksum")
+    if params.optimizer.stateful:
+        opt_file = Path(ckpt) / OPTIMIZER_FILE
+        if not opt_file.is_file():
+            raise RunStateError(f"checkpoint {ckpt} lacks {OPTIMIZER_FILE}, which es.optimizer="
+                                f"{params.optimizer.kind} needs; delete the checkpoint to replay from the base model")
+        from safetensors.torch import load_file
+
+        params.optimizer.load_state_tensors(load_file(str(opt_file)))
 
 
 def rebuild(params: EvolvingParams, run: str | Path, rows: list[dict[str, Any]], cfg: TrainConfig) -> int:

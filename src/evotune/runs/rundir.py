@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from evotune.checkpoints import EXTRA_FILE, STATE_FILE, checkpoint_dirs
+from evotune.checkpoints import EXTRA_FILE, OPTIMIZER_FILE, STATE_FILE, checkpoint_dirs
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -131,11 +131,13 @@ class RunDir:
         state: dict[str, Any],
         extra_tensors: dict[str, Any] | None = None,
         keep_last: int | None = None,
+        optimizer_tensors: dict[str, Any] | None = None,
     ) -> Path:
         """Write an HF-loadable checkpoint atomically (temp dir, then rename).
 
         `evotune_state.json` is written last inside the temp dir and marks the checkpoint complete.
-        `extra_tensors` (e.g. fp32 master weights of a bf16 model) go to `evotune_extra.safetensors`.
+        `extra_tensors` (e.g. fp32 master weights of a bf16 model) go to `evotune_extra.safetensors`,
+        `optimizer_tensors` (ES momentum / Adam moments) to `evotune_optimizer.safetensors`.
         """
         from safetensors.torch import save_file
 
@@ -149,6 +151,8 @@ class RunDir:
             save_file(
                 {k: v.contiguous() for k, v in extra_tensors.items()}, str(tmp / EXTRA_FILE)
             )
+        if optimizer_tensors:
+            save_file({k: v.contiguous() for k, v in optimizer_tensors.items()}, str(tmp / OPTIMIZER_FILE))
         for f in tmp.iterdir():  # fsync files before the rename makes them visible
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())

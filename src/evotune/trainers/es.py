@@ -1,10 +1,12 @@
 """The ES trainer: one iteration of Evolution Strategies, top to bottom.
 
-    members = ask(seed, k, N)                    # seeds only: noise is regenerated on demand
+    members = ask(seed, k, N, σ_k)               # seeds only: noise is regenerated on demand
     fitness = evaluate(members, prompts)         # perturb, greedy-generate, score, exact restore
-    coeffs  = tell(members, fitness, shaping)    # z-score (default) or centered rank, per seed
-    θ      += (α/N) · Σ coeffs_s · ε(s)          # fp32 master, then written to the model
+    coeffs  = tell(members, fitness, shaping)    # (per-prompt baseline), z-score or centered rank
+    θ       = optimizer(θ, Σ coeffs_s · ε(s), α_k)  # sgd: θ += (α/N)·Σ c ε, the paper; or momentum/Adam, decay
     commit (seeds, fitness) to trajectory.jsonl  # replay and resume need nothing else
+
+α_k and σ_k come from their schedules (`es/schedules.py`), pure functions of k.
 
 Everything around it (run directory, budget, metrics, evals, checkpoints, summary) is the shared
 `Trainer` frame. Checkpoints are a cache: the weights of iteration k are a pure function of the
@@ -22,8 +24,9 @@ from evotune.config import TrainConfig
 from evotune.es import local_evaluator
 from evotune.es.evaluator import Evaluator, EvaluatorFactory
 from evotune.es.params import EvolvingParams, make_params
-from evotune.es.strategy import ask, tell
-from evotune.es.trajectory import read_trajectory, rebuild
+from evotune.es.schedules import sigma_at
+from evotune.es.strategy import ask
+from evotune.es.trajectory import read_trajectory, rebuild, update
 from evotune.runs.metrics import Budget, StepStats
 from evotune.runs.rundir import append_jsonl, keep_rows
 from evotune.tasks import Task, build_task
@@ -63,19 +66,20 @@ class ESTrainer(Trainer):
 
     def step(self, k: int) -> StepStats:
         es, seed = self.cfg.es, self.cfg.seed
-        members = ask(seed, k, es.population, es.antithetic)
+        members = ask(seed, k, es.population, es.antithetic, sigma_at(es, k))
         batch = self.task.batch("train", es.prompts_per_iteration, seed, k)
         res = self.evaluator(members, batch, [self.task.render(e, self.tok) for e in batch])
         t0 = time.perf_counter()
-        coeffs = tell(members, res.fitness, es.shaping)
-        if coeffs is None:
-            warnings.warn(f"iteration {k}: all {es.population} members have equal fitness; no update", stacklevel=2)
-        else:
-            self.params.apply_update(coeffs, es.alpha / es.population)
         self.row = {"step": k, "seeds": [m.seed for m in members], "signs": [m.sign for m in members],
-                    "fitness": res.fitness, "updated": coeffs is not None}
+                    "fitness": res.fitness}
+        if es.baseline != "none":  # what replay needs to recompute the baselined fitness
+            self.row["rewards"] = res.prompt_rewards
+        updated = update(self.params, members, self.row, self.cfg)
+        if not updated:
+            warnings.warn(f"iteration {k}: all {es.population} members have equal fitness; no update", stacklevel=2)
+        self.row["updated"] = updated
         res.times["update"] = time.perf_counter() - t0
-        res.extra["train/updated"] = int(coeffs is not None)
+        res.extra["train/updated"] = int(updated)
         return res
 
     def commit(self, k: int, stats: StepStats) -> None:
@@ -88,6 +92,9 @@ class ESTrainer(Trainer):
     def checkpoint_state(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
         lossy = self.cfg.model.dtype != "float32"  # a bf16/fp16 model cannot hold the fp32 master exactly
         return {"checksum": self.params.checksum()}, (dict(self.params.master) if lossy else None)
+
+    def optimizer_tensors(self) -> dict[str, Any] | None:
+        return self.params.optimizer.state_tensors() if self.params.optimizer.stateful else None
 
     def restore(self) -> int:
         """Newest checkpoint at or before the last trajectory row, then replay the rows after it."""

@@ -130,6 +130,10 @@ class Trainer(ABC):
         """(state for evotune_state.json, extra tensors) of a checkpoint."""
         return {}, None
 
+    def optimizer_tensors(self) -> dict[str, Any] | None:
+        """Optimizer state saved beside a checkpoint (ES momentum / Adam moments); None if stateless."""
+        return None
+
     def run_loop(self, start: int) -> None:
         for k in range(start + 1, self.total_steps + 1):
             if self.stop_reason:
@@ -188,7 +192,7 @@ class Trainer(ABC):
             state, extra = self.checkpoint_state()
             self.run.save_checkpoint(
                 k, self.model, self.tok, {"method": self.method, "budget": vars(self.budget).copy(), **state},
-                extra_tensors=extra, keep_last=self.cfg.keep_checkpoints,
+                extra_tensors=extra, keep_last=self.cfg.keep_checkpoints, optimizer_tensors=self.optimizer_tensors(),
             )
         if self.bar is not None:
             ev = self.last_eval.get("reward_mean", float("nan"))
