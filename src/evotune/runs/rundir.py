@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from evotune.checkpoints import EXTRA_FILE, STATE_FILE, checkpoint_dirs
+from evotune.checkpoints import EXTRA_FILE, STATE_FILE, check_finite, checkpoint_dirs, file_hashes
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -140,6 +140,8 @@ class RunDir:
         from safetensors.torch import save_file
 
         final = self.checkpoint_path(iteration)
+        check_finite(model.state_dict().items(), f"iteration {iteration} (not saved)")
+        check_finite((extra_tensors or {}).items(), f"iteration {iteration} master weights (not saved)")
         tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -152,7 +154,7 @@ class RunDir:
         for f in tmp.iterdir():  # fsync files before the rename makes them visible
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-        atomic_write_json(tmp / STATE_FILE, {"iteration": iteration, **state})
+        atomic_write_json(tmp / STATE_FILE, {"iteration": iteration, **state, "files": file_hashes(tmp)})
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)

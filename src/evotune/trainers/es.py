@@ -88,11 +88,17 @@ class ESTrainer(Trainer):
     def restore(self) -> int:
         """Newest checkpoint at or before the last trajectory row, then replay the rows after it."""
         rows = read_trajectory(self.run.trajectory)
-        rebuild(self.params, self.run.path, rows, self.cfg)
+        self.rows = rows
+        rebuild(self.params, self.run.path, rows, self.cfg, repair=True)
         # A kill may leave metrics/evals for an iteration whose trajectory row never landed.
         keep_rows(self.run.metrics, lambda r: r.get("step", 0) <= len(rows))
         self.budget = Budget(**rows[-1]["budget"]) if rows else Budget()
         return len(rows)
+
+    def lost_row(self, k: int) -> dict[str, Any] | None:
+        """A train row lost to a crash after its commit: rewards and budget from the trajectory row."""
+        row = self.rows[k - 1]
+        return {**StepStats(rewards=row["fitness"]).row(k, Budget(**row["budget"])), "recovered": True}
 
     def close(self) -> None:
         if hasattr(self.evaluator, "close"):

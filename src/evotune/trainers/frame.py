@@ -8,7 +8,9 @@ counters, checkpoint cadence and summaries are the same code. A subclass supplie
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import time
 import warnings
 from abc import ABC, abstractmethod
@@ -17,10 +19,12 @@ from typing import Any, ClassVar
 import torch
 
 from evotune.config import TrainConfig, load_run_config
-from evotune.errors import ConfigError
+from evotune.errors import ConfigError, RunStateError
 from evotune.evaluation import evaluate
+from evotune.runs.lock import LOCK_FILE, RunLock
 from evotune.runs.logger import MetricsLogger
 from evotune.runs.metrics import Budget, StepStats
+from evotune.checkpoints import checkpoint_dirs
 from evotune.runs.rundir import RunDir, atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
 
 BASE_EVAL = "iter_000000.jsonl"  # the starting model's held-out rows (the `correct_lost` reference)
@@ -31,38 +35,75 @@ def set_threads(threads: int | None) -> None:
     torch.set_num_threads(n)
 
 
-def open_run(cfg: TrainConfig, resume: bool) -> tuple[TrainConfig, RunDir]:
-    """Create a new run directory, or reopen one for `--resume` (its stored config wins).
+_LENGTH = {("es", "iterations"), ("grpo", "steps"), ("budget", "completions"), ("budget", "tokens")}
 
-    A resumed run may only extend its length (iterations/steps/budget); any other difference
-    from the stored config is an error rather than a silent change of experiment.
+
+def _changes(stored: dict[str, Any], given: dict[str, Any]) -> tuple[list[str], list[str], list[str]]:
+    """(settings that differ, lengths that shrink, lengths that grow) between stored and given config dumps."""
+    changed, shrunk, grown = [], [], []
+    for sec, val in given.items():
+        if sec == "ray":  # where members run never changes the weights
+            continue
+        if not isinstance(val, dict):
+            if sec not in ("run_dir", "threads") and stored.get(sec) != val:
+                changed.append(f"{sec}: {stored.get(sec)!r} -> {val!r}")
+            continue
+        for k, v in val.items():
+            old = stored.get(sec, {}).get(k)
+            if old == v:
+                continue
+            if (sec, k) not in _LENGTH:
+                changed.append(f"{sec}.{k}: {old!r} -> {v!r}")
+            elif v is not None and (old is None or v < old):  # None = unlimited
+                shrunk.append(f"{sec}.{k}: {old!r} -> {v!r}")
+            else:
+                grown.append(f"{sec}.{k}")
+    return changed, shrunk, grown
+
+
+def remove_temp_files(run: RunDir) -> None:
+    """Temp files and directories that a killed atomic write left behind (only the lock holder calls this)."""
+    for d in (run.path, run.path / "checkpoints", run.evals):
+        if d.is_dir():
+            for p in d.glob(".*.tmp*"):
+                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+def open_run(cfg: TrainConfig, resume: bool) -> tuple[TrainConfig, RunDir, RunLock]:
+    """Lock the run directory, then create it or reopen it for `--resume` (its stored config wins).
+
+    A resumed run may only lengthen (iterations/steps/budget, written back to config.yaml); any
+    other difference, or a shorter length, is an error rather than a silent change of experiment.
     """
     run = RunDir(cfg.run_dir)
-    if resume:
-        if not run.exists():
-            raise ConfigError(f"--resume: {run.path} is not a run directory (no config.yaml)")
-        stored = load_run_config(run.path).model_dump()
-        given = cfg.model_dump()
-        extendable = {("es", "iterations"), ("grpo", "steps"), ("budget", "completions"), ("budget", "tokens")}
-        changed = [
-            f"{sec}.{k}: {stored[sec].get(k)!r} -> {v!r}"
-            for sec, val in given.items()
-            if isinstance(val, dict) and sec != "ray"  # where members run never changes the weights
-            for k, v in val.items()
-            if stored[sec].get(k) != v and (sec, k) not in extendable
-        ]
-        changed += [
-            f"{k}: {stored[k]!r} -> {v!r}"
-            for k, v in given.items()
-            if not isinstance(v, dict) and k not in ("run_dir", "threads") and stored[k] != v
-        ]
-        if changed:
-            raise ConfigError("--resume cannot change a run's settings (only its length): " + "; ".join(changed))
-    elif run.exists() and any(run.path.iterdir()):
+    if resume and not run.exists():
+        raise ConfigError(f"--resume: {run.path} is not a run directory (no config.yaml)")
+    if not resume and run.path.exists() and any(p.name != LOCK_FILE for p in run.path.iterdir()):
         raise ConfigError(f"run directory {run.path} already holds a run: pass --resume or choose another --run-dir")
-    run.path.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run.config, cfg.to_yaml())
-    return cfg, run
+    try:
+        lock = RunLock(run.path).acquire()
+    except PermissionError as exc:
+        raise RunStateError(f"cannot write to run directory {run.path} ({exc.strerror}); choose a writable --run-dir") from None
+    try:
+        write = not resume
+        if resume:
+            stored = load_run_config(run.path)
+            changed, shrunk, grown = _changes(stored.model_dump(), cfg.model_dump())
+            if changed:
+                raise ConfigError("--resume cannot change a run's settings (only lengthen it): " + "; ".join(changed))
+            if shrunk:
+                raise ConfigError("--resume can only lengthen a run, not shorten it: " + "; ".join(shrunk)
+                                  + " (start a new run, or rebuild an earlier iteration with `evotune replay`)")
+            write = bool(grown)  # the stored config is rewritten only to record a longer run
+            remove_temp_files(run)
+        elif run.exists():  # another process created it between the check and the lock
+            raise ConfigError(f"run directory {run.path} already holds a run: pass --resume or choose another --run-dir")
+        if write:
+            atomic_write_text(run.config, cfg.to_yaml())
+    except BaseException:
+        lock.release()
+        raise
+    return cfg, run, lock
 
 
 def heldout_eval(
@@ -91,6 +132,7 @@ class Trainer(ABC):
 
     method: ClassVar[str]
     unit: ClassVar[str] = "it"
+    weights_restored_at_start: ClassVar[bool] = True  # False: `restore` only finds where to resume
 
     def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True) -> None:
         self.cfg, self.resume_run, self.progress = cfg, resume, progress
@@ -135,27 +177,52 @@ class Trainer(ABC):
 
     # -- the frame ---------------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
-        self.cfg, self.run = open_run(self.cfg, self.resume_run)
-        set_threads(self.cfg.threads)
-        self.setup()
-        start = self.steps_done = self.restore()
-        self.logger = MetricsLogger(self.run, start_step=start + 1)
-        try:
-            if start == 0 and not (self.run.evals / BASE_EVAL).exists():
-                self.evaluate(0)
-            self.stop_reason = self.budget.spent(self.cfg)
-            if self.progress:
-                from tqdm.auto import tqdm
+        """Lock the run, bring it to its last committed step, finish that step's lost work, train on.
 
-                self.bar = tqdm(total=self.total_steps, initial=start, desc=self.method.upper(), unit=self.unit,
-                                dynamic_ncols=True)
-            self.run_loop(start)
+        The lock is held until the summary is written. A fresh run that fails before its first
+        committed step is removed, so the corrected command can simply be run again.
+        """
+        fresh = not self.resume_run
+        self.cfg, self.run, lock = open_run(self.cfg, self.resume_run)
+        try:
+            try:
+                set_threads(self.cfg.threads)
+                self.setup()
+                start = self.steps_done = self.restore()
+                self.logger = MetricsLogger(self.run, start_step=start + 1)
+            except Exception:
+                if fresh:
+                    self.discard_run()
+                raise
+            failed = False
+            try:
+                self.stop_reason = self.budget.spent(self.cfg)
+                self.finish_step(start, resumed=True)
+                if self.progress:
+                    from tqdm.auto import tqdm
+
+                    self.bar = tqdm(total=self.total_steps, initial=start, desc=self.method.upper(), unit=self.unit,
+                                    dynamic_ncols=True)
+                self.run_loop(start)
+            except Exception:
+                failed = fresh and self.steps_done == 0
+                raise
+            finally:
+                self.logger.close()
+                if self.bar is not None:
+                    self.bar.close()
+                self.close()
+                if failed:
+                    self.discard_run()
+            return self.write_summary()
         finally:
-            self.logger.close()
-            if self.bar is not None:
-                self.bar.close()
-            self.close()
-        return self.write_summary()
+            lock.release()
+
+    def discard_run(self) -> None:
+        """Remove a fresh run directory that never committed a step (open_run found it empty)."""
+        for p in self.run.path.iterdir():
+            if p.name != LOCK_FILE:
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
     def after_step(self, k: int, stats: StepStats) -> None:
         """Budget, commit, the shared metrics row, then held-out eval and checkpoint when due."""
@@ -165,19 +232,44 @@ class Trainer(ABC):
         row = stats.row(k, self.budget)
         self.logger.log(row, k)
         self.stop_reason = self.budget.spent(self.cfg)
+        self.finish_step(k)
+        if self.bar is not None:
+            ev = self.last_eval.get("reward_mean", float("nan"))
+            self.bar.set_postfix({"reward": f"{row['train/reward_mean']:.3f}", "eval": f"{ev:.3f}"}, refresh=False)
+            self.bar.update(1)
+
+    def finish_step(self, k: int, resumed: bool = False) -> None:
+        """The held-out eval and checkpoint due after committed step k.
+
+        On resume (`resumed`), only what a crash lost is redone: a due eval without its metrics row,
+        a due checkpoint that is missing, a train row that never landed (methods whose `restore`
+        leaves the weights at step k; GRPO's TRL loop restores them later, so it skips this).
+        """
+        if resumed and k > 0 and not self.weights_restored_at_start:
+            return
         final = k >= self.total_steps or self.stop_reason is not None
-        if (self.cfg.eval.every and k % self.cfg.eval.every == 0) or final:
+        eval_due = k == 0 or (self.cfg.eval.every and k % self.cfg.eval.every == 0) or final
+        ckpt_due = k > 0 and (k % self.cfg.checkpoint_every == 0 or final)
+        if resumed:
+            logged = read_jsonl(self.run.metrics) if k > 0 or eval_due else []
+            steps = {r.get("step") for r in logged if "train/reward_mean" in r}
+            if k > 0 and k not in steps and (row := self.lost_row(k)) is not None:
+                self.logger.log(row, k)
+            evals = {r.get("step") for r in logged if "eval/reward_mean" in r}
+            eval_due = eval_due and (k not in evals or not (self.run.evals / f"iter_{k:06d}.jsonl").is_file())
+            ckpt_due = ckpt_due and k not in dict(checkpoint_dirs(self.run.path))
+        if eval_due:
             self.last_eval = self.evaluate(k)
-        if k % self.cfg.checkpoint_every == 0 or final:
+        if ckpt_due:
             state, extra = self.checkpoint_state()
             self.run.save_checkpoint(
                 k, self.model, self.tok, {"method": self.method, "budget": vars(self.budget).copy(), **state},
                 extra_tensors=extra, keep_last=self.cfg.keep_checkpoints,
             )
-        if self.bar is not None:
-            ev = self.last_eval.get("reward_mean", float("nan"))
-            self.bar.set_postfix({"reward": f"{row['train/reward_mean']:.3f}", "eval": f"{ev:.3f}"}, refresh=False)
-            self.bar.update(1)
+
+    def lost_row(self, k: int) -> dict[str, Any] | None:
+        """The train metrics row of committed step k, rebuilt from what was committed (None: cannot)."""
+        return None
 
     def evaluate(self, k: int) -> dict[str, Any]:
         """Greedy held-out eval in eval mode (no dropout), then back to the model's mode."""
@@ -200,7 +292,12 @@ class Trainer(ABC):
             **self.budget.as_metrics(),
             **{f"eval/{n}": v for n, v in self.last_eval.items()},
         }
-        atomic_write_json(self.run.path / "summary.json", summary)
+        old = self.run.path / "summary.json"
+        try:  # a resume never drops what an earlier summary held (e.g. eval/* of a finished run)
+            summary = {**json.loads(old.read_text()), **summary} if old.is_file() else summary
+        except ValueError:
+            pass  # a damaged summary is simply replaced
+        atomic_write_json(old, summary)
         return summary
 
     def close(self) -> None:  # noqa: B027  (optional hook)
