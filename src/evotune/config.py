@@ -5,6 +5,7 @@ A bad value is reported with its dotted path before any model is loaded.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,7 +16,7 @@ from evotune.errors import ConfigError
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelConfig(_Strict):
@@ -59,7 +60,7 @@ class BudgetConfig(_Strict):
 
     @classmethod
     def parse(cls, text: str | None) -> BudgetConfig:
-        """`completions=N` or `tokens=N` (comma-separated for both)."""
+        """`completions=N` or `tokens=N` (comma-separated for both); N a whole number >= 1 (1e6 is fine)."""
         if not text:
             return cls()
         out: dict[str, int] = {}
@@ -68,15 +69,20 @@ class BudgetConfig(_Strict):
             key = key.strip()
             if not sep or key not in ("completions", "tokens"):
                 raise ConfigError(f"budget {text!r}: use completions=N or tokens=N")
+            if key in out:
+                raise ConfigError(f"budget {text!r}: {key} is given twice; give each limit once")
             try:
-                out[key] = int(float(val))
-            except ValueError as exc:
-                raise ConfigError(f"budget {text!r}: {val!r} is not a number") from exc
+                num = float(val)
+            except ValueError:
+                raise ConfigError(f"budget {text!r}: {val.strip()!r} is not a number") from None
+            if not math.isfinite(num) or num != int(num) or num < 1:
+                raise ConfigError(f"budget {text!r}: {key} must be a whole number >= 1, got {val.strip()}")
+            out[key] = int(num)
         return cls(**out)
 
 
 class ESConfig(_Strict):
-    population: int = Field(default=30, ge=1)
+    population: int = Field(default=30, ge=2, description="members per iteration; 1 gives no fitness variance to learn from")
     sigma: float = Field(default=1e-3, gt=0)
     alpha: float = Field(default=5e-4, gt=0)
     iterations: int = Field(default=100, ge=1)

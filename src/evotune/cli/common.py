@@ -19,19 +19,34 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """What a user can cause and fix: every `EvotuneError`, plus missing files and non-finite numbers."""
-    return (EvotuneError, FileNotFoundError, FloatingPointError)
+    """What a user can cause and fix: every `EvotuneError`, file-system refusals, non-finite numbers."""
+    return (EvotuneError, OSError, FloatingPointError)
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of a user error as one line (OS errors name the file and the reason)."""
+    if isinstance(exc, OSError) and not isinstance(exc, EvotuneError) and exc.strerror:
+        where = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 else "")
+        text = f"{where}: {exc.strerror}" if exc.filename else exc.strerror
+        if isinstance(exc, PermissionError):
+            text += " (choose a writable location, or fix its permissions)"
+        return text
+    return str(exc)
 
 
 def friendly(fn: F) -> F:
-    """Turn expected user errors into a one-line message and exit code 2 (no traceback)."""
+    """Turn expected user errors into a one-line message and exit code 2 (no traceback); Ctrl-C exits 130."""
 
     @functools.wraps(fn)
     def wrapper(*a: Any, **kw: Any) -> Any:
         try:
             return fn(*a, **kw)
+        except KeyboardInterrupt:
+            console.print("[bold red]interrupted[/] — nothing committed after the last finished iteration is kept; "
+                          "continue a training run with the same command plus --resume", highlight=False, soft_wrap=True)
+            raise typer.Exit(130) from None
         except user_errors() as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            console.print(f"[bold red]error:[/] {one_line(exc)}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]

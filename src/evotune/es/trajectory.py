@@ -12,7 +12,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from evotune.checkpoints import CheckpointTensors, checkpoint_dirs, check_finite, read_state, verify_checkpoint
+from evotune.checkpoints import (
+    CheckpointTensors,
+    check_finite,
+    checkpoint_dirs,
+    read_state,
+    verify_checkpoint,
+)
 from evotune.config import TrainConfig
 from evotune.errors import EvotuneError, RunStateError
 from evotune.es.params import EvolvingParams

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from evotune.backends.hf import Completion, generate
+from evotune.errors import TaskError
 from evotune.evaluation.hacking import hacking_rates
 from evotune.tasks.base import Example, Task
 
@@ -86,7 +87,9 @@ def evaluate(
     examples = task.split(split)  # type: ignore[arg-type]
     if limit is not None:
         examples = examples[:limit]
-    mnt = max_new_tokens or task.default_max_new_tokens
+    if not examples:
+        raise TaskError(f"task {task.name!r} has an empty {split} split: nothing to evaluate (give it more data or a larger --n-{split})")
+    mnt = task.max_new_tokens(max_new_tokens)
     prompts = [task.render(e, tokenizer) for e in examples]
     comps = generate(
         model, tokenizer, prompts, mnt, batch_size=batch_size, temperature=temperature, seed=seed

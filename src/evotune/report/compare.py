@@ -116,7 +116,7 @@ def hacking_table(entries: Sequence[Entry], summaries: dict[str, dict[str, Any]]
     for e in entries:
         if e.run is None:
             continue
-        evals = [r for r in read_jsonl(e.run / "metrics.jsonl") if "eval/hacking" in r]
+        evals = [r for r in read_jsonl(e.run / "metrics.jsonl", skip_corrupt=True) if "eval/hacking" in r]
         if evals:
             r = evals[-1]
             out.append(

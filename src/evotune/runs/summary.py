@@ -13,7 +13,7 @@ def run_facts(run: str | Path) -> dict[str, Any]:
     """Method, task, steps, budget spent and held-out reward (first, final, best) of one run."""
     run = Path(run)
     cfg = load_run_config(run)
-    rows = read_jsonl(run / "metrics.jsonl")
+    rows = read_jsonl(run / "metrics.jsonl", skip_corrupt=True)
     evals = [r for r in rows if "eval/reward_mean" in r]
     steps = max((r.get("step", 0) for r in rows), default=0)
     last = rows[-1] if rows else {}

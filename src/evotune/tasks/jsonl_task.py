@@ -142,8 +142,13 @@ def _read_rows(path: Path) -> tuple[list[tuple[int, Any]], str, list[str]]:
         return [(i + 1, row) for i, row in enumerate(rows)], "row", []
     out: list[tuple[int, Any]] = []
     errors: list[str] = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                errors.append(f"line {lineno}: not UTF-8 text (byte {exc.start}: {raw[exc.start:exc.start + 1]!r}); save the file as UTF-8")
+                continue
             if not line.strip():
                 continue
             try:
@@ -151,6 +156,24 @@ def _read_rows(path: Path) -> tuple[list[tuple[int, Any]], str, list[str]]:
             except json.JSONDecodeError as exc:
                 errors.append(f"line {lineno}: invalid JSON ({exc.msg})")
     return out, "line", errors
+
+
+def _check_duplicates(examples: list[Example], path: Path, where: str) -> None:
+    """A repeated prompt must repeat its answer, and ids must be unique: else one row silently wins."""
+    answers: dict[str, Example] = {}
+    ids: dict[str, Example] = {}
+    for e in examples:
+        first = answers.setdefault(e.prompt, e)
+        if first.answer != e.answer:
+            raise TaskError(
+                f"jsonl: {path} {where}s {first.meta['row']} and {e.meta['row']} have the same prompt but different "
+                f"answers ({first.answer!r} vs {e.answer!r}); keep one answer per prompt"
+            )
+        other = ids.setdefault(e.id, e)
+        if other is not e:
+            raise TaskError(
+                f"jsonl: {path} {where}s {other.meta['row']} and {e.meta['row']} share the id {e.id!r}; ids must be unique"
+            )
 
 
 @register_task("jsonl")
@@ -196,6 +219,7 @@ class JsonlTask(Task):
             raise TaskError(f"jsonl: {len(errors)} malformed row(s) in {path}:\n  {shown}{more}")
         if not examples:
             raise TaskError(f"jsonl: {path} has no rows")
+        _check_duplicates(examples, path, where)
         return examples
 
     def _example(self, row: Any, path: Path, pos: int) -> Example:

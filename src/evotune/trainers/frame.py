@@ -8,6 +8,7 @@ counters, checkpoint cadence and summaries are the same code. A subclass supplie
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -18,13 +19,13 @@ from typing import Any, ClassVar
 
 import torch
 
+from evotune.checkpoints import checkpoint_dirs
 from evotune.config import TrainConfig, load_run_config
 from evotune.errors import ConfigError, RunStateError
 from evotune.evaluation import evaluate
 from evotune.runs.lock import LOCK_FILE, RunLock
 from evotune.runs.logger import MetricsLogger
 from evotune.runs.metrics import Budget, StepStats
-from evotune.checkpoints import checkpoint_dirs
 from evotune.runs.rundir import RunDir, atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
 
 BASE_EVAL = "iter_000000.jsonl"  # the starting model's held-out rows (the `correct_lost` reference)
@@ -251,7 +252,7 @@ class Trainer(ABC):
         eval_due = k == 0 or (self.cfg.eval.every and k % self.cfg.eval.every == 0) or final
         ckpt_due = k > 0 and (k % self.cfg.checkpoint_every == 0 or final)
         if resumed:
-            logged = read_jsonl(self.run.metrics) if k > 0 or eval_due else []
+            logged = read_jsonl(self.run.metrics, skip_corrupt=True) if k > 0 or eval_due else []
             steps = {r.get("step") for r in logged if "train/reward_mean" in r}
             if k > 0 and k not in steps and (row := self.lost_row(k)) is not None:
                 self.logger.log(row, k)
@@ -283,7 +284,7 @@ class Trainer(ABC):
 
     def write_summary(self) -> dict[str, Any]:
         if not self.last_eval:  # nothing left to train (resumed after the end): report the last eval on file
-            evals = [r for r in read_jsonl(self.run.metrics) if "eval/reward_mean" in r]
+            evals = [r for r in read_jsonl(self.run.metrics, skip_corrupt=True) if "eval/reward_mean" in r]
             self.last_eval = {k[5:]: v for k, v in (evals[-1] if evals else {}).items() if k.startswith("eval/")}
         summary = {
             "method": self.method,
@@ -293,10 +294,8 @@ class Trainer(ABC):
             **{f"eval/{n}": v for n, v in self.last_eval.items()},
         }
         old = self.run.path / "summary.json"
-        try:  # a resume never drops what an earlier summary held (e.g. eval/* of a finished run)
+        with contextlib.suppress(ValueError):  # a resume never drops what an earlier summary held; a damaged one is replaced
             summary = {**json.loads(old.read_text()), **summary} if old.is_file() else summary
-        except ValueError:
-            pass  # a damaged summary is simply replaced
         atomic_write_json(old, summary)
         return summary
 
