@@ -218,8 +218,8 @@ def kl_matrix(
     """
     from evotune.backends.models import load_model
 
-    entries_f = resolve_entries(models)
     base_e = base if isinstance(base, Entry) else resolve_entry(base)
+    entries_f = resolve_entries(models, base_e)
     sources: dict[str, Any] = build_sources(entries_f, tasks)
     if general:
         sources[GENERAL] = GENERAL

@@ -124,7 +124,7 @@ def load_model(spec: str, dtype: str = "float32", device: str = "cpu") -> tuple[
         ) from exc
     if (Path(path) / EXTRA_FILE).is_file():  # a bf16 run's checkpoint: its exact fp32 masters win
         _load_masters(model, Path(path))
-    check_finite(model.state_dict().items(), f"model {spec!r} ({path})")
+    check_finite(model.state_dict().items(), f"model {spec}" + ("" if Path(path) == Path(spec) else f" ({path})"))
     model.to(device)
     model.eval()
     model.requires_grad_(False)

@@ -21,6 +21,7 @@ from typing import Any
 from evotune.analysis.common import (
     AnalysisError,
     Entry,
+    check_comparable,
     free_memory,
     jsonable,
     resolve_entries,
@@ -172,6 +173,7 @@ def compare(
     if base_spec is None:
         raise AnalysisError("pass --base: none of the arguments is a run that names its base model")
     base_e = replace(resolve_entry(base_spec), label=BASE_LABEL)
+    check_comparable(entries, base_e)
     own = [e.task_config.name for e in entries if e.task_config is not None]
     wanted = list(tasks or []) + [t for t in dict.fromkeys(own) if t not in (tasks or [])]
     sources = build_sources(entries, wanted or None)  # the runs' own tasks are always included
@@ -326,7 +328,7 @@ def compare(
                 summary["robustness"] = robust
             save()
     summary["robustness"] = robust or None
-    summary["complete"] = True
+    summary["complete"] = not errors  # a report with a failed analysis is not complete
 
     from evotune.report.render import render_html
 
