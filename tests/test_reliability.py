@@ -366,3 +366,30 @@ def test_ctrl_c_says_how_to_resume_and_resume_finishes(tiny_model, tmp_path):
     res = subprocess.run([*_cli(tiny_model, run, 8), "--resume"], env=_env(), capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
     assert [r["step"] for r in read_jsonl(run / "trajectory.jsonl")] == list(range(1, 9))
+
+
+# -- experiment tracking -------------------------------------------------------------------------------
+@pytest.mark.slow  # ~75 s: wandb's and trackio's own start-up and shutdown
+def test_report_to_tensorboard_wandb_trackio_offline(es_config, tmp_path, monkeypatch):
+    """Each tracker really receives the shared metric names (wandb offline, trackio local)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.setenv("TRACKIO_DIR", str(tmp_path / "trackio"))
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = es_config(**{"es.iterations": 2, "report_to": "tensorboard,wandb,trackio"})
+    assert cfg.report_to == ["tensorboard", "wandb", "trackio"]
+    ESTrainer(cfg, progress=False).train()
+    run = Path(cfg.run_dir)
+    acc = EventAccumulator(str(run / "tb"))
+    acc.Reload()
+    assert {"train/reward_mean", "eval/reward_mean", "budget/completions"} <= set(acc.Tags()["scalars"])
+    assert os.environ.get("WANDB_MODE") == "offline"
+    wandb_files = list((run / "wandb").rglob("*.wandb"))
+    assert wandb_files and b"train/reward_mean" in wandb_files[0].read_bytes()
+    stored = b"".join(p.read_bytes() for p in (tmp_path / "trackio").rglob("*") if p.is_file())
+    assert b"train/reward_mean" in stored and b"eval/reward_mean" in stored
+    with pytest.raises(ConfigError, match="report_to"):
+        build_config(None, {"report_to": "mlflow"})
+    assert build_config(None, {"report_to": "none"}).report_to == []

@@ -155,6 +155,17 @@ class TrainConfig(_Strict):
     es: ESConfig = Field(default_factory=ESConfig)
     grpo: GRPOConfig = Field(default_factory=GRPOConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+    report_to: list[Literal["tensorboard", "wandb", "trackio"]] = Field(
+        default_factory=lambda: ["tensorboard"],
+        description="experiment trackers besides metrics.jsonl (as TRL's report_to); [] or 'none' = none",
+    )
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _trackers(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [t.strip() for t in v.split(",") if t.strip()]
+        return [] if v in (["none"], ["None"]) else v
 
     @field_validator("run_dir")
     @classmethod

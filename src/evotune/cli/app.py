@@ -70,6 +70,8 @@ _SHARED: list[tuple[str, Any, Any, str | None]] = [
     ("dtype", str | None, Opt(help="float32 | bfloat16 | float16"), "model.dtype"),
     ("batch_size", int | None, Opt(help="generation batch size"), "generation.batch_size"),
     ("checkpoint_every", int | None, Opt(), "checkpoint_every"),
+    ("report_to", str | None, Opt(help="trackers: tensorboard,wandb,trackio or none (wandb offline unless configured)"),
+     "report_to"),
     ("sets", list[str] | None, Opt("--set", help="override any config field: section.key=value"), None),
     ("no_progress", bool, Opt("--no-progress"), None),
 ]

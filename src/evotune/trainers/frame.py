@@ -46,7 +46,7 @@ def _changes(stored: dict[str, Any], given: dict[str, Any]) -> tuple[list[str], 
         if sec == "ray":  # where members run never changes the weights
             continue
         if not isinstance(val, dict):
-            if sec not in ("run_dir", "threads") and stored.get(sec) != val:
+            if sec not in ("run_dir", "threads", "report_to") and stored.get(sec) != val:
                 changed.append(f"{sec}: {stored.get(sec)!r} -> {val!r}")
             continue
         for k, v in val.items():
@@ -190,7 +190,8 @@ class Trainer(ABC):
                 set_threads(self.cfg.threads)
                 self.setup()
                 start = self.steps_done = self.restore()
-                self.logger = MetricsLogger(self.run, start_step=start + 1)
+                self.logger = MetricsLogger(self.run, start_step=start + 1, report_to=self.cfg.report_to,
+                                            config=self.cfg.model_dump(mode="json"))
             except Exception:
                 if fresh:
                     self.discard_run()
