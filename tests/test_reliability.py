@@ -228,6 +228,19 @@ def test_failed_start_leaves_nothing_behind(tiny_model, tmp_path):
     assert len(read_jsonl(run / "trajectory.jsonl")) == 1
 
 
+def test_start_killed_before_its_first_step_does_not_block_a_changed_rerun(es_config):
+    cfg = es_config()
+    run = Path(cfg.run_dir)
+    (run / "evals").mkdir(parents=True)  # what a kill -9 during the base evaluation leaves
+    (run / "config.yaml").write_text(cfg.model_copy(update={"seed": 7}).to_yaml())
+    (run / "evals" / "iter_000000.jsonl").write_text("")
+    with pytest.warns(UserWarning, match="never finished a step"):
+        assert ESTrainer(cfg, progress=False).train()["steps"] == 3
+    assert build_config(run / "config.yaml").seed == cfg.seed
+    with pytest.raises(ConfigError, match="already holds a run"):  # a run with progress is never replaced
+        ESTrainer(cfg, progress=False).train()
+
+
 # -- silent wrong behaviour becomes validation --------------------------------------------------------
 @pytest.mark.parametrize(("over", "msg"), [
     ({"es.population": 1}, "es.population"),

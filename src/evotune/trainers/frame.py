@@ -70,6 +70,13 @@ def remove_temp_files(run: RunDir) -> None:
                 shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
 
 
+def has_progress(run: RunDir) -> bool:
+    """Whether a run directory holds any committed step (trajectory row, checkpoint, TRL state or train row)."""
+    if checkpoint_dirs(run.path) or (run.path / "trl").exists() or read_jsonl(run.trajectory, skip_corrupt=True):
+        return True
+    return any("train/reward_mean" in r for r in read_jsonl(run.metrics, skip_corrupt=True))
+
+
 def open_run(cfg: TrainConfig, resume: bool) -> tuple[TrainConfig, RunDir, RunLock]:
     """Lock the run directory, then create it or reopen it for `--resume` (its stored config wins).
 
@@ -79,8 +86,6 @@ def open_run(cfg: TrainConfig, resume: bool) -> tuple[TrainConfig, RunDir, RunLo
     run = RunDir(cfg.run_dir)
     if resume and not run.exists():
         raise ConfigError(f"--resume: {run.path} is not a run directory (no config.yaml)")
-    if not resume and run.path.exists() and any(p.name != LOCK_FILE for p in run.path.iterdir()):
-        raise ConfigError(f"run directory {run.path} already holds a run: pass --resume or choose another --run-dir")
     try:
         lock = RunLock(run.path).acquire()
     except PermissionError as exc:
@@ -97,8 +102,16 @@ def open_run(cfg: TrainConfig, resume: bool) -> tuple[TrainConfig, RunDir, RunLo
                                   + " (start a new run, or rebuild an earlier iteration with `evotune replay`)")
             write = bool(grown)  # the stored config is rewritten only to record a longer run
             remove_temp_files(run)
-        elif run.exists():  # another process created it between the check and the lock
-            raise ConfigError(f"run directory {run.path} already holds a run: pass --resume or choose another --run-dir")
+        elif run.path.exists() and any(p.name != LOCK_FILE for p in run.path.iterdir()):
+            if not run.exists() or has_progress(run):
+                raise ConfigError(
+                    f"run directory {run.path} already holds a run: pass --resume or choose another --run-dir"
+                )
+            # A start killed before its first committed step: nothing to keep, so a corrected rerun may reuse it.
+            warnings.warn(f"{run.path} holds a run that never finished a step; starting it afresh", stacklevel=2)
+            for p in run.path.iterdir():
+                if p.name != LOCK_FILE:
+                    shutil.rmtree(p) if p.is_dir() else p.unlink()
         if write:
             atomic_write_text(run.config, cfg.to_yaml())
     except BaseException:
