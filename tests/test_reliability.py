@@ -264,6 +264,24 @@ def test_budget_text_is_validated(text, msg):
     assert BudgetConfig.parse("completions=1e3").completions == 1000
 
 
+def test_duplicate_keys_in_yaml_or_set_are_refused(tmp_path):
+    from evotune.cli.common import parse_sets
+
+    y = tmp_path / "c.yaml"
+    y.write_text("budget:\n  completions: 10\n  completions: 20\n")
+    with pytest.raises(ConfigError, match=r"'completions' is given twice \(line 3\)"):
+        build_config(y)
+    with pytest.raises(ConfigError, match="given twice"):
+        parse_sets(["es.sigma=0.1", "es.sigma=0.2"])
+
+
+def test_diverged_update_is_never_committed(es_config):
+    cfg = es_config(**{"es.alpha": 1e39})
+    with pytest.raises(ModelError, match=r"iteration 1: after the update"):
+        ESTrainer(cfg, progress=False).train()
+    assert not (Path(cfg.run_dir) / "trajectory.jsonl").exists()
+
+
 def test_flag_beats_set_beats_yaml(tmp_path):
     y = tmp_path / "c.yaml"
     y.write_text(yaml.safe_dump({"es": {"sigma": 0.1, "alpha": 0.1, "population": 6}}))
@@ -331,7 +349,8 @@ def test_generation_inputs_are_validated(tiny_model, tmp_path):
         generate(model, tok, ["word " * 20], 4)
     base = ["eval", "--model", str(tiny_model), "--task", "toy_letters"]
     for extra, msg in [(["--max-new-tokens", "0"], "max_new_tokens"), (["--temperature", "-1"], "temperature"),
-                       (["--out", str(tmp_path)], "is a directory"), (["--n-eval", "0"], "empty eval split")]:
+                       (["--out", str(tmp_path)], "is a directory"), (["--n-eval", "0"], "empty eval split"),
+                       (["--limit", "-1"], "limit must be >= 1"), (["--batch-size", "0"], "batch size")]:
         res = CliRunner().invoke(app, [*base, *extra])
         assert res.exit_code == 2 and msg in res.output, (extra, res.output)
 
@@ -346,8 +365,10 @@ def test_corrupt_metrics_line_does_not_hide_runs(es_config, tmp_path):
     with pytest.warns(UserWarning, match="metrics.jsonl:2: corrupt"):
         facts = list_runs(run.parent)
     assert facts[0]["steps"] == 3 and facts[0]["final_reward"] is not None
+    (run.parent / "broken").mkdir()
+    (run.parent / "broken" / "config.yaml").write_text("es: [unclosed\n")
     res = CliRunner().invoke(app, ["runs", str(run.parent)])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 0 and run.name in res.output, res.output
     longer = cfg.model_copy(update={"es": cfg.es.model_copy(update={"iterations": 4})})
     assert ESTrainer(longer, resume=True, progress=False).train()["steps"] == 4  # resume repairs the log
 
@@ -366,7 +387,8 @@ def test_unwritable_run_directory_is_one_line(es_config, monkeypatch):
 def test_ctrl_c_says_how_to_resume_and_resume_finishes(tiny_model, tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen(_cli(tiny_model, run, 8), env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,  # a background job inherits SIGINT ignored: undo
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and len(read_jsonl(run / "trajectory.jsonl")) < 1:
         time.sleep(0.05)

@@ -75,6 +75,8 @@ def generate(
 
     if max_new_tokens < 1:
         raise ModelError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if batch_size < 1:
+        raise ModelError(f"batch size must be >= 1, got {batch_size}")
     if not math.isfinite(temperature) or temperature < 0:
         raise ModelError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
     context = getattr(getattr(model, "config", None), "max_position_embeddings", None)

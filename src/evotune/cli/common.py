@@ -42,8 +42,8 @@ def friendly(fn: F) -> F:
         try:
             return fn(*a, **kw)
         except KeyboardInterrupt:
-            console.print("[bold red]interrupted[/] — nothing committed after the last finished iteration is kept; "
-                          "continue a training run with the same command plus --resume", highlight=False, soft_wrap=True)
+            console.print("[bold red]interrupted[/]: a training run keeps every finished iteration; "
+                          "continue it with the same command plus --resume", highlight=False, soft_wrap=True)
             raise typer.Exit(130) from None
         except user_errors() as exc:
             console.print(f"[bold red]error:[/] {one_line(exc)}", highlight=False, soft_wrap=True)
@@ -60,6 +60,8 @@ def parse_sets(sets: list[str] | None) -> dict[str, Any]:
         key, sep, val = s.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {s!r}: use KEY=VALUE, e.g. es.sigma=0.002")
+        if key.strip() in out:
+            raise ConfigError(f"--set {key.strip()} is given twice; give each field once")
         out[key.strip()] = yaml.safe_load(val)
     return out
 

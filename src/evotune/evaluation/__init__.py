@@ -86,6 +86,8 @@ def evaluate(
     """Greedy (by default) completions on a split, scored by the task's own reward."""
     examples = task.split(split)  # type: ignore[arg-type]
     if limit is not None:
+        if limit < 1:
+            raise TaskError(f"limit must be >= 1 held-out items, got {limit}")
         examples = examples[:limit]
     if not examples:
         raise TaskError(f"task {task.name!r} has an empty {split} split: nothing to evaluate (give it more data or a larger --n-{split})")

@@ -18,6 +18,7 @@ import warnings
 from typing import Any
 
 from evotune.backends.models import load_model
+from evotune.checkpoints import check_finite
 from evotune.config import TrainConfig
 from evotune.es import local_evaluator
 from evotune.es.evaluator import Evaluator, EvaluatorFactory
@@ -72,6 +73,8 @@ class ESTrainer(Trainer):
             warnings.warn(f"iteration {k}: all {es.population} members have equal fitness; no update", stacklevel=2)
         else:
             self.params.apply_update(coeffs, es.alpha / es.population)
+            # Never commit an update that diverged: resume would replay it into the same NaN weights.
+            check_finite(self.params.master.items(), f"iteration {k}: after the update (lower es.alpha)")
         self.row = {"step": k, "seeds": [m.seed for m in members], "signs": [m.sign for m in members],
                     "fitness": res.fitness, "updated": coeffs is not None}
         res.times["update"] = time.perf_counter() - t0
