@@ -203,8 +203,9 @@ class Task(ABC):
                 f"{example.id!r}; Reward.score must be a number"
             )
         if not math.isfinite(r.score) or abs(r.score) > MAX_SCORE:
+            what = "non-finite score" if not math.isfinite(r.score) else "score"
             raise TaskError(
-                f"reward of task {self.name!r} returned score {r.score} on {example.id!r}; scores must be finite "
+                f"reward of task {self.name!r} returned {what} {r.score} on {example.id!r}; scores must be finite "
                 f"and within ±{MAX_SCORE:g} (rescale the reward)"
             )
         return r
