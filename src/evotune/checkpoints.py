@@ -61,6 +61,9 @@ def file_hashes(directory: str | Path) -> dict[str, str]:
     return out
 
 
+_VERIFIED: dict[str, tuple[tuple[str, int, int], ...]] = {}
+
+
 def verify_checkpoint(directory: str | Path) -> None:
     """Raise `ModelError` if a checkpoint's files differ from the sha256 its state recorded.
 
@@ -75,6 +78,9 @@ def verify_checkpoint(directory: str | Path) -> None:
         raise ModelError(f"checkpoint {d}: {STATE_FILE} is damaged ({exc})") from None
     if not recorded:
         return
+    stamp = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(d.iterdir()) if f.is_file())
+    if _VERIFIED.get(str(d.resolve())) == stamp:
+        return  # already verified in this process and unchanged since
     actual = file_hashes(d)
     bad = sorted(n for n, h in recorded.items() if actual.get(n) != h)
     if bad:
@@ -82,6 +88,7 @@ def verify_checkpoint(directory: str | Path) -> None:
             f"checkpoint {d} is damaged: {', '.join(bad)} no longer match the sha256 recorded when it was written "
             "(resume rebuilds it from trajectory.jsonl; `evotune replay RUN --iteration K --out DIR` writes a good copy)"
         )
+    _VERIFIED[str(d.resolve())] = stamp
 
 
 def check_finite(named: Any, where: str) -> None:
@@ -111,6 +118,7 @@ class CheckpointTensors:
         from safetensors import safe_open
 
         self.directory = d = Path(directory)
+        verify_checkpoint(d)  # an evotune checkpoint must still hold the bytes it was written with
         self._own = stack is None
         self._stack = stack or ExitStack()
         files = sorted(p for p in d.glob("*.safetensors") if p.name != EXTRA_FILE)
