@@ -428,3 +428,22 @@ def test_report_to_tensorboard_wandb_trackio_offline(es_config, tmp_path, monkey
     with pytest.raises(ConfigError, match="report_to"):
         build_config(None, {"report_to": "mlflow"})
     assert build_config(None, {"report_to": "none"}).report_to == []
+
+
+def test_ray_failures_and_os_errors_are_one_line(capsys):
+    import ray.exceptions
+    import typer
+
+    from evotune.cli.common import friendly
+
+    def boom(exc: BaseException) -> None:
+        raise exc
+
+    for exc, msg in [(ray.exceptions.RaySystemError("raylet died\nlong trace"), "Ray failed (RaySystemError: raylet died)"),
+                     (PermissionError(13, "Permission denied", "/ro/run/config.yaml"), "/ro/run/config.yaml: Permission denied")]:
+        with pytest.raises(typer.Exit) as info:
+            friendly(boom)(exc)
+        assert info.value.exit_code == 2
+        assert msg in _one_line_error(capsys.readouterr().err)
+    with pytest.raises(KeyError):  # a bug keeps its traceback
+        friendly(boom)(KeyError("x"))

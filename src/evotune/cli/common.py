@@ -48,6 +48,14 @@ def friendly(fn: F) -> F:
         except user_errors() as exc:
             console.print(f"[bold red]error:[/] {one_line(exc)}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except Exception as exc:
+            if not type(exc).__module__.startswith("ray."):
+                raise  # anything else is a bug and keeps its traceback
+            first = (str(exc).strip().splitlines() or [""])[0]
+            console.print(f"[bold red]error:[/] Ray failed ({type(exc).__name__}: {first}); check the cluster "
+                          "(`ray status`), then rerun the command (training: add --resume)",
+                          highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
 
