@@ -439,7 +439,7 @@ def test_ray_failures_and_os_errors_are_one_line(capsys):
     def boom(exc: BaseException) -> None:
         raise exc
 
-    for exc, msg in [(ray.exceptions.RaySystemError("raylet died\nlong trace"), "Ray failed (RaySystemError: raylet died)"),
+    for exc, msg in [(ray.exceptions.RaySystemError("raylet died\nlong trace"), "Ray failed (RaySystemError: System error: raylet died)"),
                      (PermissionError(13, "Permission denied", "/ro/run/config.yaml"), "/ro/run/config.yaml: Permission denied")]:
         with pytest.raises(typer.Exit) as info:
             friendly(boom)(exc)
