@@ -144,7 +144,7 @@ def test_non_finite_base_model_is_refused_and_leaves_no_run(tiny_model, tmp_path
     res = subprocess.run(_cli(bad, run, 2), env=_env(), capture_output=True, text=True)
     assert res.returncode == 2
     assert "NaN or inf" in _one_line_error(res.stderr)
-    assert not [p for p in run.iterdir() if p.name != ".lock"]  # a corrected rerun is not blocked
+    assert not run.exists()  # a corrected rerun is not blocked
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
@@ -222,6 +222,7 @@ def test_failed_start_leaves_nothing_behind(tiny_model, tmp_path):
             "--population", "2", "--iterations", "1", "--threads", "1", "--no-progress", "--eval-limit", "1"]
     res = CliRunner().invoke(app, base)
     assert res.exit_code == 2 and "empty train split" in res.output
+    assert not run.exists()  # nothing at all is left of the failed start
     data.write_text("".join(json.dumps({"prompt": f"{i}+1?", "answer": str(i + 1)}) + "\n" for i in range(6)))
     res = CliRunner().invoke(app, base)  # the corrected command, without --resume
     assert res.exit_code == 0, res.output

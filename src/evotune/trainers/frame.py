@@ -15,6 +15,7 @@ import shutil
 import time
 import warnings
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -197,7 +198,9 @@ class Trainer(ABC):
         committed step is removed, so the corrected command can simply be run again.
         """
         fresh = not self.resume_run
+        created = not Path(self.cfg.run_dir).exists()
         self.cfg, self.run, lock = open_run(self.cfg, self.resume_run)
+        discarded = False
         try:
             try:
                 set_threads(self.cfg.threads)
@@ -208,6 +211,7 @@ class Trainer(ABC):
             except Exception:
                 if fresh:
                     self.discard_run()
+                    discarded = True
                 raise
             failed = False
             try:
@@ -229,9 +233,14 @@ class Trainer(ABC):
                 self.close()
                 if failed:
                     self.discard_run()
+                    discarded = True
             return self.write_summary()
         finally:
             lock.release()
+            if discarded and created:  # leave no trace of a start that never happened
+                (self.run.path / LOCK_FILE).unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    self.run.path.rmdir()
 
     def discard_run(self) -> None:
         """Remove a fresh run directory that never committed a step (open_run found it empty)."""
