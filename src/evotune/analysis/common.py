@@ -11,6 +11,7 @@ import gc
 import hashlib
 import json
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 
 from evotune.backends.models import resolve_model
 from evotune.config import TaskConfig, load_run_config
-from evotune.errors import AnalysisError
+from evotune.errors import AnalysisError, ModelError
 from evotune.tasks import Task, build_task, get_task
 
 
@@ -116,7 +117,13 @@ def check_comparable(entries: Sequence[Entry], base: Entry | None = None) -> Non
             raise AnalysisError(
                 f"{ref_e.label} and {e.label} have different architectures ({diff}); compare models of one architecture"
             )
-    bases = {e.label: (e.base_model, weights_hash(resolve_model(e.base_model))) for e in entries if e.base_model}
+    bases = {}
+    for e in entries:
+        if e.base_model:
+            try:
+                bases[e.label] = (e.base_model, weights_hash(resolve_model(e.base_model)))
+            except ModelError:  # e.g. a relative base path from another directory: cannot be checked here
+                warnings.warn(f"{e.label}: base model {e.base_model} not found; its base cannot be checked", stacklevel=2)
     if len({h for _, h in bases.values()}) > 1:
         shown = "; ".join(f"{lbl} from {name}" for lbl, (name, _) in bases.items())
         raise AnalysisError(
