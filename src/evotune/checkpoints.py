@@ -10,6 +10,7 @@ analyses) goes through `CheckpointTensors`, so the fp32 masters always win over 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from contextlib import ExitStack
@@ -48,6 +49,56 @@ def read_state(checkpoint: str | Path) -> dict[str, Any]:
     return json.loads((Path(checkpoint) / STATE_FILE).read_text())
 
 
+def file_hashes(directory: str | Path) -> dict[str, str]:
+    """sha256 of every file of a checkpoint but its state file: the content it is verified against."""
+    out = {}
+    for f in sorted(Path(directory).iterdir()):
+        if f.is_file() and f.name != STATE_FILE:
+            h = hashlib.sha256()
+            with open(f, "rb") as fh:
+                for block in iter(lambda fh=fh: fh.read(1 << 22), b""):
+                    h.update(block)
+            out[f.name] = h.hexdigest()
+    return out
+
+
+_VERIFIED: dict[str, tuple[tuple[str, int, int], ...]] = {}
+
+
+def verify_checkpoint(directory: str | Path) -> None:
+    """Raise `ModelError` if a checkpoint's files differ from the sha256 its state recorded.
+
+    Checkpoints written before hashes were recorded (no `files` in the state) are accepted as they are.
+    """
+    d = Path(directory)
+    if not (d / STATE_FILE).is_file():
+        return
+    try:
+        recorded = read_state(d).get("files")
+    except ValueError as exc:
+        raise ModelError(f"checkpoint {d}: {STATE_FILE} is damaged ({exc})") from None
+    if not recorded:
+        return
+    stamp = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(d.iterdir()) if f.is_file())
+    if _VERIFIED.get(str(d.resolve())) == stamp:
+        return  # already verified in this process and unchanged since
+    actual = file_hashes(d)
+    bad = sorted(n for n, h in recorded.items() if actual.get(n) != h)
+    if bad:
+        raise ModelError(
+            f"checkpoint {d} is damaged: {', '.join(bad)} no longer match the sha256 recorded when it was written "
+            "(resume rebuilds it from trajectory.jsonl; `evotune replay RUN --iteration K --out DIR` writes a good copy)"
+        )
+    _VERIFIED[str(d.resolve())] = stamp
+
+
+def check_finite(named: Any, where: str) -> None:
+    """Refuse NaN/inf weights (a damaged file or a diverged run) before they are trained on or saved."""
+    for name, t in named:
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ModelError(f"{where}: tensor {name} holds NaN or inf values; the weights are damaged or diverged")
+
+
 def is_tied(directory: str | Path) -> bool:
     """Whether the model config ties the unembedding to the input embedding."""
     try:
@@ -68,6 +119,7 @@ class CheckpointTensors:
         from safetensors import safe_open
 
         self.directory = d = Path(directory)
+        verify_checkpoint(d)  # an evotune checkpoint must still hold the bytes it was written with
         self._own = stack is None
         self._stack = stack or ExitStack()
         files = sorted(p for p in d.glob("*.safetensors") if p.name not in (EXTRA_FILE, OPTIMIZER_FILE))

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from evotune.analysis.common import (
     AnalysisError,
     Entry,
+    check_comparable,
     free_memory,
     jsonable,
     resolve_entries,
@@ -121,7 +122,7 @@ def hacking_table(entries: Sequence[Entry], summaries: dict[str, dict[str, Any]]
     for e in entries:
         if e.run is None:
             continue
-        evals = [r for r in read_jsonl(e.run / "metrics.jsonl") if "eval/hacking" in r]
+        evals = [r for r in read_jsonl(e.run / "metrics.jsonl", skip_corrupt=True) if "eval/hacking" in r]
         if evals:
             r = evals[-1]
             out.append(
@@ -188,6 +189,7 @@ def compare(models_or_runs: Sequence[str], cfg: CompareConfig | None = None, log
     if base_spec is None:
         raise AnalysisError("pass --base: none of the arguments is a run that names its base model")
     base_e = replace(resolve_entry(base_spec), label=BASE_LABEL)
+    check_comparable(entries, base_e)
     own = [e.task_config.name for e in entries if e.task_config is not None]
     wanted = list(tasks or []) + [t for t in dict.fromkeys(own) if t not in (tasks or [])]
     sources = build_sources(entries, wanted or None)  # the runs' own tasks are always included
@@ -338,7 +340,7 @@ def compare(models_or_runs: Sequence[str], cfg: CompareConfig | None = None, log
                 summary["robustness"] = robust
             save()
     summary["robustness"] = robust or None
-    summary["complete"] = True
+    summary["complete"] = not errors  # a report with a failed analysis is not complete
 
 
     atomic_write_text(out / "index.html", render_html(summary))

@@ -5,6 +5,7 @@ A bad value is reported with its dotted path before any model is loaded.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,7 +16,7 @@ from evotune.errors import ConfigError
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelConfig(_Strict):
@@ -59,7 +60,7 @@ class BudgetConfig(_Strict):
 
     @classmethod
     def parse(cls, text: str | None) -> BudgetConfig:
-        """`completions=N` or `tokens=N` (comma-separated for both)."""
+        """`completions=N` or `tokens=N` (comma-separated for both); N a whole number >= 1 (1e6 is fine)."""
         if not text:
             return cls()
         out: dict[str, int] = {}
@@ -68,10 +69,15 @@ class BudgetConfig(_Strict):
             key = key.strip()
             if not sep or key not in ("completions", "tokens"):
                 raise ConfigError(f"budget {text!r}: use completions=N or tokens=N")
+            if key in out:
+                raise ConfigError(f"budget {text!r}: {key} is given twice; give each limit once")
             try:
-                out[key] = int(float(val))
-            except ValueError as exc:
-                raise ConfigError(f"budget {text!r}: {val!r} is not a number") from exc
+                num = float(val)
+            except ValueError:
+                raise ConfigError(f"budget {text!r}: {val.strip()!r} is not a number") from None
+            if not math.isfinite(num) or num != int(num) or num < 1:
+                raise ConfigError(f"budget {text!r}: {key} must be a whole number >= 1, got {val.strip()}")
+            out[key] = int(num)
         return cls(**out)
 
 
@@ -95,7 +101,7 @@ class ScheduleConfig(_Strict):
 
 
 class ESConfig(_Strict):
-    population: int = Field(default=30, ge=1)
+    population: int = Field(default=30, ge=2, description="members per iteration; 1 gives no fitness variance to learn from")
     sigma: float = Field(default=1e-3, gt=0)
     alpha: float = Field(default=5e-4, gt=0)
     iterations: int = Field(default=100, ge=1)
@@ -200,6 +206,17 @@ class TrainConfig(_Strict):
     es: ESConfig = Field(default_factory=ESConfig)
     grpo: GRPOConfig = Field(default_factory=GRPOConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+    report_to: list[Literal["tensorboard", "wandb", "trackio"]] = Field(
+        default_factory=lambda: ["tensorboard"],
+        description="experiment trackers besides metrics.jsonl (as TRL's report_to); [] or 'none' = none",
+    )
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _trackers(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [t.strip() for t in v.split(",") if t.strip()]
+        return [] if v in (["none"], ["None"]) else v
 
     @field_validator("run_dir")
     @classmethod
@@ -210,6 +227,21 @@ class TrainConfig(_Strict):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (line {key_node.start_mark.line + 1})", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
@@ -244,7 +276,7 @@ def build_config(
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist")
         try:
-            loaded = yaml.safe_load(p.read_text()) or {}
+            loaded = yaml.load(p.read_text(), Loader=_UniqueKeyLoader) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
         if not isinstance(loaded, dict):

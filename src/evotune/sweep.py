@@ -75,7 +75,7 @@ def run_grid(
 
 def final_eval(run: Path) -> dict[str, Any]:
     """Held-out numbers of a run's last evaluation (first one too, for the improvement)."""
-    evals = [r for r in read_jsonl(run / "metrics.jsonl") if "eval/reward_mean" in r]
+    evals = [r for r in read_jsonl(run / "metrics.jsonl", skip_corrupt=True) if "eval/reward_mean" in r]
     if not evals:
         return {}
     last, first = evals[-1], evals[0]

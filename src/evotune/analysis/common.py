@@ -8,7 +8,10 @@ analysis of a run scores it on exactly the held-out split it was evaluated on du
 from __future__ import annotations
 
 import gc
+import hashlib
+import json
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,7 +19,7 @@ from typing import Any
 
 from evotune.backends.models import resolve_model
 from evotune.config import TaskConfig, load_run_config
-from evotune.errors import AnalysisError
+from evotune.errors import AnalysisError, ModelError
 from evotune.tasks import Task, build_task, get_task
 
 
@@ -69,8 +72,78 @@ def resolve_entry(spec: str, label: str | None = None) -> Entry:
     )
 
 
-def resolve_entries(specs: Sequence[str | Entry]) -> list[Entry]:
-    """Entries (strings resolved) with unique labels: a repeated name gets a `#2`, `#3`, ... suffix."""
+_ARCH_KEYS = ("model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+              "num_attention_heads", "num_key_value_heads", "tie_word_embeddings")
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def architecture(path: str | Path) -> dict[str, Any]:
+    """The shape-defining fields of a model directory's config.json (empty if it has none)."""
+    try:
+        cfg = json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: cfg.get(k) for k in _ARCH_KEYS}
+
+
+def weights_hash(path: str | Path) -> str:
+    """sha256 over a model directory's weight files (cached per file size and mtime)."""
+    h = hashlib.sha256()
+    for f in sorted(Path(path).glob("*.safetensors")):
+        st = f.stat()
+        key = (str(f.resolve()), st.st_size, st.st_mtime_ns)
+        if key not in _HASHES:
+            fh = hashlib.sha256()
+            with open(f, "rb") as r:
+                for block in iter(lambda r=r: r.read(1 << 22), b""):
+                    fh.update(block)
+            _HASHES[key] = fh.hexdigest()
+        h.update(f.name.encode() + _HASHES[key].encode())
+    return h.hexdigest()
+
+
+def check_comparable(entries: Sequence[Entry], base: Entry | None = None) -> None:
+    """Refuse to compare models of different architectures, or runs trained from different base weights.
+
+    Every relative measure (Δ against θ₀, KL to the base, interpolation) is meaningless across
+    architectures, and silently wrong across base models; the base is identified by content, not name.
+    """
+    everyone = [*entries, *([base] if base is not None else [])]
+    archs = [(e, architecture(e.path)) for e in everyone]
+    ref_e, ref = archs[0] if archs else (None, {})
+    for e, a in archs[1:]:
+        if a and ref and a != ref:
+            diff = ", ".join(f"{k} {ref[k]} vs {a[k]}" for k in _ARCH_KEYS if ref[k] != a[k])
+            raise AnalysisError(
+                f"{ref_e.label} and {e.label} have different architectures ({diff}); compare models of one architecture"
+            )
+    bases = {}
+    for e in entries:
+        if e.base_model:
+            try:
+                bases[e.label] = (e.base_model, weights_hash(resolve_model(e.base_model)))
+            except ModelError:  # e.g. a relative base path from another directory: cannot be checked here
+                warnings.warn(f"{e.label}: base model {e.base_model} not found; its base cannot be checked", stacklevel=2)
+    if len({h for _, h in bases.values()}) > 1:
+        shown = "; ".join(f"{lbl} from {name}" for lbl, (name, _) in bases.items())
+        raise AnalysisError(
+            f"the runs were trained from different base models (their weights differ: {shown}); "
+            "compare runs that share one base model"
+        )
+    if base is not None and bases:
+        name, h = next(iter(bases.values()))
+        if weights_hash(base.path) != h:
+            raise AnalysisError(
+                f"base {base.spec} is not the model the runs were trained from ({name}: its weights differ); "
+                f"pass --base {name}"
+            )
+
+
+def resolve_entries(specs: Sequence[str | Entry], base: Entry | None = None) -> list[Entry]:
+    """Entries (strings resolved) with unique labels: a repeated name gets a `#2`, `#3`, ... suffix.
+
+    They (and `base`, if given) are checked to be comparable: one architecture, one base model.
+    """
     out: list[Entry] = []
     seen: dict[str, int] = {}
     for s in specs:
@@ -80,6 +153,7 @@ def resolve_entries(specs: Sequence[str | Entry]) -> list[Entry]:
         if n > 1:
             e = replace(e, label=f"{e.label}#{n}")
         out.append(e)
+    check_comparable(out, base)
     return out
 
 

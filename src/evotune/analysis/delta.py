@@ -122,8 +122,8 @@ def delta_stats(models: Sequence[str | Entry], base: str | Entry) -> dict[str, A
     Each group's entry holds lists indexed like `models`; `cosine` is an M×M matrix. Only one
     tensor per model is in memory at a time.
     """
-    entries = resolve_entries(models)
     base_e = base if isinstance(base, Entry) else resolve_entry(base)
+    entries = resolve_entries(models, base_e)
     m = len(entries)
     if m == 0:
         raise AnalysisError("delta needs at least one model besides the base")

@@ -218,8 +218,8 @@ def kl_matrix(
     else the task's default (`general_max_new_tokens` for the general prompts).
     """
 
-    entries_f = resolve_entries(models)
     base_e = base if isinstance(base, Entry) else resolve_entry(base)
+    entries_f = resolve_entries(models, base_e)
     sources: dict[str, Any] = build_sources(entries_f, tasks)
     if general:
         sources[GENERAL] = GENERAL

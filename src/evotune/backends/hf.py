@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from evotune.errors import ModelError
 from evotune.hashing import stable_int
 
 
@@ -72,7 +74,12 @@ def generate(
     from transformers import GenerationConfig
 
     if max_new_tokens < 1:
-        raise ValueError("max_new_tokens must be >= 1")
+        raise ModelError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if batch_size < 1:
+        raise ModelError(f"batch size must be >= 1, got {batch_size}")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ModelError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
+    context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     stops = stop_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(stops))
     sample = temperature > 0
@@ -92,6 +99,12 @@ def generate(
         for start in range(0, len(prompts), batch_size):
             chunk = list(prompts[start : start + batch_size])
             enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            if isinstance(context, int) and enc["input_ids"].shape[1] + max_new_tokens > context:
+                longest = int(enc["attention_mask"].sum(1).max())
+                raise ModelError(
+                    f"a prompt of {longest} tokens plus max_new_tokens {max_new_tokens} exceeds the model's context "
+                    f"of {context} tokens; shorten the prompts or lower --max-new-tokens"
+                )
             if sample:  # each batch's sampling stream is a pure function of (seed, batch start)
                 torch.manual_seed(stable_int("sample", 0 if seed is None else seed, start))
             seqs = model.generate(**enc, generation_config=gen_cfg)

@@ -16,7 +16,13 @@ from typing import Any
 
 import torch
 
-from evotune.checkpoints import EXTRA_FILE, CheckpointTensors, latest_checkpoint
+from evotune.checkpoints import (
+    EXTRA_FILE,
+    CheckpointTensors,
+    check_finite,
+    latest_checkpoint,
+    verify_checkpoint,
+)
 from evotune.errors import ModelError
 
 SMOLLM2_ALIAS = "smollm2-135m"
@@ -102,16 +108,23 @@ def load_model(spec: str, dtype: str = "float32", device: str = "cpu") -> tuple[
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_model(spec)
+    verify_checkpoint(path)  # an evotune checkpoint: its files must still match their recorded sha256
     try:
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype))
     except OSError as exc:
         raise ModelError(
-            f"cannot load model {spec!r}: {str(exc).splitlines()[0]} — pass a local directory, "
+            f"cannot load model {spec!r}: {_first_line(exc)} — pass a local directory, "
             f"an evotune run, or `{SMOLLM2_ALIAS}` (the embedded default); there is no model hub here"
+        ) from exc
+    except Exception as exc:  # a truncated/corrupt safetensors file or config: not a bug of ours
+        raise ModelError(
+            f"cannot load model {spec!r} from {path}: {type(exc).__name__}: {_first_line(exc)} — "
+            "its files are damaged or incomplete; restore or re-create them"
         ) from exc
     if (Path(path) / EXTRA_FILE).is_file():  # a bf16 run's checkpoint: its exact fp32 masters win
         _load_masters(model, Path(path))
+    check_finite(model.state_dict().items(), f"model {spec}" + ("" if Path(path) == Path(spec) else f" ({path})"))
     model.to(device)
     model.eval()
     model.requires_grad_(False)
@@ -119,6 +132,11 @@ def load_model(spec: str, dtype: str = "float32", device: str = "cpu") -> tuple[
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
     return model, tok
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def make_tiny(

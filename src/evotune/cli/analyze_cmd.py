@@ -283,3 +283,5 @@ def compare_cmd(
         console.print(f"[red]{k} failed:[/] {v}")
     console.print(f"wrote {Path(out) / 'index.html'} and {Path(out) / 'summary.json'}")
     print(json.dumps({"report": str(Path(out) / "index.html"), "summary": str(Path(out) / "summary.json")}))
+    if s["errors"]:
+        raise typer.Exit(1)

@@ -33,16 +33,22 @@ SetOpt = Annotated[list[str] | None, Opt("--set", help="override any config fiel
 
 
 class TrainArgs:
-    """The flags every trainer shares, after parsing: what `assemble` needs plus the overrides."""
+    """The flags every trainer shares, after parsing: what `assemble` needs plus the overrides.
 
-    def __init__(self, config: Path | None, run_dir: str | None, no_progress: bool, overrides: dict[str, Any]):
-        self.config, self.run_dir, self.progress, self.overrides = config, run_dir, not no_progress, overrides
+    Precedence, for every field alike: a named flag > `--set` > the YAML (or the stored config on
+    `--resume`) > the default. A flag not given (None) never hides a `--set` of the same field.
+    """
 
-    def build(self, resume: bool, method_overrides: dict[str, Any]) -> Any:
-        """The validated TrainConfig: YAML (or the run's own config on --resume), then every flag given."""
-        # a flag not given (None) must not mask the same key from --set
-        given = {k: v for k, v in method_overrides.items() if v is not None}
-        return assemble(self.config, self.run_dir, resume, {**self.overrides, **given})
+    def __init__(
+        self, config: Path | None, run_dir: str | None, no_progress: bool, flags: dict[str, Any], sets: dict[str, Any]
+    ):
+        self.config, self.run_dir, self.progress = config, run_dir, not no_progress
+        self.flags, self.sets = flags, sets
+
+    def build(self, resume: bool, method_flags: dict[str, Any]) -> Any:
+        """The validated TrainConfig: YAML (or the run's own config on --resume), `--set`, then every flag given."""
+        given = {k: v for k, v in {**self.flags, **method_flags}.items() if v is not None}
+        return assemble(self.config, self.run_dir, resume, {**self.sets, **given})
 
 
 # name → (type, typer option, config key). One list, so `train es` and `train grpo` cannot drift apart.
@@ -64,6 +70,8 @@ _SHARED: list[tuple[str, Any, Any, str | None]] = [
     ("dtype", str | None, Opt(help="float32 | bfloat16 | float16"), "model.dtype"),
     ("batch_size", int | None, Opt(help="generation batch size"), "generation.batch_size"),
     ("checkpoint_every", int | None, Opt(), "checkpoint_every"),
+    ("report_to", str | None, Opt(help="trackers: tensorboard,wandb,trackio or none (wandb offline unless configured)"),
+     "report_to"),
     ("sets", list[str] | None, Opt("--set", help="override any config field: section.key=value"), None),
     ("no_progress", bool, Opt("--no-progress"), None),
 ]
@@ -90,8 +98,7 @@ def shared_train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         if vals["budget"] is not None:
             b = BudgetConfig.parse(vals["budget"])
             o["budget.completions"], o["budget.tokens"] = b.completions, b.tokens
-        o.update(parse_sets(vals["sets"]))
-        return fn(**kw, args=TrainArgs(vals["config"], vals["run_dir"], vals["no_progress"], o))
+        return fn(**kw, args=TrainArgs(vals["config"], vals["run_dir"], vals["no_progress"], o, parse_sets(vals["sets"])))
 
     kinds = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
     wrapper.__signature__ = inspect.Signature(kinds + shared)  # type: ignore[attr-defined]

@@ -19,19 +19,42 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """What a user can cause and fix: every `EvotuneError`, plus missing files and non-finite numbers."""
-    return (EvotuneError, FileNotFoundError, FloatingPointError)
+    """What a user can cause and fix: every `EvotuneError`, file-system refusals, non-finite numbers."""
+    return (EvotuneError, OSError, FloatingPointError)
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of a user error as one line (OS errors name the file and the reason)."""
+    if isinstance(exc, OSError) and not isinstance(exc, EvotuneError) and exc.strerror:
+        where = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 else "")
+        text = f"{where}: {exc.strerror}" if exc.filename else exc.strerror
+        if isinstance(exc, PermissionError):
+            text += " (choose a writable location, or fix its permissions)"
+        return text
+    return str(exc)
 
 
 def friendly(fn: F) -> F:
-    """Turn expected user errors into a one-line message and exit code 2 (no traceback)."""
+    """Turn expected user errors into a one-line message and exit code 2 (no traceback); Ctrl-C exits 130."""
 
     @functools.wraps(fn)
     def wrapper(*a: Any, **kw: Any) -> Any:
         try:
             return fn(*a, **kw)
+        except KeyboardInterrupt:
+            console.print("[bold red]interrupted[/]: a training run keeps every finished iteration; "
+                          "continue it with the same command plus --resume", highlight=False, soft_wrap=True)
+            raise typer.Exit(130) from None
         except user_errors() as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            console.print(f"[bold red]error:[/] {one_line(exc)}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except Exception as exc:
+            if not type(exc).__module__.startswith("ray."):
+                raise  # anything else is a bug and keeps its traceback
+            first = (str(exc).strip().splitlines() or [""])[0]
+            console.print(f"[bold red]error:[/] Ray failed ({type(exc).__name__}: {first}); check the cluster "
+                          "(`ray status`), then rerun the command (training: add --resume)",
+                          highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -45,6 +68,8 @@ def parse_sets(sets: list[str] | None) -> dict[str, Any]:
         key, sep, val = s.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {s!r}: use KEY=VALUE, e.g. es.sigma=0.002")
+        if key.strip() in out:
+            raise ConfigError(f"--set {key.strip()} is given twice; give each field once")
         out[key.strip()] = yaml.safe_load(val)
     return out
 

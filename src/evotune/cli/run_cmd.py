@@ -41,6 +41,8 @@ def eval_cmd(
     from evotune.evaluation import evaluate
     from evotune.runs.rundir import write_jsonl
 
+    if out is not None and out.is_dir():
+        raise ConfigError(f"--out {out} is a directory; give a file path, e.g. {out / 'results.jsonl'}")
     base: dict[str, Any] = {}
     if (Path(model) / "config.yaml").is_file():  # a run: evaluate with its own task settings
         run_cfg = load_run_config(model)

@@ -35,7 +35,7 @@ def _run(method: str, axes: dict[str, list[Any]], seeds: str, out: Path, config:
     if budget:
         b = BudgetConfig.parse(budget)
         o["budget.completions"], o["budget.tokens"] = b.completions, b.tokens
-    o.update(parse_sets(sets))
+    o = {**parse_sets(sets), **{k: v for k, v in o.items() if v is not None}}  # flag > --set > YAML, as in train
     base = assemble(config, None, False, o)
     axes = {k: v for k, v in axes.items() if v}
     if not axes:

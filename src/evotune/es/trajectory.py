@@ -9,12 +9,21 @@ before `rewards` existed are read as baseline none.
 
 from __future__ import annotations
 
+import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
-from evotune.checkpoints import OPTIMIZER_FILE, CheckpointTensors, checkpoint_dirs, read_state
+from evotune.checkpoints import (
+    OPTIMIZER_FILE,
+    CheckpointTensors,
+    check_finite,
+    checkpoint_dirs,
+    read_state,
+    verify_checkpoint,
+)
 from evotune.config import TrainConfig
-from evotune.errors import RunStateError
+from evotune.errors import EvotuneError, RunStateError
 from evotune.es.params import EvolvingParams
 from evotune.es.schedules import alpha_at
 from evotune.es.strategy import Member, ask, tell
@@ -59,9 +68,12 @@ def apply_row(params: EvolvingParams, row: dict[str, Any], cfg: TrainConfig) -> 
 
 
 def load_checkpoint(params: EvolvingParams, ckpt: str | Path, recorded: str | None = None) -> None:
-    """Master weights (and optimizer state) from a checkpoint, verified against its recorded checksum."""
+    """Master weights (and optimizer state) from a checkpoint, verified against its files' sha256 and its
+    recorded checksum."""
+    verify_checkpoint(ckpt)
     with CheckpointTensors(ckpt) as t:
         params.load_master(t.as_dict(list(params.params)))
+    check_finite(params.master.items(), f"checkpoint {ckpt}")
     if recorded is not None and recorded != params.checksum():
         raise RunStateError(f"checkpoint {ckpt} does not match its recorded checksum")
     if params.optimizer.stateful:
@@ -74,16 +86,29 @@ def load_checkpoint(params: EvolvingParams, ckpt: str | Path, recorded: str | No
         params.optimizer.load_state_tensors(load_file(str(opt_file)))
 
 
-def rebuild(params: EvolvingParams, run: str | Path, rows: list[dict[str, Any]], cfg: TrainConfig) -> int:
-    """Weights after all `rows`: the newest checkpoint at or before them, then the rows after it.
+def rebuild(
+    params: EvolvingParams, run: str | Path, rows: list[dict[str, Any]], cfg: TrainConfig, repair: bool = False
+) -> int:
+    """Weights after all `rows`: the newest sound checkpoint at or before them, then the rows after it.
 
-    Returns the checkpoint's iteration (0 = rebuilt from the base model).
+    A damaged checkpoint (hash, checksum or unreadable file) is skipped with a warning, since the
+    trajectory rebuilds the same weights exactly; with `repair` (the lock holder) it is deleted so the
+    run writes it again. Returns the checkpoint's iteration (0 = rebuilt from the base model).
     """
-    ckpts = [(k, d) for k, d in checkpoint_dirs(run) if k <= len(rows)]
     done = 0
-    if ckpts:
-        done, ckpt = ckpts[-1]
-        load_checkpoint(params, ckpt, read_state(ckpt).get("checksum"))
+    ckpts = [(k, d) for k, d in checkpoint_dirs(run) if k <= len(rows)]
+    base = {n: t.clone() for n, t in params.master.items()} if ckpts else {}
+    for k, ckpt in reversed(ckpts):
+        try:
+            load_checkpoint(params, ckpt, read_state(ckpt).get("checksum"))
+        except (EvotuneError, ValueError, KeyError) as exc:
+            warnings.warn(f"{exc}; rebuilding iteration {k} from trajectory.jsonl instead", stacklevel=2)
+            params.load_master(base)  # a failed load may have written part of the master
+            if repair:
+                shutil.rmtree(ckpt, ignore_errors=True)
+            continue
+        done = k
+        break
     for row in rows[done:]:
         apply_row(params, row, cfg)
     return done

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from evotune.backends.hf import Completion, generate
+from evotune.errors import TaskError
 from evotune.evaluation.collapse import collapse_rates
 from evotune.evaluation.hacking import hacking_rates
 from evotune.tasks.base import Example, Task
@@ -85,8 +86,12 @@ def evaluate(
     """Greedy (by default) completions on a split, scored by the task's own reward."""
     examples = task.split(split)  # type: ignore[arg-type]
     if limit is not None:
+        if limit < 1:
+            raise TaskError(f"limit must be >= 1 held-out items, got {limit}")
         examples = examples[:limit]
-    mnt = max_new_tokens or task.default_max_new_tokens
+    if not examples:
+        raise TaskError(f"task {task.name!r} has an empty {split} split: nothing to evaluate (give it more data or a larger --n-{split})")
+    mnt = task.max_new_tokens(max_new_tokens)
     prompts = [task.render(e, tokenizer) for e in examples]
     comps = generate(
         model, tokenizer, prompts, mnt, batch_size=batch_size, temperature=temperature, seed=seed

@@ -227,7 +227,7 @@ def budget_at(run: RunDir, step: int) -> Budget:
     for k, d in checkpoint_dirs(run.path):
         if k == step and "budget" in (state := read_state(d)):
             return Budget(**state["budget"])
-    for r in reversed(read_jsonl(run.metrics)):
+    for r in reversed(read_jsonl(run.metrics, skip_corrupt=True)):
         if r.get("step") == step and "train/reward_mean" in r:
             return Budget(
                 int(r["budget/completions"]), int(r["budget/completion_tokens"]), int(r["budget/prompt_tokens"]),

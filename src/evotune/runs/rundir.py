@@ -16,22 +16,35 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from evotune.checkpoints import EXTRA_FILE, OPTIMIZER_FILE, STATE_FILE, checkpoint_dirs
+from evotune.checkpoints import (
+    EXTRA_FILE,
+    OPTIMIZER_FILE,
+    STATE_FILE,
+    check_finite,
+    checkpoint_dirs,
+    file_hashes,
+)
+from evotune.errors import RunStateError
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a refused write (read-only, a directory at `path`) leaves nothing behind
+        raise
     _fsync_dir(path.parent)
 
 
@@ -60,12 +73,16 @@ def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """All complete rows of a JSONL file; a final line without newline (torn write) is ignored."""
+def read_jsonl(path: str | Path, skip_corrupt: bool = False) -> list[dict[str, Any]]:
+    """All complete rows of a JSONL file; a final line without newline (torn write) is ignored.
+
+    A corrupt line elsewhere is an error naming it, or with `skip_corrupt` (logs such as
+    metrics.jsonl, which nothing is rebuilt from) a warning, so one bad line cannot hide a run.
+    """
     path = Path(path)
     if not path.exists():
         return []
-    text = path.read_text(encoding="utf-8")
+    text = path.read_bytes().decode("utf-8", errors="replace")
     lines = text.split("\n")
     if lines and lines[-1] != "":
         lines = lines[:-1]  # torn last line
@@ -74,9 +91,16 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{i}: corrupt JSON line ({exc.msg})") from exc
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            msg = f"{path}:{i}: corrupt JSON line ({getattr(exc, 'msg', exc)})"
+            if not skip_corrupt:
+                raise RunStateError(f"{msg}; repair or delete that line") from None
+            warnings.warn(f"{msg}; skipped", stacklevel=2)
+            continue
+        rows.append(row)
     return rows
 
 
@@ -88,7 +112,7 @@ def keep_rows(path: str | Path, keep: Callable[[dict[str, Any]], bool]) -> None:
     """Atomically rewrite a JSONL file keeping only rows that satisfy `keep` (used by resume)."""
     path = Path(path)
     if path.exists():
-        write_jsonl(path, [r for r in read_jsonl(path) if keep(r)])
+        write_jsonl(path, [r for r in read_jsonl(path, skip_corrupt=True) if keep(r)])
 
 
 class RunDir:
@@ -142,6 +166,8 @@ class RunDir:
         from safetensors.torch import save_file
 
         final = self.checkpoint_path(iteration)
+        check_finite(model.state_dict().items(), f"iteration {iteration} (not saved)")
+        check_finite((extra_tensors or {}).items(), f"iteration {iteration} master weights (not saved)")
         tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -156,7 +182,7 @@ class RunDir:
         for f in tmp.iterdir():  # fsync files before the rename makes them visible
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-        atomic_write_json(tmp / STATE_FILE, {"iteration": iteration, **state})
+        atomic_write_json(tmp / STATE_FILE, {"iteration": iteration, **state, "files": file_hashes(tmp)})
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
 from evotune.config import load_run_config
+from evotune.errors import EvotuneError
 from evotune.runs.rundir import read_jsonl
 
 
@@ -13,7 +15,7 @@ def run_facts(run: str | Path) -> dict[str, Any]:
     """Method, task, steps, budget spent and held-out reward (first, final, best) of one run."""
     run = Path(run)
     cfg = load_run_config(run)
-    rows = read_jsonl(run / "metrics.jsonl")
+    rows = read_jsonl(run / "metrics.jsonl", skip_corrupt=True)
     evals = [r for r in rows if "eval/reward_mean" in r]
     steps = max((r.get("step", 0) for r in rows), default=0)
     last = rows[-1] if rows else {}
@@ -44,4 +46,10 @@ def list_runs(directory: str | Path) -> list[dict[str, Any]]:
         if (d / "config.yaml").is_file()
         else sorted(p for p in d.iterdir() if (p / "config.yaml").is_file())
     )
-    return [run_facts(p) for p in cands]
+    out = []
+    for p in cands:
+        try:
+            out.append(run_facts(p))
+        except EvotuneError as exc:  # one damaged run must not hide the others
+            warnings.warn(f"{p}: skipped ({exc})", stacklevel=2)
+    return out

@@ -7,6 +7,7 @@ Every path that scores text (ES fitness, GRPO reward, `evotune eval`, analyses) 
 from __future__ import annotations
 
 import importlib
+import math
 import random
 import signal
 import threading
@@ -14,10 +15,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from evotune.errors import ExampleTypeError, RewardTimeout, TaskError
 from evotune.hashing import stable_int
+
+MAX_SCORE = 1e100  # larger scores overflow the float sums of ES fitness shaping and summaries
 
 Split = Literal["train", "eval"]
 
@@ -155,6 +159,11 @@ class Task(ABC):
     def batch(self, split: Split, size: int | None, seed: int, step: int) -> list[Example]:
         """A seeded mini-batch of the split (the whole split when `size` is None or too big)."""
         items = self.split(split)
+        if not items:
+            raise TaskError(
+                f"task {self.name!r} has an empty {split} split (n_train={self.n_train}, n_eval={self.n_eval}); "
+                "give it more distinct prompts or change --n-train/--n-eval"
+            )
         if size is None or size >= len(items):
             return list(items)
         rng = random.Random(stable_int("batch", seed, step, self.name))
@@ -208,9 +217,16 @@ class Task(ABC):
             ) from exc
         if not isinstance(r, Reward):
             raise TaskError(f"reward of task {self.name!r} returned {type(r).__name__}, expected Reward")
-        if r.score != r.score or r.score in (float("inf"), float("-inf")):
+        if isinstance(r.score, bool) or not isinstance(r.score, int | float):
             raise TaskError(
-                f"reward of task {self.name!r} returned non-finite score {r.score} on {example.id!r}"
+                f"reward of task {self.name!r} returned a {type(r.score).__name__} score {r.score!r} on "
+                f"{example.id!r}; Reward.score must be a number"
+            )
+        if not math.isfinite(r.score) or abs(r.score) > MAX_SCORE:
+            what = "non-finite score" if not math.isfinite(r.score) else "score"
+            raise TaskError(
+                f"reward of task {self.name!r} returned {what} {r.score} on {example.id!r}; scores must be finite "
+                f"and within ±{MAX_SCORE:g} (rescale the reward)"
             )
         return r
 
@@ -275,8 +291,16 @@ def get_task(name: str, **kwargs: Any) -> Task:
         mod, _, attr = name.partition(":")
         try:
             cls = getattr(importlib.import_module(mod), attr)
+        except SyntaxError as exc:
+            raise TaskError(f"cannot import task {name!r}: {exc.msg} in {exc.filename} line {exc.lineno}") from None
         except (ImportError, AttributeError) as exc:
-            raise TaskError(f"cannot import task {name!r}: {exc}") from exc
+            hint = ""
+            local = Path.cwd() / (mod.replace(".", "/") + ".py")
+            if isinstance(exc, ModuleNotFoundError) and local.is_file():
+                hint = f" ({local.name} is in the current directory, which is not on the import path: run with PYTHONPATH=.)"
+            raise TaskError(f"cannot import task {name!r}: {exc}{hint}") from None
+        except Exception as exc:  # the module raised while being imported
+            raise TaskError(f"cannot import task {name!r}: importing {mod} raised {exc!r}") from None
         if not (isinstance(cls, type) and issubclass(cls, Task)):
             raise TaskError(f"{name!r} is not a Task subclass")
         return cls(**kwargs)

@@ -20,6 +20,7 @@ import warnings
 from typing import Any
 
 from evotune.backends.models import load_model
+from evotune.checkpoints import check_finite
 from evotune.config import TrainConfig
 from evotune.es import local_evaluator
 from evotune.es.evaluator import Evaluator, EvaluatorFactory
@@ -77,6 +78,8 @@ class ESTrainer(Trainer):
         updated = update(self.params, members, self.row, self.cfg)
         if not updated:
             warnings.warn(f"iteration {k}: all {es.population} members have equal fitness; no update", stacklevel=2)
+        # Never commit an update that diverged: resume would replay it into the same NaN weights.
+        check_finite(self.params.master.items(), f"iteration {k}: after the update (lower es.alpha)")
         self.row["updated"] = updated
         res.times["update"] = time.perf_counter() - t0
         res.extra["train/updated"] = int(updated)
@@ -99,11 +102,17 @@ class ESTrainer(Trainer):
     def restore(self) -> int:
         """Newest checkpoint at or before the last trajectory row, then replay the rows after it."""
         rows = read_trajectory(self.run.trajectory)
-        rebuild(self.params, self.run.path, rows, self.cfg)
+        self.rows = rows
+        rebuild(self.params, self.run.path, rows, self.cfg, repair=True)
         # A kill may leave metrics/evals for an iteration whose trajectory row never landed.
         keep_rows(self.run.metrics, lambda r: r.get("step", 0) <= len(rows))
         self.budget = Budget(**rows[-1]["budget"]) if rows else Budget()
         return len(rows)
+
+    def lost_row(self, k: int) -> dict[str, Any] | None:
+        """A train row lost to a crash after its commit: rewards and budget from the trajectory row."""
+        row = self.rows[k - 1]
+        return {**StepStats(rewards=row["fitness"]).row(k, Budget(**row["budget"])), "recovered": True}
 
     def close(self) -> None:
         if hasattr(self.evaluator, "close"):

@@ -8,17 +8,23 @@ counters, checkpoint cadence and summaries are the same code. A subclass supplie
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import shutil
 import time
 import warnings
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 
+from evotune.checkpoints import checkpoint_dirs
 from evotune.config import TrainConfig, load_run_config
-from evotune.errors import ConfigError
+from evotune.errors import ConfigError, RunStateError
 from evotune.evaluation import evaluate
+from evotune.runs.lock import LOCK_FILE, RunLock
 from evotune.runs.logger import MetricsLogger
 from evotune.runs.metrics import Budget, StepStats
 from evotune.runs.rundir import RunDir, atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
@@ -31,38 +37,88 @@ def set_threads(threads: int | None) -> None:
     torch.set_num_threads(n)
 
 
-def open_run(cfg: TrainConfig, resume: bool) -> tuple[TrainConfig, RunDir]:
-    """Create a new run directory, or reopen one for `--resume` (its stored config wins).
+_LENGTH = {("es", "iterations"), ("grpo", "steps"), ("budget", "completions"), ("budget", "tokens")}
 
-    A resumed run may only extend its length (iterations/steps/budget); any other difference
-    from the stored config is an error rather than a silent change of experiment.
+
+def _changes(stored: dict[str, Any], given: dict[str, Any]) -> tuple[list[str], list[str], list[str]]:
+    """(settings that differ, lengths that shrink, lengths that grow) between stored and given config dumps."""
+    changed, shrunk, grown = [], [], []
+    for sec, val in given.items():
+        if sec == "ray":  # where members run never changes the weights
+            continue
+        if not isinstance(val, dict):
+            if sec not in ("run_dir", "threads", "report_to") and stored.get(sec) != val:
+                changed.append(f"{sec}: {stored.get(sec)!r} -> {val!r}")
+            continue
+        for k, v in val.items():
+            old = stored.get(sec, {}).get(k)
+            if old == v:
+                continue
+            if (sec, k) not in _LENGTH:
+                changed.append(f"{sec}.{k}: {old!r} -> {v!r}")
+            elif v is not None and (old is None or v < old):  # None = unlimited
+                shrunk.append(f"{sec}.{k}: {old!r} -> {v!r}")
+            else:
+                grown.append(f"{sec}.{k}")
+    return changed, shrunk, grown
+
+
+def remove_temp_files(run: RunDir) -> None:
+    """Temp files and directories that a killed atomic write left behind (only the lock holder calls this)."""
+    for d in (run.path, run.path / "checkpoints", run.evals):
+        if d.is_dir():
+            for p in d.glob(".*.tmp*"):
+                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+def has_progress(run: RunDir) -> bool:
+    """Whether a run directory holds any committed step (trajectory row, checkpoint, TRL state or train row)."""
+    if checkpoint_dirs(run.path) or (run.path / "trl").exists() or read_jsonl(run.trajectory, skip_corrupt=True):
+        return True
+    return any("train/reward_mean" in r for r in read_jsonl(run.metrics, skip_corrupt=True))
+
+
+def open_run(cfg: TrainConfig, resume: bool) -> tuple[TrainConfig, RunDir, RunLock]:
+    """Lock the run directory, then create it or reopen it for `--resume` (its stored config wins).
+
+    A resumed run may only lengthen (iterations/steps/budget, written back to config.yaml); any
+    other difference, or a shorter length, is an error rather than a silent change of experiment.
     """
     run = RunDir(cfg.run_dir)
-    if resume:
-        if not run.exists():
-            raise ConfigError(f"--resume: {run.path} is not a run directory (no config.yaml)")
-        stored = load_run_config(run.path).model_dump()
-        given = cfg.model_dump()
-        extendable = {("es", "iterations"), ("grpo", "steps"), ("budget", "completions"), ("budget", "tokens")}
-        changed = [
-            f"{sec}.{k}: {stored[sec].get(k)!r} -> {v!r}"
-            for sec, val in given.items()
-            if isinstance(val, dict) and sec != "ray"  # where members run never changes the weights
-            for k, v in val.items()
-            if stored[sec].get(k) != v and (sec, k) not in extendable
-        ]
-        changed += [
-            f"{k}: {stored[k]!r} -> {v!r}"
-            for k, v in given.items()
-            if not isinstance(v, dict) and k not in ("run_dir", "threads") and stored[k] != v
-        ]
-        if changed:
-            raise ConfigError("--resume cannot change a run's settings (only its length): " + "; ".join(changed))
-    elif run.exists() and any(run.path.iterdir()):
-        raise ConfigError(f"run directory {run.path} already holds a run: pass --resume or choose another --run-dir")
-    run.path.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run.config, cfg.to_yaml())
-    return cfg, run
+    if resume and not run.exists():
+        raise ConfigError(f"--resume: {run.path} is not a run directory (no config.yaml)")
+    try:
+        lock = RunLock(run.path).acquire()
+    except PermissionError as exc:
+        raise RunStateError(f"cannot write to run directory {run.path} ({exc.strerror}); choose a writable --run-dir") from None
+    try:
+        write = not resume
+        if resume:
+            stored = load_run_config(run.path)
+            changed, shrunk, grown = _changes(stored.model_dump(), cfg.model_dump())
+            if changed:
+                raise ConfigError("--resume cannot change a run's settings (only lengthen it): " + "; ".join(changed))
+            if shrunk:
+                raise ConfigError("--resume can only lengthen a run, not shorten it: " + "; ".join(shrunk)
+                                  + " (start a new run, or rebuild an earlier iteration with `evotune replay`)")
+            write = bool(grown)  # the stored config is rewritten only to record a longer run
+            remove_temp_files(run)
+        elif run.path.exists() and any(p.name != LOCK_FILE for p in run.path.iterdir()):
+            if not run.exists() or has_progress(run):
+                raise ConfigError(
+                    f"run directory {run.path} already holds a run: pass --resume or choose another --run-dir"
+                )
+            # A start killed before its first committed step: nothing to keep, so a corrected rerun may reuse it.
+            warnings.warn(f"{run.path} holds a run that never finished a step; starting it afresh", stacklevel=2)
+            for p in run.path.iterdir():
+                if p.name != LOCK_FILE:
+                    shutil.rmtree(p) if p.is_dir() else p.unlink()
+        if write:
+            atomic_write_text(run.config, cfg.to_yaml())
+    except BaseException:
+        lock.release()
+        raise
+    return cfg, run, lock
 
 
 def heldout_eval(
@@ -91,6 +147,7 @@ class Trainer(ABC):
 
     method: ClassVar[str]
     unit: ClassVar[str] = "it"
+    weights_restored_at_start: ClassVar[bool] = True  # False: `restore` only finds where to resume
 
     def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True) -> None:
         self.cfg, self.resume_run, self.progress = cfg, resume, progress
@@ -122,17 +179,18 @@ class Trainer(ABC):
     def commit(self, k: int, stats: StepStats) -> None:  # noqa: B027  (optional hook)
         """Make step k durable before anything else is written about it (ES: the trajectory row)."""
 
+    def optimizer_tensors(self) -> dict[str, Any] | None:
+        """Optimizer state saved beside a checkpoint (ES momentum / Adam moments); None if stateless."""
+        return None
+
     def committed_task_states(self, start: int) -> list[dict[str, Any]]:
         """What a task's `iteration_hook` recorded for steps 1..start (default: their metrics rows)."""
-        return [r for r in read_jsonl(self.run.metrics) if "train/reward_mean" in r and r["step"] <= start]
+        return [r for r in read_jsonl(self.run.metrics, skip_corrupt=True)
+                if "train/reward_mean" in r and r["step"] <= start]
 
     def checkpoint_state(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """(state for evotune_state.json, extra tensors) of a checkpoint."""
         return {}, None
-
-    def optimizer_tensors(self) -> dict[str, Any] | None:
-        """Optimizer state saved beside a checkpoint (ES momentum / Adam moments); None if stateless."""
-        return None
 
     def run_loop(self, start: int) -> None:
         for k in range(start + 1, self.total_steps + 1):
@@ -145,33 +203,69 @@ class Trainer(ABC):
 
     # -- the frame ---------------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
-        self.cfg, self.run = open_run(self.cfg, self.resume_run)
-        set_threads(self.cfg.threads)
-        self.setup()
-        start = self.steps_done = self.restore()
-        self.logger = MetricsLogger(self.run, start_step=start + 1)
-        try:
-            if start == 0 and not (self.run.evals / BASE_EVAL).exists():
-                self.evaluate(0)
-            # A task may hold run state that its reward depends on (the safety task's Lagrangian λ):
-            # rebuilt from what the committed steps recorded, then opened for the next step.
-            self.hook = getattr(self.task, "iteration_hook", None)
-            if self.hook is not None:
-                self.hook.restore(self.committed_task_states(start))
-                self.hook.begin(start + 1)
-            self.stop_reason = self.budget.spent(self.cfg)
-            if self.progress:
-                from tqdm.auto import tqdm
+        """Lock the run, bring it to its last committed step, finish that step's lost work, train on.
 
-                self.bar = tqdm(total=self.total_steps, initial=start, desc=self.method.upper(), unit=self.unit,
-                                dynamic_ncols=True)
-            self.run_loop(start)
+        The lock is held until the summary is written. A fresh run that fails before its first
+        committed step is removed, so the corrected command can simply be run again.
+        """
+        fresh = not self.resume_run
+        created = not Path(self.cfg.run_dir).exists()
+        self.cfg, self.run, lock = open_run(self.cfg, self.resume_run)
+        discarded = False
+        try:
+            try:
+                set_threads(self.cfg.threads)
+                self.setup()
+                start = self.steps_done = self.restore()
+                self.logger = MetricsLogger(self.run, start_step=start + 1, report_to=self.cfg.report_to,
+                                            config=self.cfg.model_dump(mode="json"))
+            except Exception:
+                if fresh:
+                    self.discard_run()
+                    discarded = True
+                raise
+            failed = False
+            try:
+                self.stop_reason = self.budget.spent(self.cfg)
+                # A task may hold run state its reward depends on (the safety task's Lagrangian λ):
+                # rebuilt from what the committed steps recorded, opened for the next step after any
+                # held-out eval (whose scores must not count towards a training step).
+                self.hook = getattr(self.task, "iteration_hook", None)
+                if self.hook is not None:
+                    self.hook.restore(self.committed_task_states(start))
+                self.finish_step(start, resumed=True)
+                if self.hook is not None:
+                    self.hook.begin(start + 1)
+                if self.progress:
+                    from tqdm.auto import tqdm
+
+                    self.bar = tqdm(total=self.total_steps, initial=start, desc=self.method.upper(), unit=self.unit,
+                                    dynamic_ncols=True)
+                self.run_loop(start)
+            except Exception:
+                failed = fresh and self.steps_done == 0
+                raise
+            finally:
+                self.logger.close()
+                if self.bar is not None:
+                    self.bar.close()
+                self.close()
+                if failed:
+                    self.discard_run()
+                    discarded = True
+            return self.write_summary()
         finally:
-            self.logger.close()
-            if self.bar is not None:
-                self.bar.close()
-            self.close()
-        return self.write_summary()
+            lock.release()
+            if discarded and created:  # leave no trace of a start that never happened
+                (self.run.path / LOCK_FILE).unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    self.run.path.rmdir()
+
+    def discard_run(self) -> None:
+        """Remove a fresh run directory that never committed a step (open_run found it empty)."""
+        for p in self.run.path.iterdir():
+            if p.name != LOCK_FILE:
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
     def after_step(self, k: int, stats: StepStats) -> None:
         """Budget, commit, the shared metrics row, then held-out eval and checkpoint when due."""
@@ -183,21 +277,46 @@ class Trainer(ABC):
         row = stats.row(k, self.budget)
         self.logger.log(row, k)
         self.stop_reason = self.budget.spent(self.cfg)
-        final = k >= self.total_steps or self.stop_reason is not None
-        if (self.cfg.eval.every and k % self.cfg.eval.every == 0) or final:
-            self.last_eval = self.evaluate(k)
+        self.finish_step(k)
         if self.hook is not None:
-            self.hook.begin(k + 1)  # after the eval, whose scores must not count towards step k + 1
-        if k % self.cfg.checkpoint_every == 0 or final:
+            self.hook.begin(k + 1)
+        if self.bar is not None:
+            ev = self.last_eval.get("reward_mean", float("nan"))
+            self.bar.set_postfix({"reward": f"{row['train/reward_mean']:.3f}", "eval": f"{ev:.3f}"}, refresh=False)
+            self.bar.update(1)
+
+    def finish_step(self, k: int, resumed: bool = False) -> None:
+        """The held-out eval and checkpoint due after committed step k.
+
+        On resume (`resumed`), only what a crash lost is redone: a due eval without its metrics row,
+        a due checkpoint that is missing, a train row that never landed (methods whose `restore`
+        leaves the weights at step k; GRPO's TRL loop restores them later, so it skips this).
+        """
+        if resumed and k > 0 and not self.weights_restored_at_start:
+            return
+        final = k >= self.total_steps or self.stop_reason is not None
+        eval_due = k == 0 or (self.cfg.eval.every and k % self.cfg.eval.every == 0) or final
+        ckpt_due = k > 0 and (k % self.cfg.checkpoint_every == 0 or final)
+        if resumed:
+            logged = read_jsonl(self.run.metrics, skip_corrupt=True) if k > 0 or eval_due else []
+            steps = {r.get("step") for r in logged if "train/reward_mean" in r}
+            if k > 0 and k not in steps and (row := self.lost_row(k)) is not None:
+                self.logger.log(row, k)
+            evals = {r.get("step") for r in logged if "eval/reward_mean" in r}
+            eval_due = eval_due and (k not in evals or not (self.run.evals / f"iter_{k:06d}.jsonl").is_file())
+            ckpt_due = ckpt_due and k not in dict(checkpoint_dirs(self.run.path))
+        if eval_due:
+            self.last_eval = self.evaluate(k)
+        if ckpt_due:
             state, extra = self.checkpoint_state()
             self.run.save_checkpoint(
                 k, self.model, self.tok, {"method": self.method, "budget": vars(self.budget).copy(), **state},
                 extra_tensors=extra, keep_last=self.cfg.keep_checkpoints, optimizer_tensors=self.optimizer_tensors(),
             )
-        if self.bar is not None:
-            ev = self.last_eval.get("reward_mean", float("nan"))
-            self.bar.set_postfix({"reward": f"{row['train/reward_mean']:.3f}", "eval": f"{ev:.3f}"}, refresh=False)
-            self.bar.update(1)
+
+    def lost_row(self, k: int) -> dict[str, Any] | None:
+        """The train metrics row of committed step k, rebuilt from what was committed (None: cannot)."""
+        return None
 
     def evaluate(self, k: int) -> dict[str, Any]:
         """Greedy held-out eval in eval mode (no dropout), then back to the model's mode."""
@@ -211,7 +330,7 @@ class Trainer(ABC):
 
     def write_summary(self) -> dict[str, Any]:
         if not self.last_eval:  # nothing left to train (resumed after the end): report the last eval on file
-            evals = [r for r in read_jsonl(self.run.metrics) if "eval/reward_mean" in r]
+            evals = [r for r in read_jsonl(self.run.metrics, skip_corrupt=True) if "eval/reward_mean" in r]
             self.last_eval = {k[5:]: v for k, v in (evals[-1] if evals else {}).items() if k.startswith("eval/")}
         summary = {
             "method": self.method,
@@ -220,7 +339,10 @@ class Trainer(ABC):
             **self.budget.as_metrics(),
             **{f"eval/{n}": v for n, v in self.last_eval.items()},
         }
-        atomic_write_json(self.run.path / "summary.json", summary)
+        old = self.run.path / "summary.json"
+        with contextlib.suppress(ValueError):  # a resume never drops what an earlier summary held; a damaged one is replaced
+            summary = {**json.loads(old.read_text()), **summary} if old.is_file() else summary
+        atomic_write_json(old, summary)
         return summary
 
     def close(self) -> None:  # noqa: B027  (optional hook)

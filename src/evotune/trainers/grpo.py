@@ -27,6 +27,7 @@ class GRPOTrainer(Trainer):
 
     method = "grpo"
     unit = "step"
+    weights_restored_at_start = False  # TRL loads its checkpoint inside its own train()
 
     def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True) -> None:
         glue.validate_grpo(cfg)  # before any model is loaded or directory written

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import save_file
 
 from evotune.backends.models import load_model
-from evotune.checkpoints import EXTRA_FILE, checkpoint_dirs, read_state
+from evotune.checkpoints import EXTRA_FILE, CheckpointTensors, checkpoint_dirs, verify_checkpoint
 from evotune.config import load_run_config
-from evotune.errors import RunStateError
+from evotune.errors import EvotuneError, RunStateError
 from evotune.es.params import make_params
 from evotune.es.trajectory import apply_row, read_trajectory
 from evotune.runs.rundir import RunDir
@@ -34,7 +35,7 @@ def replay(run_dir: str | Path, iteration: int | None = None, out: str | Path | 
         apply_row(params, row, cfg)
     checksum = params.checksum()
     ckpt = dict(checkpoint_dirs(run.path)).get(k)
-    matches = None if ckpt is None else read_state(ckpt).get("checksum") == checksum
+    matches, problem = (None, None) if ckpt is None else _compare(ckpt, params)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -42,4 +43,20 @@ def replay(run_dir: str | Path, iteration: int | None = None, out: str | Path | 
         tok.save_pretrained(out)
         if cfg.model.dtype != "float32":  # the rounded model file cannot hold the exact fp32 master
             save_file({n: t.contiguous() for n, t in params.master.items()}, str(out / EXTRA_FILE))
-    return {"iteration": k, "checksum": checksum, "checkpoint": str(ckpt) if ckpt else None, "matches_checkpoint": matches}
+    res = {"iteration": k, "checksum": checksum, "checkpoint": str(ckpt) if ckpt else None, "matches_checkpoint": matches}
+    return {**res, "problem": problem} if problem else res
+
+
+def _compare(ckpt: Path, params: Any) -> tuple[bool, str | None]:
+    """Whether the checkpoint's files hold exactly the replayed weights (its bytes, not its recorded checksum)."""
+    try:
+        verify_checkpoint(ckpt)
+        with CheckpointTensors(ckpt) as t:
+            for name in params.params:
+                if not torch.equal(t.get(name), params.master[name]):
+                    return False, f"tensor {name} differs from the replayed weights"
+    except EvotuneError as exc:
+        return False, str(exc)
+    except Exception as exc:  # unreadable region of a file that recorded no hashes
+        return False, f"checkpoint {ckpt} cannot be read: {type(exc).__name__}: {exc}"
+    return True, None

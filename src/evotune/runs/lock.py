@@ -1,0 +1,64 @@
+"""One writer per run directory: an OS-level lock held for the life of a training process.
+
+`fcntl.flock` on `RUN/.lock` is released by the kernel when the holder exits in any way (return,
+exception, kill -9), so a lock file left by a dead process is never mistaken for a live writer;
+the holder's pid and host are written into the file only to name it in the error.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from evotune.errors import RunStateError
+
+LOCK_FILE = ".lock"
+
+
+class RunLock:
+    """Exclusive, non-blocking lock on a run directory; use as a context manager or call release()."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RunStateError(
+                f"run directory {self.path.parent} is in use by {self.holder()}; wait for it to finish "
+                "or stop it, or choose another --run-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
+        os.fsync(fd)
+        self._fd = fd
+        return self
+
+    def holder(self) -> str:
+        """'pid N on HOST' as the holder recorded it (best effort: the lock, not this text, is the truth)."""
+        try:
+            info: dict[str, Any] = json.loads(self.path.read_text() or "{}")
+        except (OSError, ValueError):
+            info = {}
+        return f"pid {info.get('pid', '?')} on {info.get('host', '?')}"
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
