@@ -297,7 +297,7 @@ def test_jsonl_data_errors_are_one_line_with_their_row(tmp_path):
         p.write_bytes(lines)
         return get_task("jsonl", data=str(p))
 
-    with pytest.raises(TaskError, match=r"line 2: not UTF-8"):
+    with pytest.raises(TaskError, match=r"line 2 is not UTF-8"):
         task(b'{"prompt": "a?", "answer": "x"}\n{"prompt": "caf\xe9?", "answer": "y"}\n').split("train")
     with pytest.raises(TaskError, match=r"same prompt but different answers"):
         task(b'{"prompt": "a?", "answer": "x"}\n{"prompt": "a?", "answer": "y"}\n').split("train")
