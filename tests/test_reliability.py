@@ -165,6 +165,8 @@ def test_damaged_checkpoint_is_detected_and_rebuilt_from_trajectory(es_config, d
     res = replay(run, 4)
     assert res["checksum"] == want  # the trajectory still rebuilds the exact weights
     assert res["matches_checkpoint"] is False and "damaged" in res["problem"]
+    cli = CliRunner().invoke(app, ["replay", str(run), "--iteration", "4"])
+    assert cli.exit_code == 1 and "damaged" in cli.output
     out = CliRunner().invoke(app, ["eval", "--model", str(run)])
     assert out.exit_code == 2 and "damaged" in out.output and "Traceback" not in out.output
 

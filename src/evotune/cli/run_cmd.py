@@ -76,7 +76,8 @@ def replay_cmd(
     res = replay(run, iteration, out)
     console.print_json(json.dumps(res))
     if res["matches_checkpoint"] is False:
-        console.print("[bold red]replayed weights differ from the checkpoint[/]")
+        console.print(f"[bold red]replayed weights differ from the checkpoint:[/] {res.get('problem', '')}",
+                      highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
 

@@ -20,7 +20,6 @@ from evotune.checkpoints import (
     check_finite,
     checkpoint_dirs,
     read_state,
-    verify_checkpoint,
 )
 from evotune.config import TrainConfig
 from evotune.errors import EvotuneError, RunStateError
@@ -70,8 +69,7 @@ def apply_row(params: EvolvingParams, row: dict[str, Any], cfg: TrainConfig) -> 
 def load_checkpoint(params: EvolvingParams, ckpt: str | Path, recorded: str | None = None) -> None:
     """Master weights (and optimizer state) from a checkpoint, verified against its files' sha256 and its
     recorded checksum."""
-    verify_checkpoint(ckpt)
-    with CheckpointTensors(ckpt) as t:
+    with CheckpointTensors(ckpt) as t:  # verifies the files' sha256 first
         params.load_master(t.as_dict(list(params.params)))
     check_finite(params.master.items(), f"checkpoint {ckpt}")
     if recorded is not None and recorded != params.checksum():

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from evotune.backends.models import load_model
-from evotune.checkpoints import EXTRA_FILE, CheckpointTensors, checkpoint_dirs, verify_checkpoint
+from evotune.checkpoints import EXTRA_FILE, CheckpointTensors, checkpoint_dirs
 from evotune.config import load_run_config
 from evotune.errors import EvotuneError, RunStateError
 from evotune.es.params import make_params
@@ -50,8 +50,7 @@ def replay(run_dir: str | Path, iteration: int | None = None, out: str | Path | 
 def _compare(ckpt: Path, params: Any) -> tuple[bool, str | None]:
     """Whether the checkpoint's files hold exactly the replayed weights (its bytes, not its recorded checksum)."""
     try:
-        verify_checkpoint(ckpt)
-        with CheckpointTensors(ckpt) as t:
+        with CheckpointTensors(ckpt) as t:  # verifies the files' sha256 first
             for name in params.params:
                 if not torch.equal(t.get(name), params.master[name]):
                     return False, f"tensor {name} differs from the replayed weights"
