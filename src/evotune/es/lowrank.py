@@ -119,24 +119,24 @@ class BatchedForward:
         `pad` null members (zero perturbation, outputs discarded) follow the real ones; see MIN_ROWS.
         """
         g = _Group(len(members) + pad, rows_per_member)
-        dtype = next(iter(self.params.params.values())).dtype
+        dtype, dev = next(iter(self.params.params.values())).dtype, self.params.device
         for name in self.matrices:
             shape = tuple(self.params.params[name].shape)
-            pairs = [factors(m.seed, name, shape, self.rank) for m in members]  # type: ignore[arg-type]
-            pairs += [(torch.zeros(shape[0], self.rank), torch.zeros(shape[1], self.rank))] * pad
+            pairs = [factors(m.seed, name, shape, self.rank, dev) for m in members]  # type: ignore[arg-type]
+            pairs += [(torch.zeros(shape[0], self.rank, device=dev), torch.zeros(shape[1], self.rank, device=dev))] * pad
             coef = torch.tensor(
                 [m.sign * self.sigma / math.sqrt(self.rank) for m in members] + [0.0] * pad,
-                dtype=torch.float32,
+                dtype=torch.float32, device=dev,
             )
             g.a[name] = torch.stack([a for a, _ in pairs]).mul_(coef.view(-1, 1, 1)).to(dtype)
             g.at[name] = g.a[name].transpose(1, 2).contiguous()
             g.bt[name] = torch.stack([b.T for _, b in pairs]).to(dtype)
         for name in self.vectors:
-            p, master = self.params.params[name], self.params.master[name]
+            p, master = self.params.params[name], self.params.master[name].to(dev)
             fn = self.params.noise_fn
             rows = []
             for m in members:
-                eps = fn(m.seed, name, tuple(p.shape))
+                eps = fn(m.seed, name, tuple(p.shape), device=dev)
                 # exactly the value `EvolvingParams.perturb` writes
                 rows.append(eps.mul_(m.sign * self.sigma).add_(master).to(p.dtype))
             rows += [master.to(p.dtype)] * pad
@@ -202,7 +202,7 @@ class BatchedForward:
             ids = args[0]
             g = self._rows(ids)
             member = (
-                torch.arange(g.members)
+                torch.arange(g.members, device=ids.device)
                 .repeat_interleave(g.rows_per_member)
                 .view(-1, *([1] * (ids.dim() - 1)))
             )
@@ -250,7 +250,7 @@ def _check_elementwise(mod: nn.Module, pname: str) -> None:
     """Refuse a vector parameter unless a per-row weight broadcasts to per-row outputs (e.g. RMSNorm)."""
     p = getattr(mod, pname)
     d = p.shape[0]
-    x = torch.randn(2, 3, d, generator=torch.Generator().manual_seed(0)).to(p.dtype)
+    x = torch.randn(2, 3, d, generator=torch.Generator().manual_seed(0)).to(device=p.device, dtype=p.dtype)
     ws = [p.detach() + 0.25, p.detach() - 0.5]
     original = mod._parameters[pname]
     try:
