@@ -20,7 +20,8 @@ from evotune.cli.common import console, friendly, split_csv
 Opt = typer.Option
 
 OutOpt = Annotated[Path | None, Opt("--out", help="write the JSON result here")]
-DtypeOpt = Annotated[str, Opt(help="float32 | bfloat16 | float16")]
+DtypeOpt = Annotated[str, Opt(help="float32 | bfloat16 | float16 | auto (bf16 on CUDA)")]
+DeviceOpt = Annotated[str, Opt(help="auto | cpu | cuda | cuda:N (auto: CUDA when present)")]
 SeedOpt = Annotated[int, Opt(help="sampling / noise seed")]
 ThreadsOpt = Annotated[int | None, Opt(help="torch threads (default: torch's own)")]
 
@@ -91,6 +92,7 @@ def kl_cmd(
     general: Annotated[bool, Opt(help="include the built-in general prompts (off-task)")] = True,
     seed: SeedOpt = 0,
     dtype: DtypeOpt = "float32",
+    device: DeviceOpt = "auto",
     out: OutOpt = None,
     threads: ThreadsOpt = None,
 ) -> None:
@@ -100,7 +102,8 @@ def kl_cmd(
 
     models = _models(model)
     res = kl_matrix(
-        models, _base_for(models, base), split_csv(tasks), n_prompts, max_new_tokens, seed, general, dtype
+        models, _base_for(models, base), split_csv(tasks), n_prompts, max_new_tokens, seed, general, dtype,
+        device=device,
     )
     _write(out, res)
     for est in ESTIMATORS:
@@ -177,6 +180,7 @@ def lmc_cmd(
     batch_size: Annotated[int, Opt()] = 64,
     seed: SeedOpt = 0,
     dtype: DtypeOpt = "float32",
+    device: DeviceOpt = "auto",
     out: OutOpt = None,
     threads: ThreadsOpt = None,
 ) -> None:
@@ -204,6 +208,7 @@ def lmc_cmd(
         kl_prompts=kl_prompts,
         seed=seed,
         dtype=dtype,
+        device=device,
         log=_log,
     )
     _write(out, res)
@@ -246,6 +251,7 @@ def robustness_cmd(
     batch_size: Annotated[int, Opt()] = 64,
     seed: SeedOpt = 0,
     dtype: DtypeOpt = "float32",
+    device: DeviceOpt = "auto",
     out: OutOpt = None,
     threads: ThreadsOpt = None,
 ) -> None:
@@ -267,6 +273,7 @@ def robustness_cmd(
         kl,
         kl_prompts,
         dtype,
+        device=device,
         log=_log,
     )
     _write(out, res)
@@ -311,6 +318,7 @@ def compare_cmd(
     batch_size: Annotated[int, Opt()] = 64,
     seed: SeedOpt = 0,
     dtype: DtypeOpt = "float32",
+    device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
 ) -> None:
     """Run every analysis on runs/models and write one self-contained HTML report + summary.json."""
@@ -337,6 +345,7 @@ def compare_cmd(
         samples=samples,
         seed=seed,
         dtype=dtype,
+        device=device,
         batch_size=batch_size,
         log=_log,
     )

@@ -60,6 +60,7 @@ def evaluate_all(
     dtype: str,
     samples: int,
     log: Log | None = None,
+    device: str = "auto",
 ) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
     """Greedy held-out evaluation of every model on every task: summaries and the first rows."""
     from evotune.backends.models import load_model
@@ -69,7 +70,7 @@ def evaluate_all(
     rows: dict[str, list[dict[str, Any]]] = {}
     first: dict[str, list[dict[str, Any]]] = {}  # the first entry's rows per task: the base's (`correct_lost`)
     for e in entries:
-        model, tok = load_model(e.path, dtype)
+        model, tok = load_model(e.path, dtype, device)
         summaries[e.label] = {}
         for name, t in sources.items():
             res = evaluate(model, tok, t, "eval", mnt[name], batch_size, limit, base_rows=first.get(name))
@@ -151,6 +152,7 @@ def compare(
     samples: int = 4,
     seed: int = 0,
     dtype: str = "float32",
+    device: str = "auto",
     batch_size: int = 64,
     log: Log | None = None,
 ) -> dict[str, Any]:
@@ -211,6 +213,7 @@ def compare(
             "robust_params": robust_params,
             "seed": seed,
             "dtype": dtype,
+            "device": device,
             "skip": list(skip),
         },
         "errors": errors,
@@ -238,7 +241,7 @@ def compare(
             free_memory()
 
     rewards, sample_rows = step(
-        "evaluation", lambda: evaluate_all(everyone, sources, mnt, limit, batch_size, dtype, samples, log)
+        "evaluation", lambda: evaluate_all(everyone, sources, mnt, limit, batch_size, dtype, samples, log, device=device)
     ) or ({}, {})
     summary["rewards"] = {m: {t: _reward_cell(s) for t, s in per.items()} for m, per in rewards.items()}
     summary["evaluation"] = rewards
@@ -254,7 +257,7 @@ def compare(
         kl = step(
             "kl",
             lambda: kl_matrix(
-                entries, base_e, list(sources.values()), kl_prompts, lengths, seed, dtype=dtype
+                entries, base_e, list(sources.values()), kl_prompts, lengths, seed, dtype=dtype, device=device
             ),
         )
     summary["kl"] = kl
@@ -291,7 +294,7 @@ def compare(
                 kl=lmc_kl,
                 kl_ref=0,
                 seed=seed,
-                dtype=dtype,
+                dtype=dtype, device=device,
                 log=log,
                 known=known if lmc_limit in (None, limit) else None,
             ),
@@ -316,7 +319,7 @@ def compare(
                     mnt[primary],
                     batch_size,
                     seed,
-                    dtype=dtype,
+                    dtype=dtype, device=device,
                     log=log,
                     baseline=_baseline(rewards, e.label, primary),
                 ),

@@ -17,6 +17,8 @@ import time
 import warnings
 from typing import Any
 
+import torch
+
 from evotune.backends.models import load_model
 from evotune.config import TrainConfig
 from evotune.es import local_evaluator
@@ -56,7 +58,8 @@ class ESTrainer(Trainer):
         return self.cfg.es.iterations
 
     def setup(self) -> None:
-        self.model, self.tok = load_model(self.cfg.model.name, self.cfg.model.dtype)
+        m = self.cfg.model
+        self.model, self.tok = load_model(m.name, m.dtype, m.device)
         self.task = build_task(self.cfg.task)
         self.params = make_params(self.model, self.cfg.es)
         self.evaluator = self.evaluator_factory(self.model, self.tok, self.task, self.params, self.cfg)
@@ -73,7 +76,8 @@ class ESTrainer(Trainer):
         else:
             self.params.apply_update(coeffs, es.alpha / es.population)
         self.row = {"step": k, "seeds": [m.seed for m in members], "signs": [m.sign for m in members],
-                    "fitness": res.fitness, "updated": coeffs is not None}
+                    "fitness": res.fitness, "updated": coeffs is not None,
+                    "device": self.params.device_type}  # noise streams depend on the device type
         res.times["update"] = time.perf_counter() - t0
         res.extra["train/updated"] = int(coeffs is not None)
         return res
@@ -82,7 +86,8 @@ class ESTrainer(Trainer):
         append_jsonl(self.run.trajectory, {**self.row, "budget": vars(self.budget).copy()})
 
     def checkpoint_state(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        lossy = self.cfg.model.dtype != "float32"  # a bf16/fp16 model cannot hold the fp32 master exactly
+        # a bf16/fp16 model cannot hold the fp32 master exactly
+        lossy = any(p.dtype != torch.float32 for p in self.params.params.values())
         return {"checksum": self.params.checksum()}, (dict(self.params.master) if lossy else None)
 
     def restore(self) -> int:

@@ -43,7 +43,9 @@ def open_run(cfg: TrainConfig, resume: bool) -> tuple[TrainConfig, RunDir]:
             raise ConfigError(f"--resume: {run.path} is not a run directory (no config.yaml)")
         stored = load_run_config(run.path).model_dump()
         given = cfg.model_dump()
-        extendable = {("es", "iterations"), ("grpo", "steps"), ("budget", "completions"), ("budget", "tokens")}
+        extendable = {("es", "iterations"), ("grpo", "steps"), ("budget", "completions"), ("budget", "tokens"),
+                      # where it runs: the trajectory's recorded device type is checked on restore
+                      ("model", "device"), ("es", "master_device"), ("es", "allow_device_change")}
         changed = [
             f"{sec}.{k}: {stored[sec].get(k)!r} -> {v!r}"
             for sec, val in given.items()
