@@ -79,8 +79,18 @@ class BatchedForward:
     prefill to the last decode step; every hook checks the batch size to fail loudly if not.
     """
 
-    def __init__(self, model: nn.Module, params: EvolvingParams, sigma: float, rank: int) -> None:
+    def __init__(
+        self, model: nn.Module, params: EvolvingParams, sigma: float, rank: int, persistent: bool = False
+    ) -> None:
+        """`persistent`: hooks stay installed (no-ops outside `active`), as a compiled forward needs.
+
+        A compiled graph is traced with the hooks present and reads the group's tensors as inputs,
+        so new members need no recompile; hooks added and removed per call would recompile every
+        time (hook guards on) or be silently ignored (hook guards off).
+        """
         self.model, self.params, self.sigma, self.rank = model, params, sigma, rank
+        self.persistent = persistent
+        self._handles: list[Any] = []
         by_id = {id(p): n for n, p in params.params.items()}
         self.linears: list[tuple[nn.Linear, str | None, str | None]] = []
         self.embeddings: list[tuple[nn.Embedding, str]] = []
@@ -110,6 +120,11 @@ class BatchedForward:
         self.matrices = sorted({n for n, p in params.params.items() if p.dim() == 2})
         self.vectors = sorted(set(params.params) - set(self.matrices))
         self.group: _Group | None = None
+        if persistent and self.scales:
+            raise ValueError(
+                "compiled generation cannot swap per-row norm weights: use es.lowrank_vectors=freeze "
+                "or generation.compile=false"
+            )
 
     # -- per-group state ------------------------------------------------------------------------
     @torch.no_grad()
@@ -157,8 +172,27 @@ class BatchedForward:
     def active(self, group: _Group) -> Iterator[None]:
         """Install the hooks for the duration of one generate call; always removes them."""
         self.group = group
-        handles = []
+        if self.persistent:
+            if not self._handles:
+                self._handles = self._install([])
+            try:
+                yield
+            finally:
+                self.group = None
+            return
         swapped: list[tuple[nn.Module, str, Any]] = []
+        handles = self._install(swapped)
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+            for mod, pname, original in reversed(swapped):
+                mod._parameters[pname] = original
+            self.group = None
+
+    def _install(self, swapped: list[tuple[nn.Module, str, Any]]) -> list[Any]:
+        handles = []
         try:
             for mod, wname, bname in self.linears:
                 handles.append(mod.register_forward_hook(self._linear_hook(wname, bname)))
@@ -167,13 +201,17 @@ class BatchedForward:
             for mod, pname, name in self.scales:
                 handles.append(mod.register_forward_pre_hook(self._scale_pre_hook(pname, name, swapped)))
                 handles.append(mod.register_forward_hook(self._scale_post_hook(swapped)))
-            yield
-        finally:
+        except BaseException:
             for h in handles:
                 h.remove()
-            for mod, pname, original in reversed(swapped):
-                mod._parameters[pname] = original
-            self.group = None
+            raise
+        return handles
+
+    def close(self) -> None:
+        """Remove persistent hooks (the model is plain again)."""
+        for h in self._handles:
+            h.remove()
+        self._handles = []
 
     def _rows(self, x: torch.Tensor) -> _Group:
         g = self.group
@@ -185,6 +223,8 @@ class BatchedForward:
 
     def _linear_hook(self, wname: str | None, bname: str | None) -> Any:
         def hook(mod: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> torch.Tensor:
+            if self.group is None:  # a persistent hook outside `active`: the plain model
+                return out
             g = self._rows(args[0])
             y = out.view(g.members, -1, out.shape[-1])
             if wname is not None:
@@ -199,6 +239,8 @@ class BatchedForward:
 
     def _embedding_hook(self, name: str) -> Any:
         def hook(mod: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> torch.Tensor:
+            if self.group is None:
+                return out
             ids = args[0]
             g = self._rows(ids)
             member = (
@@ -295,7 +337,9 @@ class BatchedLowRankEvaluator(PopulationEvaluator):
         if not isinstance(params.noise_fn, LowRankNoise):
             raise TypeError("BatchedLowRankEvaluator needs EvolvingParams built with lowrank_noise_fn")
         super().__init__(model, tokenizer, task, params, cfg)
-        self.forward = BatchedForward(model, params, self.sigma, params.noise_fn.rank)
+        self.forward = BatchedForward(
+            model, params, self.sigma, params.noise_fn.rank, persistent=self.compile_backend is not None
+        )
 
     def generate_members(
         self, members: Sequence[Member], prompts: Sequence[str]
@@ -318,7 +362,8 @@ class BatchedLowRankEvaluator(PopulationEvaluator):
                 rows = [p for _ in range(state.members) for p in chunk]
                 with self.forward.active(state):
                     out = generate(
-                        self.model, self.tokenizer, rows, self.max_new_tokens, batch_size=len(rows)
+                        self.model, self.tokenizer, rows, self.max_new_tokens, batch_size=len(rows),
+                        compile_backend=self.compile_backend,
                     )
                 for j in range(len(group)):
                     comps[start + j].extend(out[j * len(chunk) : (j + 1) * len(chunk)])
@@ -337,3 +382,6 @@ class BatchedLowRankEvaluator(PopulationEvaluator):
         t2 = time.perf_counter()
         res.times = {"noise": t_noise, "generate": t1 - t0 - t_noise, "score": t2 - t1}
         return res
+
+    def close(self) -> None:
+        self.forward.close()
