@@ -98,8 +98,9 @@ def test_compiled_lowrank_generation_applies_the_perturbation(tiny_model):
 
     model, tok, task, examples, prompts, cfg = _toy(tiny_model, compile=True, compile_backend="eager")
     params = make_params(model, cfg.es)
-    plain_eager = generate(model, tok, prompts, MNT, batch_size=16)
-    plain = generate(model, tok, prompts, MNT, batch_size=16, compile_backend="eager")  # compiles, no hooks
+    rows = prompts * 4  # the shape of a population call (4 members × 4 prompts): one compiled graph
+    plain_eager = generate(model, tok, rows, MNT, batch_size=16)[:4]
+    plain = generate(model, tok, rows, MNT, batch_size=16, compile_backend="eager")[:4]  # compiled, no hooks
     compiled = BatchedLowRankEvaluator(model, tok, task, params, cfg)
     eager = BatchedLowRankEvaluator(model, tok, task, params, cfg.model_copy(update={"generation": GenerateConfig(
         max_new_tokens=MNT, batch_size=8)}))
@@ -113,7 +114,8 @@ def test_compiled_lowrank_generation_applies_the_perturbation(tiny_model):
     assert _texts(compiled, ask(0, 2, 4), prompts) == _texts(eager, ask(0, 2, 4), prompts)
     assert counters["stats"]["unique_graphs"] == graphs  # new members: same graph, new input tensors
     compiled.close()
-    assert [c.token_ids for c in generate(model, tok, prompts, MNT, batch_size=16, compile_backend="eager")] == unperturbed
+    again = generate(model, tok, rows, MNT, batch_size=16, compile_backend="eager")[:4]
+    assert [c.token_ids for c in again] == unperturbed
 
 
 def test_compiled_full_rank_generation_sees_in_place_perturbation(tiny_model):
