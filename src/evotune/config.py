@@ -59,6 +59,9 @@ class TaskConfig(_Strict):
 class GenerateConfig(_Strict):
     max_new_tokens: int | None = Field(default=None, ge=1, description="default: the task's own")
     batch_size: int = Field(default=64, ge=1)
+    min_new_tokens: int | None = Field(
+        default=None, ge=1, description="force completions this long (benchmarks with random weights)"
+    )
     compile: bool = Field(
         default=False, description="static KV cache + torch.compile'd forward (CUDA graphs on a GPU)"
     )

@@ -66,6 +66,7 @@ class PopulationEvaluator:
         self.max_new_tokens = task.max_new_tokens(cfg.generation.max_new_tokens)
         self.batch_size = cfg.generation.batch_size
         self.compile_backend = cfg.generation.compile_backend if cfg.generation.compile else None
+        self.min_new_tokens = cfg.generation.min_new_tokens
 
     def prompt_tokens(self, prompts: Sequence[str]) -> int:
         """Prompt tokens one member reads, counted as generation feeds them (no special tokens added)."""
@@ -89,7 +90,7 @@ class SequentialEvaluator(PopulationEvaluator):
                 t1 = time.perf_counter()
                 comps = generate(
                     self.model, self.tokenizer, prompts, self.max_new_tokens, batch_size=self.batch_size,
-                    compile_backend=self.compile_backend,
+                    compile_backend=self.compile_backend, min_new_tokens=self.min_new_tokens,
                 )
                 t2 = time.perf_counter()
                 rows = score_rows(self.task, examples, comps)

@@ -363,7 +363,7 @@ class BatchedLowRankEvaluator(PopulationEvaluator):
                 with self.forward.active(state):
                     out = generate(
                         self.model, self.tokenizer, rows, self.max_new_tokens, batch_size=len(rows),
-                        compile_backend=self.compile_backend,
+                        compile_backend=self.compile_backend, min_new_tokens=self.min_new_tokens,
                     )
                 for j in range(len(group)):
                     comps[start + j].extend(out[j * len(chunk) : (j + 1) * len(chunk)])
