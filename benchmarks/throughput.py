@@ -79,6 +79,22 @@ class RSSPeak:
 # -- what each phase does (run inside its own process) -------------------------------------------
 
 
+_WORDS = ["the", "of", "and", "to", "in", "is", "was", "for", "on", "that", "with", "as", "by", "at", "from", "it", "an", "be", "this", "are", "or", "his"]
+
+
+def fixed_prompts(tok: Any, count: int, length: int) -> list[str]:
+    """`count` distinct prompts of exactly `length` tokens (common single-token words), no chat template."""
+    out = []
+    for i in range(count):
+        ids = tok(" ".join(_WORDS[(i * 7 + j * (i + 1)) % len(_WORDS)] for j in range(length)),
+                  add_special_tokens=False)["input_ids"][:length]
+        text = tok.decode(ids)
+        if len(tok(text, add_special_tokens=False)["input_ids"]) != length:
+            raise ValueError(f"could not build a {length}-token prompt with this tokenizer")
+        out.append(text)
+    return out
+
+
 class Bench:
     """Model, prompts and members of one phase process."""
 
@@ -95,6 +111,8 @@ class Bench:
         self.task = get_task(spec["task"])
         self.examples = self.task.batch("train", self.p, 0, 1)
         self.prompts = [self.task.render(e, self.tok) for e in self.examples]
+        if spec.get("prompt_tokens"):
+            self.prompts = fixed_prompts(self.tok, self.p, spec["prompt_tokens"])
         self.members = ask(0, 1, self.n)
 
     def plain(self, bs: int, compiled: bool = False) -> tuple[Callable[[], Any] | None, Callable[[Any], dict[str, Any]]]:
@@ -357,6 +375,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
     ap.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16")
     ap.add_argument("--master-device", default="device", help="es.master_device: device | cpu")
+    ap.add_argument("--prompt-tokens", type=int, default=None, help="synthetic prompts of exactly K tokens")
     ap.add_argument("--compile", action="store_true", help="also the compiled limit and compiled low rank")
     ap.add_argument("--compile-backend", default="inductor", help="torch.compile backend (eager: fast smoke)")
     ap.add_argument(
@@ -404,6 +423,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "dtype": args.dtype,
         "master_device": args.master_device,
         "fixed_length": fixed,
+        "prompt_tokens": args.prompt_tokens,
         "compile_backend": args.compile_backend,
         "task": args.task,
         "population": n,

@@ -40,7 +40,8 @@ class TrainArgs:
 
     def build(self, resume: bool, method_overrides: dict[str, Any]) -> Any:
         """The validated TrainConfig: YAML (or the run's own config on --resume), then every flag given."""
-        return assemble(self.config, self.run_dir, resume, {**self.overrides, **method_overrides})
+        given = {k: v for k, v in method_overrides.items() if v is not None}  # unset flags keep --set values
+        return assemble(self.config, self.run_dir, resume, {**self.overrides, **given})
 
 
 # name → (type, typer option, config key). One list, so `train es` and `train grpo` cannot drift apart.
