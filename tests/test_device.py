@@ -171,3 +171,32 @@ def test_arch_model_is_random_and_labelled():
     assert next(model.parameters()).dtype == torch.float32  # auto = fp32 on the CPU
     with pytest.raises(ModelError, match="unknown architecture arch:gpt-9.*qwen2.5-7b"):
         load_model("arch:gpt-9")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU error")
+def test_cli_device_flags_without_a_gpu_are_one_line_errors(tiny_model, tmp_path):
+    from typer.testing import CliRunner
+
+    from evotune.cli.main import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["train", "es", "--model", str(tiny_model), "--task", "toy_letters", "--device", "cuda",
+                              "--iterations", "1", "--run-dir", str(tmp_path / "x"), "--no-progress"])
+    assert res.exit_code == 2 and "no CUDA GPU" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "x").exists()  # refused before a run directory is made
+    res = runner.invoke(app, ["eval", "--model", str(tiny_model), "--task", "toy_letters", "--device", "cuda:1"])
+    assert res.exit_code == 2 and "no CUDA GPU" in res.output
+    res = runner.invoke(app, ["train", "es", "--device", "tpu", "--run-dir", str(tmp_path / "y")])
+    assert res.exit_code == 2 and "model.device" in res.output
+
+
+def test_evotune_imports_without_ray():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['ray'] = None\n"  # `import ray` now raises ImportError
+        "import evotune.cli.main, evotune.trainers, evotune.es, evotune.distributed\n"
+        "from evotune.config import build_config; build_config(None, {'ray.gpus_per_worker': 0.25})"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})

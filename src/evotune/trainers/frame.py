@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from evotune.backends.models import resolve_device
 from evotune.config import TrainConfig, load_run_config
 from evotune.errors import ConfigError
 from evotune.evaluation import evaluate
@@ -137,6 +138,7 @@ class Trainer(ABC):
 
     # -- the frame ---------------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
+        resolve_device(self.cfg.model.device)  # no GPU for --device cuda: fail before a run directory exists
         self.cfg, self.run = open_run(self.cfg, self.resume_run)
         set_threads(self.cfg.threads)
         self.setup()
