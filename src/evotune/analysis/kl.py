@@ -204,7 +204,7 @@ def kl_matrix(
     max_new_tokens: int | Mapping[str, int] | None = None,
     seed: int = 0,
     general: bool = True,
-    dtype: str = "float32",
+    dtype: str = "auto",
     device: str = "auto",
     batch_size: int = 16,
     micro_batch: int = 4,

@@ -76,7 +76,7 @@ def lmc_curves(
     kl_ref: int | None = None,
     kl_prompts: int = 8,
     seed: int = 0,
-    dtype: str = "float32",
+    dtype: str = "auto",
     device: str = "auto",
     names: Sequence[str] | None = None,
     log: Log | None = None,

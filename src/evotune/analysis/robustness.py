@@ -158,7 +158,7 @@ def robustness(
     seed: int = 0,
     kl: bool = False,
     kl_prompts: int = 8,
-    dtype: str = "float32",
+    dtype: str = "auto",
     device: str = "auto",
     log: Log | None = None,
     baseline: dict[str, float] | None = None,

@@ -31,7 +31,7 @@ def eval_cmd(
     n_eval: Annotated[int | None, Opt()] = None,
     data: Annotated[str | None, Opt()] = None,
     reward: Annotated[str | None, Opt()] = None,
-    dtype: Annotated[str, Opt(help="auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16")] = "float32",
+    dtype: Annotated[str, Opt(help="auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16")] = "auto",
     device: Annotated[str, Opt(help="auto | cpu | cuda | cuda:N")] = "auto",
     sets: SetOpt = None,
 ) -> None:

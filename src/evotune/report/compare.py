@@ -151,7 +151,7 @@ def compare(
     skip: Sequence[str] = (),
     samples: int = 4,
     seed: int = 0,
-    dtype: str = "float32",
+    dtype: str = "auto",
     device: str = "auto",
     batch_size: int = 64,
     log: Log | None = None,
