@@ -200,3 +200,39 @@ def test_evotune_imports_without_ray():
         "from evotune.config import build_config; build_config(None, {'ray.gpus_per_worker': 0.25})"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_linears_sharing_an_input_share_one_b_projection(tiny_model, monkeypatch):
+    """q/k/v and gate/up are learned as siblings; fused logits equal the per-Linear ones, in fewer GEMMs."""
+    from evotune.es.lowrank import BatchedForward
+
+    model, tok = load_model(str(tiny_model), "float32", "cpu")
+    params = make_params(model, ESConfig(noise="lowrank", rank=2))
+    enc = tok(["hello there", "two words"], return_tensors="pt", padding=True, add_special_tokens=False)
+    members = ask(3, 2, 3)
+    rows = {k: v.repeat(len(members), 1) for k, v in enc.items()}
+    plain, fused = BatchedForward(model, params, 0.1, 2), BatchedForward(model, params, 0.1, 2, fuse=True)
+    assert not plain.fuse  # CPU default: the path as before
+
+    def run(fwd):
+        calls = 0
+        real = torch.bmm
+
+        def count(*a, **k):
+            nonlocal calls
+            calls += 1
+            return real(*a, **k)
+
+        monkeypatch.setattr(torch, "bmm", count)
+        with torch.no_grad(), fwd.active(fwd.make_group(members, rows_per_member=2)):
+            out = model(**rows).logits
+        monkeypatch.setattr(torch, "bmm", real)
+        return out, calls
+
+    want, n_plain = run(plain)
+    run(fused)  # the first call learns which layers share an input
+    layers = model.config.num_hidden_layers
+    assert sorted(map(len, fused.siblings.values())) == [2] * layers + [3] * layers  # gate/up, q/k/v
+    got, n_fused = run(fused)
+    assert n_fused == n_plain - 3 * layers  # 7 projections per layer become 4
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

@@ -65,6 +65,7 @@ class _Group:
     bt: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> Bᵀ, contiguous (m, r, in)
     offset: dict[str, torch.Tensor] = field(default_factory=dict)  # bias name -> (m, 1, out): sσε
     weight: dict[str, torch.Tensor] = field(default_factory=dict)  # scale name -> (m, *shape): master + sσε
+    bt_cat: dict[str, torch.Tensor] = field(default_factory=dict)  # leader -> its siblings' Bᵀ stacked (m, k·r, in)
 
     @property
     def rows(self) -> int:
@@ -80,7 +81,8 @@ class BatchedForward:
     """
 
     def __init__(
-        self, model: nn.Module, params: EvolvingParams, sigma: float, rank: int, persistent: bool = False
+        self, model: nn.Module, params: EvolvingParams, sigma: float, rank: int, persistent: bool = False,
+        fuse: bool | None = None,
     ) -> None:
         """`persistent`: hooks stay installed (no-ops outside `active`), as a compiled forward needs.
 
@@ -91,6 +93,13 @@ class BatchedForward:
         self.model, self.params, self.sigma, self.rank = model, params, sigma, rank
         self.persistent = persistent
         self._handles: list[Any] = []
+        # Linear layers fed the same input (q/k/v, gate/up) share one B-projection: fewer kernel
+        # launches, which is what a GPU is bound by. Learned from the first call (consecutive hooks
+        # seeing the same tensor); eager only, and by default only on CUDA, so the CPU path is as before.
+        self.fuse = (params.device.type == "cuda" and not persistent) if fuse is None else fuse and not persistent
+        self.siblings: dict[str, list[str]] | None = None  # leader -> [leader, sibling, ...]
+        self._seen: list[tuple[torch.Tensor, str]] = []
+        self._fused: tuple[torch.Tensor | None, dict[str, torch.Tensor]] = (None, {})
         by_id = {id(p): n for n, p in params.params.items()}
         self.linears: list[tuple[nn.Linear, str | None, str | None]] = []
         self.embeddings: list[tuple[nn.Embedding, str]] = []
@@ -146,6 +155,8 @@ class BatchedForward:
             g.a[name] = torch.stack([a for a, _ in pairs]).mul_(coef.view(-1, 1, 1)).to(dtype)
             g.at[name] = g.a[name].transpose(1, 2).contiguous()
             g.bt[name] = torch.stack([b.T for _, b in pairs]).to(dtype)
+        for leader, names in (self.siblings or {}).items():
+            g.bt_cat[leader] = torch.cat([g.bt[n] for n in names], 1)
         for name in self.vectors:
             p, master = self.params.params[name], self.params.master[name].to(dev)
             fn = self.params.noise_fn
@@ -166,7 +177,9 @@ class BatchedForward:
         def cut(d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             return {k: v[:members] for k, v in d.items()}
 
-        return _Group(members, rows_per_member, cut(g.a), cut(g.at), cut(g.bt), cut(g.offset), cut(g.weight))
+        return _Group(
+            members, rows_per_member, cut(g.a), cut(g.at), cut(g.bt), cut(g.offset), cut(g.weight), cut(g.bt_cat)
+        )
 
     @contextmanager
     def active(self, group: _Group) -> Iterator[None]:
@@ -190,6 +203,10 @@ class BatchedForward:
             for mod, pname, original in reversed(swapped):
                 mod._parameters[pname] = original
             self.group = None
+            self._fused = (None, {})
+            if self.fuse and self.siblings is None and self._seen:
+                self.siblings = _sibling_groups(self._seen)
+            self._seen = []
 
     def _install(self, swapped: list[tuple[nn.Module, str, Any]]) -> list[Any]:
         handles = []
@@ -228,14 +245,29 @@ class BatchedForward:
             g = self._rows(args[0])
             y = out.view(g.members, -1, out.shape[-1])
             if wname is not None:
-                x = args[0].reshape(g.members, -1, args[0].shape[-1])
-                # (Bᵀ xᵀ)ᵀ: as a GEMM with M=r this is several times faster than the GEMV x B
-                _add_lowrank(y, torch.bmm(g.bt[wname], x.transpose(1, 2)).transpose(1, 2), g.at[wname])
+                _add_lowrank(y, self._projection(g, wname, args[0]), g.at[wname])
             if bname is not None:
                 y.add_(g.offset[bname].view(g.members, 1, -1))
             return out
 
         return hook
+
+    def _projection(self, g: _Group, wname: str, x_in: torch.Tensor) -> torch.Tensor:
+        """x Bᵢ per member, (m, n, r): from the siblings' shared projection when one was made for this x."""
+        cached_x, cached = self._fused
+        if cached_x is x_in and wname in cached:
+            return cached[wname]
+        x = x_in.reshape(g.members, -1, x_in.shape[-1]).transpose(1, 2)
+        if self.fuse and self.siblings is None and len(self._seen) < len(self.linears):  # the first forward
+            self._seen.append((x_in, wname))
+        if wname in g.bt_cat:
+            names = self.siblings[wname]  # type: ignore[index]
+            proj = torch.bmm(g.bt_cat[wname], x).transpose(1, 2)  # one GEMM for every sibling
+            parts = dict(zip(names, proj.split(self.rank, dim=2), strict=True))
+            self._fused = (x_in, parts)
+            return parts[wname]
+        # (Bᵀ xᵀ)ᵀ: as a GEMM with M=r this is several times faster than the GEMV x B
+        return torch.bmm(g.bt[wname], x).transpose(1, 2)
 
     def _embedding_hook(self, name: str) -> Any:
         def hook(mod: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> torch.Tensor:
@@ -274,6 +306,21 @@ class BatchedForward:
             return out
 
         return hook
+
+
+def _sibling_groups(seen: Sequence[tuple[torch.Tensor, str]]) -> dict[str, list[str]]:
+    """Runs of consecutive Linear hooks that saw the very same input tensor, keyed by their first."""
+    groups: dict[str, list[str]] = {}
+    run: list[str] = []
+    prev: torch.Tensor | None = None
+    for x, name in [*seen, (None, "")]:
+        if x is not None and x is prev and name not in run:
+            run.append(name)
+            continue
+        if len(run) > 1 and run[0] not in groups:
+            groups[run[0]] = run
+        run, prev = [name], x
+    return groups
 
 
 def _add_lowrank(y: torch.Tensor, u: torch.Tensor, vt: torch.Tensor) -> None:
