@@ -2,6 +2,7 @@
 
     python benchmarks/throughput.py                       # SmolLM2-135M, N=32, P=8, 64 new tokens
     python benchmarks/throughput.py --quick               # tiny random model, small sizes
+    python benchmarks/throughput.py --device cuda --model arch:smollm2-135m --compile   # a GPU
 
 Measures, on the same model, prompts (P per member), population N and max new tokens:
   (a) limit      plain batched greedy generation of the same N×P completions, unperturbed model,
@@ -11,6 +12,11 @@ Measures, on the same model, prompts (P per member), population N and max new to
                  generate P completions, regenerate to restore; the update regenerates all N noises;
   (c) full-rank  one evotune ES iteration (EvolvingParams + SequentialEvaluator + tell + update);
   (d) low-rank   one evotune low-rank iteration (BatchedLowRankEvaluator, whole population batched).
+With --compile, (a) at its best batch size and (d) run again with generation.compile (static KV
+cache, compiled forward; CUDA graphs on a GPU); compiling is setup, not timed.
+`arch:NAME` models have random weights (labelled so in the JSON); completions are then forced to
+max-new-tokens (`--fixed-length`, default for arch:) so every phase generates the same tokens.
+On CUDA the JSON adds each phase's peak GPU memory.
 Prints completions/s, generated tokens/s, peak RSS, ratios to (a) and speed-ups over (b); writes JSON.
 
 Each phase runs in a fresh spawned process (same code, same inputs), so its peak RSS is its own:
@@ -73,6 +79,22 @@ class RSSPeak:
 # -- what each phase does (run inside its own process) -------------------------------------------
 
 
+_WORDS = ["the", "of", "and", "to", "in", "is", "was", "for", "on", "that", "with", "as", "by", "at", "from", "it", "an", "be", "this", "are", "or", "his"]
+
+
+def fixed_prompts(tok: Any, count: int, length: int) -> list[str]:
+    """`count` distinct prompts of exactly `length` tokens (common single-token words), no chat template."""
+    out = []
+    for i in range(count):
+        ids = tok(" ".join(_WORDS[(i * 7 + j * (i + 1)) % len(_WORDS)] for j in range(length)),
+                  add_special_tokens=False)["input_ids"][:length]
+        text = tok.decode(ids)
+        if len(tok(text, add_special_tokens=False)["input_ids"]) != length:
+            raise ValueError(f"could not build a {length}-token prompt with this tokenizer")
+        out.append(text)
+    return out
+
+
 class Bench:
     """Model, prompts and members of one phase process."""
 
@@ -83,23 +105,37 @@ class Bench:
 
         self.spec = spec
         self.n, self.p, self.mnt = spec["population"], spec["prompts"], spec["max_new_tokens"]
-        self.model, self.tok = load_model(spec["model"])
+        self.model, self.tok = load_model(spec["model"], spec["dtype"], spec["device"])
+        self.fixed = spec["max_new_tokens"] if spec["fixed_length"] else None
+        self.backend = spec["compile_backend"]
         self.task = get_task(spec["task"])
         self.examples = self.task.batch("train", self.p, 0, 1)
         self.prompts = [self.task.render(e, self.tok) for e in self.examples]
+        if spec.get("prompt_tokens"):
+            self.prompts = fixed_prompts(self.tok, self.p, spec["prompt_tokens"])
         self.members = ask(0, 1, self.n)
 
-    def plain(self, bs: int) -> tuple[None, Callable[[Any], dict[str, Any]]]:
+    def plain(self, bs: int, compiled: bool = False) -> tuple[Callable[[], Any] | None, Callable[[Any], dict[str, Any]]]:
         """(a) The same N×P completions from the unperturbed model at batch size `bs`."""
         from evotune.backends.hf import generate
 
         rows = [pr for _ in range(self.n) for pr in self.prompts]
+        backend = self.backend if compiled else None
+
+        def gen(rs: list[str]) -> Any:
+            return generate(self.model, self.tok, rs, self.mnt, batch_size=bs, compile_backend=backend,
+                            min_new_tokens=self.fixed)
+
+        def setup() -> None:  # compile every shape the timed call will use
+            gen(rows[:bs])
+            if len(rows) % bs:
+                gen(rows[: len(rows) % bs])
 
         def run(_: Any) -> dict[str, Any]:
-            comps = generate(self.model, self.tok, rows, self.mnt, batch_size=bs)
-            return {"tokens": sum(c.n_tokens for c in comps), "batch_size": bs}
+            comps = gen(rows)
+            return {"tokens": sum(c.n_tokens for c in comps), "batch_size": bs, "compiled": compiled}
 
-        return None, run
+        return (setup if compiled else None), run
 
     def naive(self) -> tuple[None, Callable[[Any], dict[str, Any]]]:
         """(b) The paper's algorithm without evotune's engineering (noise regenerated 3× per member)."""
@@ -109,9 +145,11 @@ class Bench:
         sigma, alpha, n = self.spec["sigma"], self.spec["alpha"], self.n
         named = list(self.model.named_parameters())
 
+        dev = next(self.model.parameters()).device
+
         def eps(seed: int, nm: str, shape: torch.Size) -> torch.Tensor:
-            g = torch.Generator().manual_seed(seed ^ zlib.crc32(nm.encode()))
-            return torch.randn(shape, generator=g)
+            g = torch.Generator(device=dev).manual_seed(seed ^ zlib.crc32(nm.encode()))
+            return torch.randn(shape, generator=g, device=dev)
 
         @torch.no_grad()
         def run(_: Any) -> dict[str, Any]:
@@ -121,7 +159,8 @@ class Bench:
                 for nm, t in named:
                     t.add_(eps(m.seed, nm, t.shape), alpha=sigma)
                 t1 = time.perf_counter()
-                comps = generate(self.model, self.tok, self.prompts, self.mnt, batch_size=self.p)
+                comps = generate(self.model, self.tok, self.prompts, self.mnt, batch_size=self.p,
+                                 min_new_tokens=self.fixed)
                 t2 = time.perf_counter()
                 for nm, t in named:
                     t.sub_(eps(m.seed, nm, t.shape), alpha=sigma)
@@ -142,7 +181,7 @@ class Bench:
         return None, run
 
     def evotune(
-        self, noise: str, batch_size: int
+        self, noise: str, batch_size: int, compiled: bool = False
     ) -> tuple[Callable[[], Any], Callable[[Any], dict[str, Any]]]:
         """(c)/(d) One ES iteration exactly as the trainer runs it (evaluate, tell, update)."""
         from evotune.config import build_config
@@ -164,12 +203,23 @@ class Bench:
                 "es.prompts_per_iteration": self.p,
                 "generation.max_new_tokens": self.mnt,
                 "generation.batch_size": batch_size,
+                "generation.min_new_tokens": self.fixed,
+                "generation.compile": compiled,
+                "generation.compile_backend": self.backend,
+                "model.dtype": s["dtype"],
+                "model.device": s["device"],
+                "es.master_device": s["master_device"],
             },
         )
 
         def setup() -> Any:
             params = make_params(self.model, cfg.es)
-            return params, local_evaluator(self.model, self.tok, self.task, params, cfg)
+            evaluator = local_evaluator(self.model, self.tok, self.task, params, cfg)
+            if compiled:  # compile outside the timed call: another population of the same shape
+                from evotune.es.strategy import ask as ask_
+
+                evaluator(ask_(1, 1, self.n), self.examples, self.prompts)
+            return params, evaluator
 
         def run(state: Any) -> dict[str, Any]:
             params, evaluator = state
@@ -257,7 +307,7 @@ def phase_process(spec: dict[str, Any], out: Any) -> None:
     runtime = RSSPeak.now()
     with RSSPeak() as mem:
         bench = Bench(spec)
-        model_bytes = sum(t.numel() * 4 for t in bench.model.parameters())
+        model_bytes = sum(t.numel() * 4 for t in bench.model.parameters())  # fp32 size, whatever the dtype
         if spec["phase"] == "noise":
             out.put({"noise_options_s": noise_options(bench.model)})
             return
@@ -267,11 +317,24 @@ def phase_process(spec: dict[str, Any], out: Any) -> None:
             "naive": bench.naive,
             "full": lambda: bench.evotune("full", arg),
             "lowrank": lambda: bench.evotune("lowrank", arg),
+            "plain_compiled": lambda: bench.plain(arg, compiled=True),
+            "lowrank_compiled": lambda: bench.evotune("lowrank", arg, compiled=True),
         }[kind]()
+        t_setup = time.perf_counter()
         state = setup() if setup is not None else None
+        t_setup = time.perf_counter() - t_setup
+        cuda = bench.model.device.type == "cuda"
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
         t0, c0 = time.perf_counter(), time.process_time()
         extra = run(state)
+        if cuda:
+            torch.cuda.synchronize()
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        if cuda:
+            extra["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        extra["setup_s"] = t_setup
     n = bench.n * bench.p
     out.put(
         {
@@ -308,7 +371,17 @@ def in_process(spec: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="smollm2-135m", help="alias, model directory or run directory")
+    ap.add_argument("--model", default="smollm2-135m", help="alias, model directory, run directory or arch:NAME")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
+    ap.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16")
+    ap.add_argument("--master-device", default="device", help="es.master_device: device | cpu")
+    ap.add_argument("--prompt-tokens", type=int, default=None, help="synthetic prompts of exactly K tokens")
+    ap.add_argument("--compile", action="store_true", help="also the compiled limit and compiled low rank")
+    ap.add_argument("--compile-backend", default="inductor", help="torch.compile backend (eager: fast smoke)")
+    ap.add_argument(
+        "--fixed-length", action=argparse.BooleanOptionalAction, default=None,
+        help="force every completion to max-new-tokens (default: on for arch: models)",
+    )
     ap.add_argument("--quick", action="store_true", help="tiny random model and small sizes (smoke test)")
     ap.add_argument("--task", default="conciseness", help="prompts and reward come from this task")
     ap.add_argument("--population", "-N", type=int, default=None, help="N (default 32; 4 with --quick)")
@@ -343,8 +416,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         tmp = tempfile.TemporaryDirectory()
         model_spec = str(make_tiny(Path(tmp.name) / "tiny", seed=0))
     label = "tiny" if args.quick else args.model
+    fixed = args.fixed_length if args.fixed_length is not None else args.model.startswith("arch:")
     base = {
         "model": model_spec,
+        "device": args.device,
+        "dtype": args.dtype,
+        "master_device": args.master_device,
+        "fixed_length": fixed,
+        "prompt_tokens": args.prompt_tokens,
+        "compile_backend": args.compile_backend,
         "task": args.task,
         "population": n,
         "prompts": p,
@@ -354,14 +434,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "alpha": args.alpha,
         "threads": threads,
     }
-    print(f"model {label}, N={n} P={p} max_new_tokens={mnt} rank={args.rank}, threads={threads}", flush=True)
+    random = " (random weights, throughput only)" if args.model.startswith("arch:") else ""
+    print(f"model {label}{random} on {args.device}, N={n} P={p} max_new_tokens={mnt}{' fixed' if fixed else ''} "
+          f"rank={args.rank}, threads={threads}", flush=True)
 
     def phase(name: str, what: Any) -> dict[str, Any]:
         row = {"phase": name, **in_process({**base, "phase": what})}
         print(
             f"  {name:<22} {row['wall_s']:8.1f} s (cpu {row['cpu_s']:7.1f} s)  {row['completions_per_s']:6.2f} "
             f"compl/s  {row['tokens_per_s']:6.1f} tok/s  peak RSS {row['peak_rss_mb']:6.0f} MB  "
-            f"load {row['load_avg_1min']:.1f}",
+            f"load {row['load_avg_1min']:.1f}"
+            + (f"  GPU {row['peak_gpu_mb']:.0f} MB" if "peak_gpu_mb" in row else ""),
             flush=True,
         )
         return row
@@ -374,12 +457,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     sizes = sorted({int(b) for b in args.batch_sizes.split(",")} if args.batch_sizes else {p, 8 * p, n * p})
     results = [phase(f"a_limit_batch{bs}", ("plain", bs)) for bs in sizes]
     limit = max(results, key=lambda r: r["completions_per_s"])
+    climit = None
+    if args.compile:
+        climit = phase(f"a_limit_compiled_batch{limit['batch_size']}", ("plain_compiled", limit["batch_size"]))
+        results.append(climit)
     if "naive" not in skip:
         results.append(phase("b_naive", ("naive", p)))
     if "full" not in skip:
         results.append(phase("c_evotune_full_rank", ("full", p)))
     if "lowrank" not in skip:
         results.append(phase("d_evotune_low_rank", ("lowrank", args.lowrank_batch or limit["batch_size"])))
+        if args.compile:
+            results.append(phase("e_evotune_low_rank_compiled",
+                                 ("lowrank_compiled", args.lowrank_batch or limit["batch_size"])))
 
     by = {r["phase"]: r for r in results}
     model_mb = results[0]["model_mb_fp32"]
@@ -401,10 +491,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         summary["full_rank_peak_rss_above_runtime_x_model"] = c["peak_rss_above_runtime_x_model"]
     if "d_evotune_low_rank" in by:
         summary["low_rank_vs_limit"] = by["d_evotune_low_rank"]["ratio_to_limit"]
+    if climit is not None and "e_evotune_low_rank_compiled" in by:
+        e = by["e_evotune_low_rank_compiled"]
+        summary["low_rank_compiled_vs_compiled_limit"] = e["completions_per_s"] / climit["completions_per_s"]
+        if "b_naive" in by:
+            summary["speedup_e_over_naive"] = e["completions_per_s"] / by["b_naive"]["completions_per_s"]
+    if "c_evotune_full_rank" in by:
+        c = by["c_evotune_full_rank"]
+        summary["full_rank_noise_share"] = c["times"].get("noise", 0.0) / c["wall_s"]
+        summary["full_rank_s_per_iteration"] = c["wall_s"]
     out = {
         "config": {
             **{k: v for k, v in base.items() if k != "model"},
             "model": label,
+            "weights": "random (throughput only)" if args.model.startswith("arch:") else "trained",
+            "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") and torch.cuda.is_available() else None,
             "torch": torch.__version__,
             "cpu": platform.processor() or platform.machine(),
             "cores": os.cpu_count(),
@@ -423,7 +524,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     for k, v in summary.items():
         print(f"{k}: {v if isinstance(v, str) else f'{v:.3f}'}")
-    default = Path(__file__).parent / "results" / f"throughput-{label}.json"
+    default = Path(__file__).parent / "results" / f"throughput-{label.replace(':', '-')}{'' if args.device == 'cpu' else '-' + args.device}.json"
     dest = Path(args.json) if args.json else default
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(out, indent=2))

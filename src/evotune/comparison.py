@@ -71,13 +71,14 @@ def evaluate_all(
     dtype: str,
     samples: int,
     log: Log | None = None,
+    device: str = "auto",
 ) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
     """Greedy held-out evaluation of every model on every task: summaries and the first rows."""
     summaries: dict[str, dict[str, Any]] = {}
     rows: dict[str, list[dict[str, Any]]] = {}
     first: dict[str, list[dict[str, Any]]] = {}  # the first entry's rows per task: the base's (`correct_lost`)
     for e in entries:
-        model, tok = load_model(e.path, dtype)
+        model, tok = load_model(e.path, dtype, device)
         summaries[e.label] = {}
         for name, res in evaluate_tasks(model, tok, sources, mnt, batch_size, limit, base_rows=first):
             first.setdefault(name, res.rows)
@@ -158,7 +159,8 @@ class CompareConfig(BaseModel):
     skip: list[str] = Field(default_factory=list, description="analyses to skip: kl, delta, lmc, robustness")
     samples: int = Field(default=4, ge=0, description="sample completions per task in the report")
     seed: int = 0
-    dtype: str = "float32"
+    dtype: str = Field(default="auto", description="auto: float32 on the CPU, bfloat16 on CUDA")
+    device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
     batch_size: int = Field(default=64, ge=1)
 
     @field_validator("skip")
@@ -181,7 +183,7 @@ def compare(models_or_runs: Sequence[str], cfg: CompareConfig | None = None, log
     base, tasks, limit, kl_prompts, max_new_tokens = c.base, c.tasks, c.limit, c.kl_prompts, c.max_new_tokens
     lmc_points, lmc_limit, lmc_kl, sigmas, trials = c.lmc_points, c.lmc_limit, c.lmc_kl, c.sigmas, c.trials
     robust_params, robust_base, skip, samples = c.robust_params, c.robust_base, c.skip, c.samples
-    seed, dtype, batch_size = c.seed, c.dtype, c.batch_size
+    seed, dtype, device, batch_size = c.seed, c.dtype, c.device, c.batch_size
     if not models_or_runs:
         raise AnalysisError("compare needs at least one run or model")
     entries = resolve_entries(models_or_runs)
@@ -229,6 +231,7 @@ def compare(models_or_runs: Sequence[str], cfg: CompareConfig | None = None, log
             "robust_params": robust_params,
             "seed": seed,
             "dtype": dtype,
+            "device": device,
             "skip": list(skip),
         },
         "errors": errors,
@@ -256,7 +259,7 @@ def compare(models_or_runs: Sequence[str], cfg: CompareConfig | None = None, log
             free_memory()
 
     rewards, sample_rows = step(
-        "evaluation", lambda: evaluate_all(everyone, sources, mnt, limit, batch_size, dtype, samples, log)
+        "evaluation", lambda: evaluate_all(everyone, sources, mnt, limit, batch_size, dtype, samples, log, device=device)
     ) or ({}, {})
     summary["rewards"] = {m: {t: _reward_cell(s) for t, s in per.items()} for m, per in rewards.items()}
     summary["evaluation"] = rewards
@@ -271,7 +274,7 @@ def compare(models_or_runs: Sequence[str], cfg: CompareConfig | None = None, log
         kl = step(
             "kl",
             lambda: kl_matrix(
-                entries, base_e, list(sources.values()), kl_prompts, lengths, seed, dtype=dtype
+                entries, base_e, list(sources.values()), kl_prompts, lengths, seed, dtype=dtype, device=device
             ),
         )
     summary["kl"] = kl
@@ -306,7 +309,7 @@ def compare(models_or_runs: Sequence[str], cfg: CompareConfig | None = None, log
                 kl=lmc_kl,
                 kl_ref=0,
                 seed=seed,
-                dtype=dtype,
+                dtype=dtype, device=device,
                 log=log,
                 known=known if lmc_limit in (None, limit) else None,
             ),
@@ -330,7 +333,7 @@ def compare(models_or_runs: Sequence[str], cfg: CompareConfig | None = None, log
                     mnt[primary],
                     batch_size,
                     seed,
-                    dtype=dtype,
+                    dtype=dtype, device=device,
                     log=log,
                     baseline=_baseline(rewards, e.label, primary),
                 ),

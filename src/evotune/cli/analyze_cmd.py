@@ -21,7 +21,8 @@ from evotune.report import tables
 Opt = typer.Option
 
 OutOpt = Annotated[Path | None, Opt("--out", help="write the JSON result here")]
-DtypeOpt = Annotated[str, Opt(help="float32 | bfloat16 | float16")]
+DtypeOpt = Annotated[str, Opt(help="float32 | bfloat16 | float16 | auto (bf16 on CUDA)")]
+DeviceOpt = Annotated[str, Opt(help="auto | cpu | cuda | cuda:N (auto: CUDA when present)")]
 SeedOpt = Annotated[int, Opt(help="sampling / noise seed")]
 ThreadsOpt = Annotated[int | None, Opt(help="torch threads (default: torch's own)")]
 
@@ -88,7 +89,8 @@ def kl_cmd(
     max_new_tokens: Annotated[int | None, Opt(help="default: each task's own")] = None,
     general: Annotated[bool, Opt(help="include the built-in general prompts (off-task)")] = True,
     seed: SeedOpt = 0,
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
     out: OutOpt = None,
     threads: ThreadsOpt = None,
 ) -> None:
@@ -98,7 +100,8 @@ def kl_cmd(
 
     models = _models(model)
     res = kl_matrix(
-        models, _base_for(models, base), split_csv(tasks), n_prompts, max_new_tokens, seed, general, dtype
+        models, _base_for(models, base), split_csv(tasks), n_prompts, max_new_tokens, seed, general, dtype,
+        device=device,
     )
     _write(out, res)
     print_tables(tables.kl_tables(res))
@@ -141,7 +144,8 @@ def lmc_cmd(
     kl_prompts: Annotated[int, Opt()] = 8,
     batch_size: Annotated[int, Opt()] = 64,
     seed: SeedOpt = 0,
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
     out: OutOpt = None,
     threads: ThreadsOpt = None,
 ) -> None:
@@ -169,6 +173,7 @@ def lmc_cmd(
         kl_prompts=kl_prompts,
         seed=seed,
         dtype=dtype,
+        device=device,
         log=_log,
     )
     _write(out, res)
@@ -191,7 +196,8 @@ def robustness_cmd(
     kl_prompts: Annotated[int, Opt()] = 8,
     batch_size: Annotated[int, Opt()] = 64,
     seed: SeedOpt = 0,
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
     out: OutOpt = None,
     threads: ThreadsOpt = None,
 ) -> None:
@@ -213,6 +219,7 @@ def robustness_cmd(
         kl,
         kl_prompts,
         dtype,
+        device=device,
         log=_log,
     )
     _write(out, res)
@@ -242,7 +249,8 @@ def compare_cmd(
     samples: Annotated[int, Opt(help="sample completions per task in the report")] = 4,
     batch_size: Annotated[int, Opt()] = 64,
     seed: SeedOpt = 0,
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
 ) -> None:
     """Run every analysis on runs/models and write one self-contained HTML report + summary.json."""
@@ -255,7 +263,8 @@ def compare_cmd(
         "base": base, "tasks": split_csv(tasks) or [], "out_dir": str(out), "limit": limit, "kl_prompts": kl_prompts,
         "max_new_tokens": max_new_tokens, "lmc_points": points, "lmc_limit": lmc_limit, "lmc_kl": lmc_kl,
         "sigmas": parse_floats(sigmas), "trials": trials, "robust_params": params, "robust_base": robust_base,
-        "skip": split_csv(skip) or [], "samples": samples, "seed": seed, "dtype": dtype, "batch_size": batch_size,
+        "skip": split_csv(skip) or [], "samples": samples, "seed": seed, "dtype": dtype, "device": device,
+        "batch_size": batch_size,
     }, CompareConfig)
     s = compare(runs, cc, log=_log)
     t = Table(title=f"comparison against {s['base']['spec']} on {s['primary_task']}")

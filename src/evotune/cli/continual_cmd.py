@@ -42,6 +42,7 @@ def continual(
     sets: Annotated[list[str] | None, Opt("--set", help="trainer settings for every stage, e.g. es.population=8")] = None,
     threads: Annotated[int | None, Opt()] = None,
     no_progress: Annotated[bool, Opt("--no-progress")] = False,
+    device: Annotated[str | None, Opt(help="auto | cpu | cuda | cuda:N (training and evaluation)")] = None,
 ) -> None:
     """Train the tasks one after another; matrix, BWT, forgetting and KL → continual.json and a PNG."""
     from evotune.continual.report import tables
@@ -50,7 +51,7 @@ def continual(
     spec = ContinualSpec(
         tasks=split_csv(tasks) or [], method=method, run_dir=run_dir, budget=budget_per_task, model=model,
         seed=seed, eval_limit=eval_limit, max_new_tokens=max_new_tokens, kl_prompts=kl_prompts,
-        overrides=parse_sets(sets), task_options=parse_task_opts(task_opt), threads=threads, progress=not no_progress,
+        overrides={**parse_sets(sets), **({"model.device": device} if device else {})}, task_options=parse_task_opts(task_opt), threads=threads, progress=not no_progress,
     )
 
     def announce(i: int, name: str) -> None:

@@ -27,6 +27,8 @@ def passk_cmd(
     batch_size: Annotated[int, Opt()] = 64,
     seed: Annotated[int, Opt()] = 0,
     out: Annotated[Path, Opt(help="output directory (passk.json, passk.png)")] = Path("passk"),
+    dtype: Annotated[str, Opt(help="auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16")] = "auto",
+    device: Annotated[str, Opt(help="auto | cpu | cuda | cuda:N")] = "auto",
 ) -> None:
     """Pass@k, coverage and solved-set overlap; settings chosen on a split disjoint from the report."""
     from evotune.analysis.common import parse_floats
@@ -36,7 +38,7 @@ def passk_cmd(
     from evotune.tasks import get_task
 
     t = get_task(task)
-    m, tok = load_model(model)
+    m, tok = load_model(model, dtype, device)
     res = passk_study(m, tok, t, n, parse_floats(temperatures), parse_floats(sigmas),
                       t.max_new_tokens(max_new_tokens), n_select, n_report, batch_size, seed)
     out.mkdir(parents=True, exist_ok=True)

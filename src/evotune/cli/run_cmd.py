@@ -31,7 +31,8 @@ def eval_cmd(
     n_eval: Annotated[int | None, Opt()] = None,
     data: Annotated[str | None, Opt()] = None,
     reward: Annotated[str | None, Opt()] = None,
-    dtype: Annotated[str, Opt()] = "float32",
+    dtype: Annotated[str, Opt(help="auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16")] = "auto",
+    device: Annotated[str, Opt(help="auto | cpu | cuda | cuda:N")] = "auto",
     sets: SetOpt = None,
 ) -> None:
     """Score any model on a task split with the same code path as training."""
@@ -56,7 +57,7 @@ def eval_cmd(
         raise ConfigError("--task is required unless --model is an evotune run directory")
     tcfg = build_config(None, None, TaskConfig) if not base else TaskConfig.model_validate(base)
     t = build_task(tcfg)
-    m, tok = load_model(model, dtype)
+    m, tok = load_model(model, dtype, device)
     res = evaluate(m, tok, t, split, max_new_tokens, batch_size, limit, temperature)
     if out is not None:
         write_jsonl(out, res.rows)
@@ -69,11 +70,15 @@ def replay_cmd(
     run: Annotated[Path, typer.Argument(help="run directory")],
     iteration: Annotated[int | None, Opt(help="iteration to rebuild (default: last)")] = None,
     out: Annotated[Path | None, Opt(help="write the rebuilt model here")] = None,
+    device: Annotated[str | None, Opt(help="auto | cpu | cuda | cuda:N (default: the run's own)")] = None,
+    allow_device_change: Annotated[
+        bool, Opt(help="replay on another device type than recorded (noise differs: so will the weights)")
+    ] = False,
 ) -> None:
     """Rebuild the weights of iteration K from the base model and trajectory.jsonl alone."""
     from evotune.trainers.replay import replay
 
-    res = replay(run, iteration, out)
+    res = replay(run, iteration, out, device, allow_device_change)
     console.print_json(json.dumps(res))
     if res["matches_checkpoint"] is False:
         console.print(f"[bold red]replayed weights differ from the checkpoint:[/] {res.get('problem', '')}",

@@ -25,13 +25,14 @@ def _floats(text: str | None, flag: str) -> list[float] | None:
 
 def _run(method: str, axes: dict[str, list[Any]], seeds: str, out: Path, config: Path | None, task: str | None,
          model: str | None, budget: str | None, max_new_tokens: int | None, eval_limit: int | None,
-         sets: list[str] | None, kl: bool, progress: bool) -> None:
+         sets: list[str] | None, kl: bool, progress: bool, device: str | None = None) -> None:
     from evotune.config import BudgetConfig
     from evotune.errors import ConfigError
     from evotune.sweep import sweep
 
     o: dict[str, Any] = {"method": method, "task.name": task, "model.name": model, "run_dir": str(out / "_base"),
-                         "generation.max_new_tokens": max_new_tokens, "eval.limit": eval_limit}
+                         "generation.max_new_tokens": max_new_tokens, "eval.limit": eval_limit,
+                         "model.device": device}
     if budget:
         b = BudgetConfig.parse(budget)
         o["budget.completions"], o["budget.tokens"] = b.completions, b.tokens
@@ -69,10 +70,11 @@ def sweep_es(
     sets: Annotated[list[str] | None, Opt("--set")] = None,
     kl: Annotated[bool, Opt(help="also measure on-task KL to the base per run")] = False,
     no_progress: Annotated[bool, Opt("--no-progress")] = False,
+    device: Annotated[str | None, Opt(help="auto | cpu | cuda | cuda:N")] = None,
 ) -> None:
     """ES grid over α × σ (and seeds)."""
     axes = {"es.alpha": _floats(alpha, "--alpha"), "es.sigma": _floats(sigma, "--sigma")}
-    _run("es", axes, seeds, out, config, task, model, budget, max_new_tokens, eval_limit, sets, kl, not no_progress)
+    _run("es", axes, seeds, out, config, task, model, budget, max_new_tokens, eval_limit, sets, kl, not no_progress, device)
 
 
 @sweep_app.command("grpo")
@@ -91,7 +93,8 @@ def sweep_grpo(
     sets: Annotated[list[str] | None, Opt("--set")] = None,
     kl: Annotated[bool, Opt()] = False,
     no_progress: Annotated[bool, Opt("--no-progress")] = False,
+    device: Annotated[str | None, Opt(help="auto | cpu | cuda | cuda:N")] = None,
 ) -> None:
     """GRPO grid over β × learning rate (and seeds)."""
     axes = {"grpo.beta": _floats(beta, "--beta"), "grpo.learning_rate": _floats(lr, "--lr")}
-    _run("grpo", axes, seeds, out, config, task, model, budget, max_new_tokens, eval_limit, sets, kl, not no_progress)
+    _run("grpo", axes, seeds, out, config, task, model, budget, max_new_tokens, eval_limit, sets, kl, not no_progress, device)

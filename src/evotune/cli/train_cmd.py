@@ -31,6 +31,8 @@ def train_es(
     workers: Annotated[int | None, Opt(help="evaluate members on N local Ray workers (ray.workers)")] = None,
     ray_address: Annotated[str | None, Opt(help="join an existing Ray cluster (ray.address)")] = None,
     ray_check_every: Annotated[int | None, Opt(help="compare replica checksums every K iterations")] = None,
+    gpus_per_worker: Annotated[float | None, Opt(help="GPUs per Ray worker; fractions share a GPU")] = None,
+    master_device: Annotated[str | None, Opt(help="device (beside the model) | cpu (fp32 master on the host)")] = None,
     *,
     args: TrainArgs,
 ) -> None:
@@ -41,6 +43,7 @@ def train_es(
         "es.rank": rank, "es.include": split_csv(include), "es.exclude": split_csv(exclude),
         "es.prompts_per_iteration": prompts_per_iteration,
         "ray.workers": workers, "ray.address": ray_address, "ray.check_every": ray_check_every,
+        "ray.gpus_per_worker": gpus_per_worker, "es.master_device": master_device,
     })
     from evotune.trainers import make_trainer  # torch and transformers: loaded when a command runs
 

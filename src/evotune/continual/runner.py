@@ -182,7 +182,7 @@ def evaluate_row(
     cells = {name: out_dir / f"row_{row}" / f"{name}.json" for name in spec.tasks}
     todo = {name: tasks[name] for name in spec.tasks if not cells[name].is_file()}
     if todo:
-        model, tok = load_model(model_spec)
+        model, tok = load_model(model_spec, *_placement(spec))
         for name, ev in evaluate_tasks(model, tok, todo, spec.max_new_tokens, batch_size, spec.eval_limit):
             write_jsonl(out_dir / f"row_{row}" / f"{name}.jsonl", ev.rows)
             done = {"summary": ev.summary, "kl": None}
@@ -196,6 +196,11 @@ def evaluate_row(
             res["kl"][name] = done["kl"]
     atomic_write_json(path, _jsonable(res))
     return res
+
+
+def _placement(spec: ContinualSpec) -> tuple[str, str]:
+    """(dtype, device) for the matrix evaluations: the stages' own settings (`--set model.*`)."""
+    return str(spec.overrides.get("model.dtype", "auto")), str(spec.overrides.get("model.device", "auto"))
 
 
 def _kl(model: Any, base: Any, tok: Any, task: Any, spec: ContinualSpec, name: str) -> dict[str, Any]:
@@ -237,7 +242,7 @@ def run_continual(spec: ContinualSpec, on_stage: Callable[[int, str], None] | No
         stages.append({"stage": i, "task": name, "dir": str(d), "model_in": prev, "checkpoint": str(ckpt),
                        "summary": summary})
         if not (root / "matrix" / f"row_{i}.json").is_file() and base_model is None and spec.kl_prompts > 0:
-            base_model, _ = load_model(spec.model)
+            base_model, _ = load_model(spec.model, *_placement(spec))
         rows.append(evaluate_row(spec, i, str(ckpt), tasks, base_model, batch_size))
         prev = str(ckpt)
     result = assemble(spec, rows, stages)

@@ -165,7 +165,8 @@ class RayEvaluator:
         self.n_workers = n_workers
         self.max_failures = 2 * n_workers + 2 if max_failures is None else max_failures
         self._actor_cls = ray.remote(ReplicaWorker).options(
-            num_cpus=self.threads, max_restarts=0, max_task_retries=0, scheduling_strategy="SPREAD"
+            num_cpus=self.threads, num_gpus=self.cfg.ray.gpus_per_worker,  # fractions: replicas share a GPU
+            max_restarts=0, max_task_retries=0, scheduling_strategy="SPREAD",
         )
         self._task_ref = ray.put(task)
         self._build_args = (self.cfg,)

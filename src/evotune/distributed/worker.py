@@ -59,7 +59,7 @@ class ReplicaWorker:
         """Load the base model, build the trainer's params and evaluator, then `advance` to `rows`."""
         import torch
 
-        model, tok = load_model(cfg.model.name, cfg.model.dtype)
+        model, tok = load_model(cfg.model.name, cfg.model.dtype, cfg.model.device)
         self.cfg = cfg
         self.params = make_params(model, cfg.es)
         self.evaluator = local_evaluator(model, tok, task, self.params, cfg)

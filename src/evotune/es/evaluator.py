@@ -70,6 +70,8 @@ class PopulationEvaluator:
         self.sigma = float(cfg.es.sigma)
         self.max_new_tokens = task.max_new_tokens(cfg.generation.max_new_tokens)
         self.batch_size = cfg.generation.batch_size
+        self.compile_backend = cfg.generation.compile_backend if cfg.generation.compile else None
+        self.min_new_tokens = cfg.generation.min_new_tokens
 
     def prompt_tokens(self, prompts: Sequence[str]) -> int:
         """Prompt tokens one member reads, counted as generation feeds them (no special tokens added)."""
@@ -92,7 +94,8 @@ class SequentialEvaluator(PopulationEvaluator):
                 self.params.perturb(m.seed, m.sign, self.sigma if m.sigma is None else m.sigma)
                 t1 = time.perf_counter()
                 comps = generate(
-                    self.model, self.tokenizer, prompts, self.max_new_tokens, batch_size=self.batch_size
+                    self.model, self.tokenizer, prompts, self.max_new_tokens, batch_size=self.batch_size,
+                    compile_backend=self.compile_backend, min_new_tokens=self.min_new_tokens,
                 )
                 t2 = time.perf_counter()
                 rows = score_rows(self.task, examples, comps)

@@ -65,6 +65,7 @@ class _Group:
     bt: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> Bᵀ, contiguous (m, r, in)
     offset: dict[str, torch.Tensor] = field(default_factory=dict)  # bias name -> (m, 1, out): sσε
     weight: dict[str, torch.Tensor] = field(default_factory=dict)  # scale name -> (m, *shape): master + sσε
+    bt_cat: dict[str, torch.Tensor] = field(default_factory=dict)  # leader -> its siblings' Bᵀ stacked (m, k·r, in)
 
     @property
     def rows(self) -> int:
@@ -79,8 +80,26 @@ class BatchedForward:
     prefill to the last decode step; every hook checks the batch size to fail loudly if not.
     """
 
-    def __init__(self, model: nn.Module, params: EvolvingParams, sigma: float, rank: int) -> None:
+    def __init__(
+        self, model: nn.Module, params: EvolvingParams, sigma: float, rank: int, persistent: bool = False,
+        fuse: bool | None = None,
+    ) -> None:
+        """`persistent`: hooks stay installed (no-ops outside `active`), as a compiled forward needs.
+
+        A compiled graph is traced with the hooks present and reads the group's tensors as inputs,
+        so new members need no recompile; hooks added and removed per call would recompile every
+        time (hook guards on) or be silently ignored (hook guards off).
+        """
         self.model, self.params, self.sigma, self.rank = model, params, sigma, rank
+        self.persistent = persistent
+        self._handles: list[Any] = []
+        # Linear layers fed the same input (q/k/v, gate/up) share one B-projection: fewer kernel
+        # launches, which is what a GPU is bound by. Learned from the first call (consecutive hooks
+        # seeing the same tensor); eager only, and by default only on CUDA, so the CPU path is as before.
+        self.fuse = (params.device.type == "cuda" and not persistent) if fuse is None else fuse and not persistent
+        self.siblings: dict[str, list[str]] | None = None  # leader -> [leader, sibling, ...]
+        self._seen: list[tuple[torch.Tensor, str]] = []
+        self._fused: tuple[torch.Tensor | None, dict[str, torch.Tensor]] = (None, {})
         by_id = {id(p): n for n, p in params.params.items()}
         self.linears: list[tuple[nn.Linear, str | None, str | None]] = []
         self.embeddings: list[tuple[nn.Embedding, str]] = []
@@ -110,6 +129,11 @@ class BatchedForward:
         self.matrices = sorted({n for n, p in params.params.items() if p.dim() == 2})
         self.vectors = sorted(set(params.params) - set(self.matrices))
         self.group: _Group | None = None
+        if persistent and self.scales:
+            raise ValueError(
+                "compiled generation cannot swap per-row norm weights: use es.lowrank_vectors=freeze "
+                "or generation.compile=false"
+            )
 
     # -- per-group state ------------------------------------------------------------------------
     def sigma_of(self, m: Member) -> float:
@@ -123,24 +147,26 @@ class BatchedForward:
         `pad` null members (zero perturbation, outputs discarded) follow the real ones; see MIN_ROWS.
         """
         g = _Group(len(members) + pad, rows_per_member)
-        dtype = next(iter(self.params.params.values())).dtype
+        dtype, dev = next(iter(self.params.params.values())).dtype, self.params.device
         for name in self.matrices:
             shape = tuple(self.params.params[name].shape)
-            pairs = [factors(m.seed, name, shape, self.rank) for m in members]  # type: ignore[arg-type]
-            pairs += [(torch.zeros(shape[0], self.rank), torch.zeros(shape[1], self.rank))] * pad
+            pairs = [factors(m.seed, name, shape, self.rank, dev) for m in members]  # type: ignore[arg-type]
+            pairs += [(torch.zeros(shape[0], self.rank, device=dev), torch.zeros(shape[1], self.rank, device=dev))] * pad
             coef = torch.tensor(
                 [m.sign * self.sigma_of(m) / math.sqrt(self.rank) for m in members] + [0.0] * pad,
-                dtype=torch.float32,
+                dtype=torch.float32, device=dev,
             )
             g.a[name] = torch.stack([a for a, _ in pairs]).mul_(coef.view(-1, 1, 1)).to(dtype)
             g.at[name] = g.a[name].transpose(1, 2).contiguous()
             g.bt[name] = torch.stack([b.T for _, b in pairs]).to(dtype)
+        for leader, names in (self.siblings or {}).items():
+            g.bt_cat[leader] = torch.cat([g.bt[n] for n in names], 1)
         for name in self.vectors:
-            p, master = self.params.params[name], self.params.master[name]
+            p, master = self.params.params[name], self.params.master[name].to(dev)
             fn = self.params.noise_fn
             rows = []
             for m in members:
-                eps = fn(m.seed, name, tuple(p.shape))
+                eps = fn(m.seed, name, tuple(p.shape), device=dev)
                 # exactly the value `EvolvingParams.perturb` writes
                 rows.append(eps.mul_(m.sign * self.sigma_of(m)).add_(master).to(p.dtype))
             rows += [master.to(p.dtype)] * pad
@@ -155,14 +181,39 @@ class BatchedForward:
         def cut(d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             return {k: v[:members] for k, v in d.items()}
 
-        return _Group(members, rows_per_member, cut(g.a), cut(g.at), cut(g.bt), cut(g.offset), cut(g.weight))
+        return _Group(
+            members, rows_per_member, cut(g.a), cut(g.at), cut(g.bt), cut(g.offset), cut(g.weight), cut(g.bt_cat)
+        )
 
     @contextmanager
     def active(self, group: _Group) -> Iterator[None]:
         """Install the hooks for the duration of one generate call; always removes them."""
         self.group = group
-        handles = []
+        if self.persistent:
+            if not self._handles:
+                self._handles = self._install([])
+            try:
+                yield
+            finally:
+                self.group = None
+            return
         swapped: list[tuple[nn.Module, str, Any]] = []
+        handles = self._install(swapped)
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+            for mod, pname, original in reversed(swapped):
+                mod._parameters[pname] = original
+            self.group = None
+            self._fused = (None, {})
+            if self.fuse and self.siblings is None and self._seen:
+                self.siblings = _sibling_groups(self._seen)
+            self._seen = []
+
+    def _install(self, swapped: list[tuple[nn.Module, str, Any]]) -> list[Any]:
+        handles = []
         try:
             for mod, wname, bname in self.linears:
                 handles.append(mod.register_forward_hook(self._linear_hook(wname, bname)))
@@ -171,13 +222,17 @@ class BatchedForward:
             for mod, pname, name in self.scales:
                 handles.append(mod.register_forward_pre_hook(self._scale_pre_hook(pname, name, swapped)))
                 handles.append(mod.register_forward_hook(self._scale_post_hook(swapped)))
-            yield
-        finally:
+        except BaseException:
             for h in handles:
                 h.remove()
-            for mod, pname, original in reversed(swapped):
-                mod._parameters[pname] = original
-            self.group = None
+            raise
+        return handles
+
+    def close(self) -> None:
+        """Remove persistent hooks (the model is plain again)."""
+        for h in self._handles:
+            h.remove()
+        self._handles = []
 
     def _rows(self, x: torch.Tensor) -> _Group:
         g = self.group
@@ -189,24 +244,43 @@ class BatchedForward:
 
     def _linear_hook(self, wname: str | None, bname: str | None) -> Any:
         def hook(mod: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> torch.Tensor:
+            if self.group is None:  # a persistent hook outside `active`: the plain model
+                return out
             g = self._rows(args[0])
             y = out.view(g.members, -1, out.shape[-1])
             if wname is not None:
-                x = args[0].reshape(g.members, -1, args[0].shape[-1])
-                # (Bᵀ xᵀ)ᵀ: as a GEMM with M=r this is several times faster than the GEMV x B
-                _add_lowrank(y, torch.bmm(g.bt[wname], x.transpose(1, 2)).transpose(1, 2), g.at[wname])
+                _add_lowrank(y, self._projection(g, wname, args[0]), g.at[wname])
             if bname is not None:
                 y.add_(g.offset[bname].view(g.members, 1, -1))
             return out
 
         return hook
 
+    def _projection(self, g: _Group, wname: str, x_in: torch.Tensor) -> torch.Tensor:
+        """x Bᵢ per member, (m, n, r): from the siblings' shared projection when one was made for this x."""
+        cached_x, cached = self._fused
+        if cached_x is x_in and wname in cached:
+            return cached[wname]
+        x = x_in.reshape(g.members, -1, x_in.shape[-1]).transpose(1, 2)
+        if self.fuse and self.siblings is None and len(self._seen) < len(self.linears):  # the first forward
+            self._seen.append((x_in, wname))
+        if wname in g.bt_cat:
+            names = self.siblings[wname]  # type: ignore[index]
+            proj = torch.bmm(g.bt_cat[wname], x).transpose(1, 2)  # one GEMM for every sibling
+            parts = dict(zip(names, proj.split(self.rank, dim=2), strict=True))
+            self._fused = (x_in, parts)
+            return parts[wname]
+        # (Bᵀ xᵀ)ᵀ: as a GEMM with M=r this is several times faster than the GEMV x B
+        return torch.bmm(g.bt[wname], x).transpose(1, 2)
+
     def _embedding_hook(self, name: str) -> Any:
         def hook(mod: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> torch.Tensor:
+            if self.group is None:
+                return out
             ids = args[0]
             g = self._rows(ids)
             member = (
-                torch.arange(g.members)
+                torch.arange(g.members, device=ids.device)
                 .repeat_interleave(g.rows_per_member)
                 .view(-1, *([1] * (ids.dim() - 1)))
             )
@@ -238,6 +312,21 @@ class BatchedForward:
         return hook
 
 
+def _sibling_groups(seen: Sequence[tuple[torch.Tensor, str]]) -> dict[str, list[str]]:
+    """Runs of consecutive Linear hooks that saw the very same input tensor, keyed by their first."""
+    groups: dict[str, list[str]] = {}
+    run: list[str] = []
+    prev: torch.Tensor | None = None
+    for x, name in [*seen, (None, "")]:
+        if x is not None and x is prev and name not in run:
+            run.append(name)
+            continue
+        if len(run) > 1 and run[0] not in groups:
+            groups[run[0]] = run
+        run, prev = [name], x
+    return groups
+
+
 def _add_lowrank(y: torch.Tensor, u: torch.Tensor, vt: torch.Tensor) -> None:
     """y += u @ vt per member, in place: y (m, n, out), u (m, n, r), vt (m, r, out).
 
@@ -254,7 +343,7 @@ def _check_elementwise(mod: nn.Module, pname: str) -> None:
     """Refuse a vector parameter unless a per-row weight broadcasts to per-row outputs (e.g. RMSNorm)."""
     p = getattr(mod, pname)
     d = p.shape[0]
-    x = torch.randn(2, 3, d, generator=torch.Generator().manual_seed(0)).to(p.dtype)
+    x = torch.randn(2, 3, d, generator=torch.Generator().manual_seed(0)).to(device=p.device, dtype=p.dtype)
     ws = [p.detach() + 0.25, p.detach() - 0.5]
     original = mod._parameters[pname]
     try:
@@ -299,7 +388,9 @@ class BatchedLowRankEvaluator(PopulationEvaluator):
         if not isinstance(params.noise_fn, LowRankNoise):
             raise TypeError("BatchedLowRankEvaluator needs EvolvingParams built with lowrank_noise_fn")
         super().__init__(model, tokenizer, task, params, cfg)
-        self.forward = BatchedForward(model, params, self.sigma, params.noise_fn.rank)
+        self.forward = BatchedForward(
+            model, params, self.sigma, params.noise_fn.rank, persistent=self.compile_backend is not None
+        )
 
     def generate_members(
         self, members: Sequence[Member], prompts: Sequence[str]
@@ -322,7 +413,8 @@ class BatchedLowRankEvaluator(PopulationEvaluator):
                 rows = [p for _ in range(state.members) for p in chunk]
                 with self.forward.active(state):
                     out = generate(
-                        self.model, self.tokenizer, rows, self.max_new_tokens, batch_size=len(rows)
+                        self.model, self.tokenizer, rows, self.max_new_tokens, batch_size=len(rows),
+                        compile_backend=self.compile_backend, min_new_tokens=self.min_new_tokens,
                     )
                 for j in range(len(group)):
                     comps[start + j].extend(out[j * len(chunk) : (j + 1) * len(chunk)])
@@ -341,3 +433,6 @@ class BatchedLowRankEvaluator(PopulationEvaluator):
         t2 = time.perf_counter()
         res.times = {"noise": t_noise, "generate": t1 - t0 - t_noise, "score": t2 - t1}
         return res
+
+    def close(self) -> None:
+        self.forward.close()

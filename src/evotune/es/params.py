@@ -11,6 +11,10 @@ small thread pool (torch releases the GIL; every tensor's arithmetic is independ
 schedule, so results are bit-identical to a serial pass), and the update is still regenerated from
 seeds ("seed replay"): it needs no memory beyond the master, and live training, resume and replay
 all run this one formula, so they agree bit for bit.
+
+Devices: noise is drawn on the model's device (`noise_device`), so the noise stream depends on that
+device type, which trajectories record. The master lives beside the model, or on the host
+(`master_device="cpu"`) when it does not fit beside the working copy on the GPU.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from evotune.config import ESConfig
 from evotune.es.optimizers import ESOptimizer
 from evotune.noise import LowRankNoise, noise
 
-NoiseFn = Callable[[int, str, tuple[int, ...]], torch.Tensor]
+# (seed, name, shape, device) -> fp32 ε on that device
+NoiseFn = Callable[..., torch.Tensor]
 
 
 def noise_threads() -> int:
@@ -66,25 +71,33 @@ def lowrank_param_filter(named: Iterable[tuple[str, torch.nn.Parameter]], vector
 def make_params(model: Any, es: ESConfig) -> EvolvingParams:
     """The parameters `es.include`/`es.exclude` select, with full-rank or low-rank noise."""
     named = select_params(model, es.include, es.exclude)
+    master = "cpu" if es.master_device == "cpu" else None
     if es.noise == "lowrank":
         named = lowrank_param_filter(named, es.lowrank_vectors)
-        return EvolvingParams(named, LowRankNoise(es.rank, es.lowrank_vectors), es)
-    return EvolvingParams(named, noise, es)
+        return EvolvingParams(named, LowRankNoise(es.rank, es.lowrank_vectors), es, master_device=master)
+    return EvolvingParams(named, noise, es, master_device=master)
 
 
 class EvolvingParams:
     """Holds the evolving parameters of a model and applies ES operations to them.
 
     `es` chooses the update rule (`es.optimizer`, decay; see `es/optimizers.py`); without it the
-    update is plain `master += α · Σ c_s ε(s)` (sgd over a population of 1).
+    update is plain `master += α · Σ c_s ε(s)` (sgd over a population of 1). `master_device` keeps the
+    fp32 master elsewhere than the model (`es.master_device: cpu` for models whose master does not fit).
     """
 
     def __init__(
-        self, named: Iterable[tuple[str, torch.nn.Parameter]], noise_fn: NoiseFn = noise, es: ESConfig | None = None
+        self, named: Iterable[tuple[str, torch.nn.Parameter]], noise_fn: NoiseFn = noise, es: ESConfig | None = None,
+        master_device: str | torch.device | None = None,
     ) -> None:
         self.params: dict[str, torch.nn.Parameter] = dict(named)
+        devices = {p.device for p in self.params.values()}
+        if len(devices) != 1:
+            raise ValueError(f"evolving parameters must share one device, found {sorted(map(str, devices))}")
+        self.device: torch.device = devices.pop()  # where noise is drawn and the model computes
         self.master: dict[str, torch.Tensor] = {
-            n: p.detach().to(torch.float32, copy=True) for n, p in self.params.items()
+            n: p.detach().to(device=master_device or p.device, dtype=torch.float32, copy=True)
+            for n, p in self.params.items()
         }
         self.noise_fn = noise_fn
         self.optimizer = ESOptimizer(es or ESConfig(population=1), self.master)
@@ -93,7 +106,8 @@ class EvolvingParams:
 
     def _each(self, fn: Callable[[str], None]) -> None:
         """Run `fn` on every parameter name, on a thread pool when it helps."""
-        k = min(noise_threads(), len(self._order))
+        # a GPU queues kernels asynchronously: host threads only add contention there
+        k = min(noise_threads(), len(self._order)) if self.device.type == "cpu" else 1
         if k <= 1:
             for n in self._order:
                 fn(n)
@@ -106,7 +120,16 @@ class EvolvingParams:
         """ε(seed, name) — written into `p` itself when `p` is an fp32 tensor and the noise is full rank."""
         if self.noise_fn is noise and p.dtype == torch.float32:
             return noise(seed, name, tuple(p.shape), out=p)
-        return self.noise_fn(seed, name, tuple(p.shape))
+        return self.noise_fn(seed, name, tuple(p.shape), device=p.device)
+
+    @property
+    def device_type(self) -> str:
+        """The device type the noise is drawn on (its stream depends on it): what trajectories record."""
+        return self.device.type
+
+    def _master_on_device(self, name: str) -> torch.Tensor:
+        m = self.master[name]
+        return m if m.device == self.device else m.to(self.device, non_blocking=True)
 
     @torch.no_grad()
     def perturb(self, seed: int, sign: int, sigma: float) -> None:
@@ -118,7 +141,7 @@ class EvolvingParams:
         def one(name: str) -> None:
             p = self.params[name]
             eps = self._draw_into(seed, name, p.data)
-            eps.mul_(sign * sigma).add_(self.master[name])
+            eps.mul_(sign * sigma).add_(self._master_on_device(name))
             if eps.data_ptr() != p.data_ptr():
                 p.copy_(eps)
 
@@ -127,7 +150,7 @@ class EvolvingParams:
     @torch.no_grad()
     def restore(self) -> None:
         """Exact restore: copy the master back into the model."""
-        self._each(lambda name: self.params[name].copy_(self.master[name]))
+        self._each(lambda name: self.params[name].copy_(self.master[name], non_blocking=True))
 
     @torch.no_grad()
     def apply_update(self, coeffs: Mapping[int, float], alpha: float) -> None:
@@ -145,12 +168,12 @@ class EvolvingParams:
 
         def one(name: str) -> None:
             p = self.params[name]
-            acc = combine(pairs, name, tuple(p.shape)) if combine is not None else None
+            acc = combine(pairs, name, tuple(p.shape), device=p.device) if combine is not None else None
             if acc is None:
-                acc = torch.zeros(p.shape, dtype=torch.float32)
+                acc = torch.zeros(p.shape, dtype=torch.float32, device=p.device)
                 for s, c in pairs:
                     acc.add_(self._draw_into(s, name, p.data), alpha=c)  # p is scratch: rewritten below
-            self.optimizer.step(name, self.master[name], acc, alpha)
+            self.optimizer.step(name, self.master[name], acc.to(self.master[name].device), alpha)
             p.copy_(self.master[name])
 
         self._each(one)
@@ -162,7 +185,7 @@ class EvolvingParams:
         if missing:
             raise KeyError(f"checkpoint lacks evolving parameters: {sorted(missing)[:5]}")
         for name, p in self.params.items():
-            self.master[name].copy_(tensors[name].to(torch.float32))
+            self.master[name].copy_(tensors[name].to(torch.float32))  # copy_ moves it to the master's device
             p.copy_(self.master[name])
 
     def checksum(self) -> str:
@@ -170,8 +193,10 @@ class EvolvingParams:
         h = hashlib.blake2b(digest_size=16)
         for name in sorted(self.master):
             h.update(name.encode())
-            h.update(self.master[name].numpy().tobytes())
+            h.update(self.master[name].cpu().numpy().tobytes())
         return h.hexdigest()
 
     def model_matches_master(self) -> bool:
-        return all(torch.equal(p.detach().to(torch.float32), self.master[n]) for n, p in self.params.items())
+        return all(
+            torch.equal(p.detach().to(torch.float32), self._master_on_device(n)) for n, p in self.params.items()
+        )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,26 @@ def read_trajectory(path: str | Path) -> list[dict[str, Any]]:
         if row.get("step") != i:
             raise RunStateError(f"{path}: row {i} is for step {row.get('step')}; the trajectory is damaged")
     return rows
+
+
+def check_device(rows: Sequence[dict[str, Any]], here: str, allow: bool = False) -> None:
+    """Stop (or, when `allow`, warn) if `rows` were recorded on another device type than `here`.
+
+    Noise streams differ between CPU and CUDA generators, so the same seeds give other weights.
+    Rows written before devices were recorded carry no `device` field: they were CPU runs.
+    """
+    recorded = sorted({str(r.get("device", "cpu")) for r in rows})
+    if not rows or recorded == [here]:
+        return
+    msg = (
+        f"the trajectory was recorded on {'/'.join(recorded)} but this process draws noise on {here}, and "
+        "noise streams differ between device types"
+    )
+    if not allow:
+        raise RunStateError(
+            f"{msg}: run on --device {recorded[0]}, or set es.allow_device_change=true to accept other weights"
+        )
+    warnings.warn(f"{msg}: es.allow_device_change is set, so the weights will differ from the original run", stacklevel=2)
 
 
 def members_of(row: dict[str, Any], cfg: TrainConfig) -> list[Member]:
@@ -93,6 +114,7 @@ def rebuild(
     trajectory rebuilds the same weights exactly; with `repair` (the lock holder) it is deleted so the
     run writes it again. Returns the checkpoint's iteration (0 = rebuilt from the base model).
     """
+    check_device(rows, params.device_type, cfg.es.allow_device_change)
     done = 0
     ckpts = [(k, d) for k, d in checkpoint_dirs(run) if k <= len(rows)]
     base = {n: t.clone() for n, t in params.master.items()} if ckpts else {}

@@ -298,8 +298,8 @@ def trl_classes() -> tuple[type, type]:
     return EvotuneGRPOTrainer, RunCallback
 
 
-def grpo_args(cfg: TrainConfig, run: RunDir, max_new_tokens: int) -> Any:
-    """TRL's GRPOConfig for this run; TRL's own objections become ConfigErrors."""
+def grpo_args(cfg: TrainConfig, run: RunDir, max_new_tokens: int, device_type: str = "cpu") -> Any:
+    """TRL's GRPOConfig for this run (on the model's device type); TRL's objections become ConfigErrors."""
     from trl import GRPOConfig
 
     g = cfg.grpo
@@ -307,8 +307,8 @@ def grpo_args(cfg: TrainConfig, run: RunDir, max_new_tokens: int) -> Any:
     try:
         return GRPOConfig(
             output_dir=str(run.path / "trl"),
-            use_cpu=True,
-            bf16=False,
+            use_cpu=device_type == "cpu",
+            bf16=False,  # no autocast: the model already holds the dtype evotune loaded it in
             fp16=False,
             gradient_checkpointing=False,  # TRL's default trades ~20% speed for memory a CPU run does not need
             seed=cfg.seed,

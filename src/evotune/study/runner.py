@@ -54,7 +54,7 @@ def run_study(cfg: StudyConfig, progress: bool = True, log: Any = None, reuse_co
         cc = CompareConfig(
             base=cfg.model.name, tasks=[cfg.task.name, *[t for t in a.off_tasks if t != cfg.task.name]],
             out_dir=str(out / "report" / "compare"), limit=a.limit, kl_prompts=a.kl_prompts, lmc_points=a.lmc_points,
-            lmc_limit=a.lmc_limit, sigmas=a.sigmas, trials=a.trials, skip=a.skip,
+            lmc_limit=a.lmc_limit, sigmas=a.sigmas, trials=a.trials, skip=a.skip, device=cfg.model.device,
         )
         summary = compare(list(runs), cc, log=log)
     methods = {e["label"]: e.get("method") or runs.get(str(e.get("run")), "") for e in summary["entries"]}

@@ -19,6 +19,8 @@ import time
 import warnings
 from typing import Any
 
+import torch
+
 from evotune.backends.models import load_model
 from evotune.checkpoints import check_finite
 from evotune.config import TrainConfig
@@ -60,7 +62,8 @@ class ESTrainer(Trainer):
         return self.cfg.es.iterations
 
     def setup(self) -> None:
-        self.model, self.tok = load_model(self.cfg.model.name, self.cfg.model.dtype)
+        m = self.cfg.model
+        self.model, self.tok = load_model(m.name, m.dtype, m.device)
         self.task = build_task(self.cfg.task)
         self.params = make_params(self.model, self.cfg.es)
         self.evaluator = self.evaluator_factory(self.model, self.tok, self.task, self.params, self.cfg)
@@ -72,7 +75,7 @@ class ESTrainer(Trainer):
         res = self.evaluator(members, batch, [self.task.render(e, self.tok) for e in batch])
         t0 = time.perf_counter()
         self.row = {"step": k, "seeds": [m.seed for m in members], "signs": [m.sign for m in members],
-                    "fitness": res.fitness}
+                    "fitness": res.fitness, "device": self.params.device_type}  # noise streams depend on it
         if es.baseline != "none":  # what replay needs to recompute the baselined fitness
             self.row["rewards"] = res.prompt_rewards
         updated = update(self.params, members, self.row, self.cfg)
@@ -93,7 +96,8 @@ class ESTrainer(Trainer):
         return [r.get("task_state", {}) for r in read_trajectory(self.run.trajectory)[:start]]
 
     def checkpoint_state(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        lossy = self.cfg.model.dtype != "float32"  # a bf16/fp16 model cannot hold the fp32 master exactly
+        # a bf16/fp16 model cannot hold the fp32 master exactly
+        lossy = any(p.dtype != torch.float32 for p in self.params.params.values())
         return {"checksum": self.params.checksum()}, (dict(self.params.master) if lossy else None)
 
     def optimizer_tensors(self) -> dict[str, Any] | None:

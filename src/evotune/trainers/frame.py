@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from evotune.backends.models import resolve_device
 from evotune.checkpoints import checkpoint_dirs
 from evotune.config import TrainConfig, load_run_config
 from evotune.errors import ConfigError, RunStateError
@@ -40,6 +41,11 @@ def set_threads(threads: int | None) -> None:
 _LENGTH = {("es", "iterations"), ("grpo", "steps"), ("budget", "completions"), ("budget", "tokens")}
 
 
+# Where a run computes, not what: free to change on resume (the trajectory's recorded device type is
+# checked when the weights are rebuilt, so a change of device type still stops with its own error).
+_PLACEMENT = {("model", "device"), ("es", "master_device"), ("es", "allow_device_change")}
+
+
 def _changes(stored: dict[str, Any], given: dict[str, Any]) -> tuple[list[str], list[str], list[str]]:
     """(settings that differ, lengths that shrink, lengths that grow) between stored and given config dumps."""
     changed, shrunk, grown = [], [], []
@@ -52,7 +58,7 @@ def _changes(stored: dict[str, Any], given: dict[str, Any]) -> tuple[list[str], 
             continue
         for k, v in val.items():
             old = stored.get(sec, {}).get(k)
-            if old == v:
+            if old == v or (sec, k) in _PLACEMENT:
                 continue
             if (sec, k) not in _LENGTH:
                 changed.append(f"{sec}.{k}: {old!r} -> {v!r}")
@@ -208,6 +214,7 @@ class Trainer(ABC):
         The lock is held until the summary is written. A fresh run that fails before its first
         committed step is removed, so the corrected command can simply be run again.
         """
+        resolve_device(self.cfg.model.device)  # no GPU for --device cuda: fail before a run directory exists
         fresh = not self.resume_run
         created = not Path(self.cfg.run_dir).exists()
         self.cfg, self.run, lock = open_run(self.cfg, self.resume_run)

@@ -13,6 +13,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from evotune.backends.hf import stop_ids
 from evotune.backends.models import load_model
 from evotune.config import TrainConfig
@@ -42,9 +44,10 @@ class GRPOTrainer(Trainer):
 
     def setup(self) -> None:
         cfg = self.cfg
-        self.model, self.tok = load_model(cfg.model.name, cfg.model.dtype)
-        if cfg.model.dtype != "float32":
-            warnings.warn(f"GRPO updates the {cfg.model.dtype} weights in place (no fp32 master copy)", stacklevel=2)
+        self.model, self.tok = load_model(cfg.model.name, cfg.model.dtype, cfg.model.device)
+        dtype = next(self.model.parameters()).dtype
+        if dtype != torch.float32:
+            warnings.warn(f"GRPO updates the {dtype} weights in place (no fp32 master copy)", stacklevel=2)
         self.max_new_tokens = self.task.max_new_tokens(cfg.generation.max_new_tokens)
         self.data = glue.build_step_data(cfg, self.task, self.tok)
         self.stops = stop_ids(self.model, self.tok)  # before TRL touches the generation config
@@ -85,7 +88,7 @@ class GRPOTrainer(Trainer):
         d = self.data
         ds = datasets.Dataset.from_dict({"prompt": d.prompts, "example_index": d.example_index, "step": d.step})
         reward = glue.make_reward_fn(self.task, self.tok, self.stops, self.max_new_tokens, d, self.rewards)
-        args = glue.grpo_args(self.cfg, self.run, self.max_new_tokens)
+        args = glue.grpo_args(self.cfg, self.run, self.max_new_tokens, next(self.model.parameters()).device.type)
         self.model.requires_grad_(True)  # load_model freezes weights for inference
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*(experimental|deprecated).*")
