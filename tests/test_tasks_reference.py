@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from evotune.tasks import Example, ExampleTypeError, PromptStyle, get_task
 from evotune.errors import TaskError
+from evotune.tasks import Example, ExampleTypeError, PromptStyle, get_task
 from evotune.tasks.answers import equivalent, safe_for_math_verify
 from evotune.tasks.countdown import (
     REFERENCE_PREFIX,

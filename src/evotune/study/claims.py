@@ -36,8 +36,9 @@ CLAIM_RULES = {
     "ES's cosine is not above GRPO's; does not hold if the interval lies below 0 or the unembedding exception is "
     "absent; inconclusive otherwise or with < 3 seeds per method",
     "grpo_unembedding_correlates": "per GRPO seed pair, u = cos at the unembedding (lm_head; the embedding when tied) "
-    "and o = mean cos over transformer layers; holds if mean u ≥ 2·mean o and the 95% t interval of u − o over "
-    "pairs lies above 0; does not hold if mean u ≤ mean o; inconclusive otherwise or with < 3 seeds",
+    "and o = mean cos over transformer layers; holds if the 95% t interval of u − 2·o over pairs lies above 0 (u at "
+    "least twice o) and mean u > 0.1 (a correlation at all); does not hold if that interval lies below 0; "
+    "inconclusive otherwise or with < 3 seeds",
     "path_shape": "f = (R(½) − R(0)) / (R(1) − R(0)) on each base→model path (0.5 for a straight rise, ≈0 for flat "
     "then a jump at the end); holds if the 95% t interval of mean f_ES − mean f_GRPO (seeds) lies above 0.2; does not "
     "hold if it lies below 0.2; inconclusive otherwise, or with < 3 paths per method that gained > 10% of the "
@@ -320,17 +321,14 @@ def _unembedding(summary: dict[str, Any], gr: list[str]) -> dict[str, Any]:
         return _claim("grpo_unembedding_correlates", claim, "no GRPO within-method update cosines", UNSURE)
     u = cg["lm_head"]
     o = [statistics.fmean(cg[k][p] for k in layers) for p in range(len(u))]  # per seed pair, over layers
-    m, lo, hi = mean_ci([a - b for a, b in zip(u, o, strict=True)])
+    m, lo, hi = mean_ci([a - 2 * b for a, b in zip(u, o, strict=True)])
     mu, mo = statistics.fmean(u), statistics.fmean(o)
     ratio = mu / mo if mo > 0 else math.inf if mu > 0 else math.nan
-    if len(gr) < MIN_SEEDS:
+    v = versus(lo, hi, 0.0) if len(gr) >= MIN_SEEDS else UNSURE
+    if v == HOLDS and mu <= 0.1:
         v = UNSURE
-    elif mu <= mo:
-        v = FAILS
-    else:
-        v = HOLDS if ratio >= 2 and versus(lo, hi, 0.0) == HOLDS else UNSURE
     return _claim("grpo_unembedding_correlates", claim,
-                  f"unembedding cos {mu:.3g} vs other layers {mo:.3g} (ratio {ratio:.3g}); u − o {_ci(m, lo, hi)} "
+                  f"unembedding cos {mu:.3g} vs other layers {mo:.3g} (ratio {ratio:.3g}); u − 2·o {_ci(m, lo, hi)} "
                   f"over {len(u)} seed pairs", v)
 
 
