@@ -215,6 +215,9 @@ def test_seed_agreement_identical_vs_independent_seeds():
     assert _verdicts(es_head=0.1, gr_head=None)["es_seeds_agree_more"] == FAILS  # no unembedding exception
     assert _verdicts(es_spread=None)["es_seeds_agree_more"] == UNSURE  # both independent: interval straddles 0
     assert _verdicts(es_spread=None, gr_spread=0.1)["es_seeds_agree_more"] == FAILS
+    s, methods, base = _summary()
+    s["cosine"]["modules"] = {"embeddings": s["cosine"]["modules"].pop("lm_head")}  # tied: the embedding unembeds
+    assert {r["key"]: r["verdict"] for r in findings(s, methods, base)}["es_seeds_agree_more"] == HOLDS
 
 
 def test_grpo_unembedding_correlation():
@@ -311,17 +314,26 @@ def test_study_end_to_end_on_tiny_models(tiny_model, tmp_path):
         "grpo.num_generations": 4, "grpo.prompts_per_step": 2, "grpo.learning_rate": 1e-3,
         "analysis.limit": 4, "analysis.kl_prompts": 2, "analysis.off_tasks": [], "analysis.lmc_points": 3,
         "analysis.lmc_limit": 4, "analysis.sigmas": [0.01], "analysis.trials": 1,
+        "analysis.passk_n": 2, "analysis.passk_prompts": 2, "analysis.passk_select": 1,
+        "analysis.passk_temperatures": [1.0], "analysis.passk_sigmas": [0.01],
     }, StudyConfig)
     res = run_study(cfg, progress=False)
     assert [r["method"] for r in res["runs"]] == ["es", "es", "grpo", "grpo"]
     assert all(r["completions"] >= 16 for r in res["runs"])
     assert len(res["findings"]) == len(CLAIM_RULES)
     assert all(r["verdict"] in (HOLDS, FAILS, UNSURE, NOT_RUN) for r in res["findings"])
+    by_key = {r["key"]: r for r in res["findings"]}
+    assert by_key["temperature_beats_perturbation"]["measured"].startswith("pass@2 T=1")
+    assert "paired barrier" in by_key["barrier_between_solutions"]["measured"]
+    assert by_key["comparable_reward"]["verdict"] == UNSURE  # two seeds per method are not enough
+    passk = tmp_path / "study" / "report" / "passk.json"
+    stamp = passk.stat().st_mtime_ns
     html = (tmp_path / "study" / "report" / "index.html").read_text()
     assert html.index("Findings") < html.index("Update geometry")
     assert json.loads((tmp_path / "study" / "report" / "study.json").read_text())["findings"]
     again = run_study(cfg, progress=False)  # finished runs are skipped, not retrained
     assert [r["steps"] for r in again["runs"]] == [r["steps"] for r in res["runs"]]
+    assert passk.stat().st_mtime_ns == stamp and again["findings"] == res["findings"]  # pass@k reused, same verdicts
     judged = run_study(cfg, progress=False, reuse_compare=True)  # verdicts from the saved comparison
     assert judged["findings"] == again["findings"]
     cfg_other = cfg.model_copy(update={"out": str(tmp_path / "elsewhere")})

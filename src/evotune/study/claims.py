@@ -132,7 +132,7 @@ def findings(summary: dict[str, Any], methods: dict[str, str], base_reward: floa
     # (1) comparable held-out reward: paired per item, and across seeds; the wider interval counts
     d, lo, hi = diff_ci([rw[m] for m in es if rw[m] is not None], [rw[m] for m in gr if rw[m] is not None])
     items = {m: _items(cells[m]) for m in es + gr}
-    if enough and all(items.values()) and len({len(x) for x in items.values() if x}) == 1:
+    if es and gr and all(items.values()) and len({len(x) for x in items.values() if x}) == 1:
         n = len(items[es[0]] or [])
         per_item = [statistics.fmean((items[m] or [])[i] for m in es) - statistics.fmean((items[m] or [])[i] for m in gr)
                     for i in range(n)]
@@ -278,8 +278,10 @@ def _layer_cos(summary: dict[str, Any], group: list[str]) -> dict[str, list[floa
     pairs = [(i, j) for k, i in enumerate(idx) for j in idx[k + 1:]]
     out: dict[str, list[float]] = {}
     mats = dict(cos.get("layers") or {})
-    if (cos.get("modules") or {}).get("lm_head") is not None:
-        mats["lm_head"] = cos["modules"]["lm_head"]
+    modules = cos.get("modules") or {}
+    head = modules.get("lm_head") or modules.get("embeddings")  # tied: the unembedding is the embedding
+    if head is not None:
+        mats["lm_head"] = head
     for layer, mat in mats.items():
         vals = [mat[i][j] for i, j in pairs if mat[i][j] is not None and math.isfinite(mat[i][j])]
         if vals:

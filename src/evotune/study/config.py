@@ -34,6 +34,8 @@ class StudyAnalysis(_Strict):
     skip: list[str] = Field(default_factory=list)
     # claim 12 (temperature vs weight-perturbation sampling, on the base model); 0 leaves it unmeasured
     passk_n: int = Field(default=0, ge=0, description="samples per prompt for pass@k (0: not measured)")
+    passk_task: str | None = Field(default=None, description="task for pass@k (default: the study's own task, "
+                                   "with its generation length; another task uses its default length)")
     passk_prompts: int = Field(default=32, ge=1, description="held-out prompts pass@k is reported on")
     passk_select: int = Field(default=8, ge=1, description="train prompts that pick the best T and σ")
     passk_temperatures: list[float] = Field(default_factory=lambda: [0.7, 1.0])

@@ -23,7 +23,7 @@ from evotune.runs.summary import run_facts
 from evotune.study.claims import findings
 from evotune.study.config import StudyConfig, study_yaml
 from evotune.sweep import run_state, train_run
-from evotune.tasks import build_task
+from evotune.tasks import build_task, get_task
 
 
 def run_study(cfg: StudyConfig, progress: bool = True, log: Any = None, reuse_compare: bool = False) -> dict[str, Any]:
@@ -77,20 +77,22 @@ def run_study(cfg: StudyConfig, progress: bool = True, log: Any = None, reuse_co
 def _passk(cfg: StudyConfig, path: Path, log: Any) -> dict[str, Any]:
     """Claim 12's measurement on the base model (reused from `path` when its settings match)."""
     a = cfg.analysis
-    settings = {"model": cfg.model.name, "task": cfg.task.model_dump(mode="json"), "n": a.passk_n,
+    own = a.passk_task in (None, cfg.task.name)
+    task = build_task(cfg.task) if own else get_task(str(a.passk_task))
+    mnt = task.max_new_tokens(cfg.generation.max_new_tokens if own else None)
+    settings = {"model": cfg.model.name, "task": cfg.task.model_dump(mode="json") if own else a.passk_task,
+                "n": a.passk_n, "max_new_tokens": mnt,
                 "prompts": a.passk_prompts, "select": a.passk_select, "temperatures": a.passk_temperatures,
-                "sigmas": a.passk_sigmas, "max_new_tokens": cfg.generation.max_new_tokens, "seed": cfg.seeds[0]}
+                "sigmas": a.passk_sigmas, "seed": cfg.seeds[0]}
     if path.is_file():
         old = json.loads(path.read_text())
         if old.get("settings") == settings:
             return old
     if log:
-        log(f"[passk] base model, n={a.passk_n} on {a.passk_prompts} held-out prompts")
-    task = build_task(cfg.task)
+        log(f"[passk] base model on {task.name}: n={a.passk_n} on {a.passk_prompts} held-out prompts")
     model, tok = load_model(cfg.model.name, cfg.model.dtype)
-    res = passk_study(model, tok, task, a.passk_n, a.passk_temperatures, a.passk_sigmas,
-                      task.max_new_tokens(cfg.generation.max_new_tokens), a.passk_select, a.passk_prompts,
-                      cfg.generation.batch_size, cfg.seeds[0])
+    res = passk_study(model, tok, task, a.passk_n, a.passk_temperatures, a.passk_sigmas, mnt, a.passk_select,
+                      a.passk_prompts, cfg.generation.batch_size, cfg.seeds[0])
     res["settings"] = settings
     atomic_write_json(path, res)
     return res
