@@ -15,6 +15,7 @@ from evotune.analysis.common import ratio_mean_se
 from evotune.analysis.delta import delta_stats, layer_index, module_type
 from evotune.analysis.kl import ESTIMATORS, kl_on_prompts, source_prompts, token_kl_terms
 from evotune.analysis.lmc import barrier, lmc
+from evotune.analysis.paired import barrier_items
 from evotune.analysis.robustness import robustness_on, select_targets
 from evotune.backends.models import load_model
 from evotune.report.plots import write_delta_plots
@@ -163,6 +164,10 @@ def test_identical_endpoints_give_a_flat_path_and_zero_barrier(models):
     assert p["lambdas"] == [0.0, 0.5, 1.0]
     assert len(set(p["reward"])) == 1 and len(set(p["accuracy"])) == 1
     assert p["barrier_reward"]["height"] == 0.0 and p["barrier_accuracy"]["height"] == 0.0
+    # per-item rewards at every λ, the same items: the paired barrier of a flat path is exactly 0
+    assert len(p["reward_items"]) == 3 and all(len(r) == 3 for r in p["reward_items"])
+    assert all(sum(r) / len(r) == pytest.approx(m) for r, m in zip(p["reward_items"], p["reward"], strict=True))
+    assert barrier_items(p["lambdas"], p["reward_items"])[1] == [0.0, 0.0, 0.0]
 
 
 # -- robustness ------------------------------------------------------------------------------------
@@ -365,6 +370,9 @@ def test_compare_end_to_end_writes_a_self_contained_report(models, tmp_path):
     # B = base + 2Δ and A = base + Δ: the midpoint of base→B is A exactly (same greedy reward).
     mid = s["lmc"]["pairs"][1]["reward"][1]
     assert mid == pytest.approx(s["lmc"]["pairs"][0]["reward"][2], abs=1e-9)
+    # ... item by item too, and endpoints reuse the evaluation's per-item rewards (paired statistics)
+    assert s["lmc"]["pairs"][1]["reward_items"][1] == pytest.approx(s["lmc"]["pairs"][0]["reward_items"][2])
+    assert s["lmc"]["pairs"][0]["reward_items"][0] == s["rewards"]["base"]["toy_letters"]["item_rewards"]
     assert s["robustness"]["run_es"]["curves"][0]["degradation_mean"] == 0.0
     assert any(r["source"].startswith("run eval") and r["hacking"] == 1.0 for r in s["hacking"])
     lost = {r["model"]: r["hack_correct_lost"] for r in s["hacking"] if r["source"].startswith("compare eval")}

@@ -82,7 +82,8 @@ def evaluate_all(
         summaries[e.label] = {}
         for name, res in evaluate_tasks(model, tok, sources, mnt, batch_size, limit, base_rows=first):
             first.setdefault(name, res.rows)
-            summaries[e.label][name] = res.summary
+            # per-item rewards, same items for every model: paired comparisons (analysis.paired)
+            summaries[e.label][name] = {**res.summary, "item_rewards": [r["reward"] for r in res.rows]}
             for r in res.rows[:samples]:
                 rows.setdefault(name, []).append(
                     {
@@ -335,7 +336,7 @@ def compare(models_or_runs: Sequence[str], cfg: CompareConfig | None = None, log
                     seed,
                     dtype=dtype, device=device,
                     log=log,
-                    baseline=_baseline(rewards, e.label, primary),
+                    baseline=_scalars(_baseline(rewards, e.label, primary)),
                 ),
             )
             if r is not None:
@@ -354,11 +355,18 @@ def compare(models_or_runs: Sequence[str], cfg: CompareConfig | None = None, log
 def _baseline(rewards: dict[str, dict[str, Any]], label: str, task: str) -> dict[str, float] | None:
     """{reward, accuracy} of a model from the evaluation step (None if it was not evaluated)."""
     s = rewards.get(label, {}).get(task)
-    return None if s is None else {"reward": s["reward_mean"], "accuracy": s["accuracy"]}
+    if s is None:
+        return None
+    return {"reward": s["reward_mean"], "accuracy": s["accuracy"], "reward_items": s.get("item_rewards")}
+
+
+def _scalars(b: dict[str, Any] | None) -> dict[str, float] | None:
+    """A baseline's numbers without its per-item list (robustness compares means)."""
+    return None if b is None else {k: v for k, v in b.items() if k != "reward_items"}
 
 
 def _reward_cell(s: dict[str, Any]) -> dict[str, Any]:
-    return {k: s.get(k) for k in ("reward_mean", "reward_std", "accuracy", "mean_tokens", "n")}
+    return {k: s.get(k) for k in ("reward_mean", "reward_std", "accuracy", "mean_tokens", "n", "item_rewards")}
 
 
 def _reward_kl(

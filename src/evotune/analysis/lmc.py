@@ -90,7 +90,9 @@ def lmc_curves(
     Endpoint evaluations are shared between pairs: λ=0 and λ=1 reproduce the endpoints
     exactly, so each endpoint is evaluated once. `known` maps endpoint labels to results the
     caller already has from the same evaluation (same task, limit, length, batch size), which
-    are then not recomputed; it is ignored when KL is asked for.
+    are then not recomputed (with `reward_items` when the caller kept them); it is ignored when KL
+    is asked for. Each point keeps its per-item rewards (`reward_items`), the same items at every
+    λ, so a barrier can be judged on paired per-item differences (`evotune.analysis.paired`).
     """
 
     entries = resolve_entries(endpoints)
@@ -120,7 +122,8 @@ def lmc_curves(
 
     def measure() -> dict[str, Any]:
         res = evaluate(work, tok, t, "eval", mnt, batch_size, limit)
-        out = {"reward": res.summary["reward_mean"], "accuracy": res.summary["accuracy"]}
+        out = {"reward": res.summary["reward_mean"], "accuracy": res.summary["accuracy"],
+               "reward_items": [r["reward"] for r in res.rows]}  # same items at every λ: paired barriers
         if ref is not None:
             k = kl_on_prompts(work, ref, tok, kl_texts, mnt, seed)
             out["kl"], out["kl_se"] = k.per_token["exact"]
@@ -132,7 +135,9 @@ def lmc_curves(
         keep = {entries[i].label, entries[j].label}
         a, b = tensors(i, keep), tensors(j, keep)
         _check_compatible(a, b, entries[i].label, entries[j].label)
-        curve: dict[str, list[Any]] = {"reward": [], "accuracy": [], "kl": [], "kl_se": [], "kl_k3": []}
+        curve: dict[str, list[Any]] = {
+            "reward": [], "accuracy": [], "reward_items": [], "kl": [], "kl_se": [], "kl_k3": []
+        }
         for lam in lams:
             end = entries[i].label if lam == 0 else entries[j].label if lam == 1 else None
             if end is not None and end in at_end:
@@ -153,6 +158,7 @@ def lmc_curves(
             "lambdas": lams,
             "reward": curve["reward"],
             "accuracy": curve["accuracy"],
+            "reward_items": curve["reward_items"],  # per λ, per held-out item (None where not kept)
         }
         if ref is not None:
             rec.update(kl=curve["kl"], kl_se=curve["kl_se"], kl_k3=curve["kl_k3"])

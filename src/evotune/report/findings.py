@@ -16,7 +16,9 @@ def findings_html(rows: Sequence[dict[str, Any]], budget: str) -> str:
         for i, r in enumerate(rows, 1)
     )
     return (
-        f"<p>Budget per run: {esc(budget)}. Verdicts come from the numbers in this report by the stated rule.</p>"
-        "<table><tr><th>#</th><th>claim (seed papers)</th><th>measured here (mean ± SE over seeds)</th>"
+        f"<p>Budget per run: {esc(budget)}. Verdicts come from the numbers in this report by the stated rule; "
+        "comparisons on the same held-out items (rewards, interpolation barriers) are paired per item, and a 95% "
+        "interval that straddles the rule's line is <i>inconclusive</i>.</p>"
+        "<table><tr><th>#</th><th>claim (seed papers)</th><th>measured here (mean ± SE over seeds; [95% interval])</th>"
         f"<th>verdict</th><th>rule</th></tr>{body}</table>"
     )

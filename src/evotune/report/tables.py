@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from evotune.analysis.paired import barrier_items, mean_ci
 from evotune.report.html import fmt
 
 
@@ -58,17 +59,30 @@ def delta_tables(d: Mapping[str, Any]) -> list[Table]:
     return out
 
 
+def _paired(p: Mapping[str, Any]) -> str:
+    """The paired per-item barrier `mean [95%]` of a path, or n/a when its per-item rewards were not kept."""
+    rows = p.get("reward_items")
+    if not rows or any(r is None for r in rows):
+        return "n/a"
+    lam, gaps = barrier_items(p["lambdas"], rows)
+    m, lo, hi = mean_ci(gaps)
+    return f"{m:.3g} [{lo:.3g}, {hi:.3g}] at λ={lam:.2g}" if lo == lo else f"{m:.3g} at λ={lam:.2g}"
+
+
 def lmc_table(lm: Mapping[str, Any]) -> Table:
     """Per interpolation path: endpoint rewards, the minimum and the reward/accuracy barriers."""
     return Table(
         f"linear mode connectivity on {lm['task']}",
-        ["pair", "R(0)", "R(1)", "min R", "reward barrier", "at λ", "accuracy barrier", "at λ"],
+        ["pair", "R(0)", "R(1)", "min R", "reward barrier", "at λ", "paired barrier [95%]", "accuracy barrier",
+         "at λ"],
         [
             [p["name"], p["reward"][0], p["reward"][-1], min(p["reward"]), p["barrier_reward"]["height"],
-             p["barrier_reward"]["lambda"], p["barrier_accuracy"]["height"], p["barrier_accuracy"]["lambda"]]
+             p["barrier_reward"]["lambda"], _paired(p), p["barrier_accuracy"]["height"],
+             p["barrier_accuracy"]["lambda"]]
             for p in lm["pairs"]
         ],
-        note="barrier = max_λ[(1−λ)R_A + λR_B − R(θ(λ))]",
+        note="barrier = max_λ[(1−λ)R_A + λR_B − R(θ(λ))]; paired: the mean over items of "
+        "(1−λ)R_A,ᵢ + λR_B,ᵢ − R_λ,ᵢ at its largest λ, with a 95% t interval over the same items",
     )
 
 

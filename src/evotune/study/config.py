@@ -32,12 +32,21 @@ class StudyAnalysis(_Strict):
     sigmas: list[float] = Field(default_factory=lambda: [0.001, 0.003])
     trials: int = Field(default=2, ge=1)
     skip: list[str] = Field(default_factory=list)
+    # claim 12 (temperature vs weight-perturbation sampling, on the base model); 0 leaves it unmeasured
+    passk_n: int = Field(default=0, ge=0, description="samples per prompt for pass@k (0: not measured)")
+    passk_task: str | None = Field(default=None, description="task for pass@k (default: the study's own task, "
+                                   "with its generation length; another task uses its default length)")
+    passk_prompts: int = Field(default=32, ge=1, description="held-out prompts pass@k is reported on")
+    passk_select: int = Field(default=8, ge=1, description="train prompts that pick the best T and σ")
+    passk_temperatures: list[float] = Field(default_factory=lambda: [0.7, 1.0])
+    passk_sigmas: list[float] = Field(default_factory=lambda: [0.001, 0.003])
 
 
 class StudyConfig(_Strict):
     name: str
     out: str | None = None
-    seeds: list[int] = Field(default_factory=lambda: [0, 1], min_length=1)
+    # three per method: the fewest that give a spread (claims.MIN_SEEDS); fewer judge as inconclusive
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     threads: int | None = None
     model: ModelConfig = Field(default_factory=ModelConfig)
     task: TaskConfig = Field(default_factory=TaskConfig)

@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from evotune.analysis.passk import passk_study
+from evotune.backends.models import load_model
 from evotune.comparison import CompareConfig, compare
 from evotune.errors import ConfigError
 from evotune.report.findings import findings_html
@@ -21,6 +23,7 @@ from evotune.runs.summary import run_facts
 from evotune.study.claims import findings
 from evotune.study.config import StudyConfig, study_yaml
 from evotune.sweep import run_state, train_run
+from evotune.tasks import build_task, get_task
 
 
 def run_study(cfg: StudyConfig, progress: bool = True, log: Any = None, reuse_compare: bool = False) -> dict[str, Any]:
@@ -57,6 +60,7 @@ def run_study(cfg: StudyConfig, progress: bool = True, log: Any = None, reuse_co
             lmc_limit=a.lmc_limit, sigmas=a.sigmas, trials=a.trials, skip=a.skip, device=cfg.model.device,
         )
         summary = compare(list(runs), cc, log=log)
+    summary["passk"] = _passk(cfg, out / "report" / "passk.json", log) if a.passk_n else None
     methods = {e["label"]: e.get("method") or runs.get(str(e.get("run")), "") for e in summary["entries"]}
     base_cell = (summary.get("rewards", {}).get("base", {}) or {}).get(summary.get("primary_task")) or {}
     rows = findings(summary, methods, base_cell.get("reward_mean"))
@@ -68,3 +72,27 @@ def run_study(cfg: StudyConfig, progress: bool = True, log: Any = None, reuse_co
                                                  findings_html(rows, str(budget)))])
     atomic_write_text(out / "report" / "index.html", html)
     return result
+
+
+def _passk(cfg: StudyConfig, path: Path, log: Any) -> dict[str, Any]:
+    """Claim 12's measurement on the base model (reused from `path` when its settings match)."""
+    a = cfg.analysis
+    own = a.passk_task in (None, cfg.task.name)
+    task = build_task(cfg.task) if own else get_task(str(a.passk_task))
+    mnt = task.max_new_tokens(cfg.generation.max_new_tokens if own else None)
+    settings = {"model": cfg.model.name, "task": cfg.task.model_dump(mode="json") if own else a.passk_task,
+                "n": a.passk_n, "max_new_tokens": mnt,
+                "prompts": a.passk_prompts, "select": a.passk_select, "temperatures": a.passk_temperatures,
+                "sigmas": a.passk_sigmas, "seed": cfg.seeds[0]}
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old.get("settings") == settings:
+            return old
+    if log:
+        log(f"[passk] base model on {task.name}: n={a.passk_n} on {a.passk_prompts} held-out prompts")
+    model, tok = load_model(cfg.model.name, cfg.model.dtype)
+    res = passk_study(model, tok, task, a.passk_n, a.passk_temperatures, a.passk_sigmas, mnt, a.passk_select,
+                      a.passk_prompts, cfg.generation.batch_size, cfg.seeds[0])
+    res["settings"] = settings
+    atomic_write_json(path, res)
+    return res
