@@ -28,8 +28,10 @@ _SEP = "::"  # state key in a checkpoint: "<parameter>::<state name>"
 class ESOptimizer:
     """Per-tensor torch.optim optimizers over the master, with decoupled weight and anchor decay."""
 
-    def __init__(self, es: ESConfig, master: Mapping[str, torch.Tensor]) -> None:
-        self.kind, self.population = es.optimizer, es.population
+    def __init__(self, es: ESConfig | None, master: Mapping[str, torch.Tensor]) -> None:
+        """`es` None: plain sgd at the full step, master += α·Σ cₛ ε(s) (no 1/N, no decay)."""
+        self.kind, self.population = (es.optimizer, es.population) if es is not None else ("sgd", 1)
+        es = es or ESConfig()
         self.weight_decay, self.anchor_decay = es.weight_decay, es.anchor_decay
         self.base = {n: t.clone() for n, t in master.items()} if self.anchor_decay else {}
         self.optims: dict[str, torch.optim.Optimizer] = {}

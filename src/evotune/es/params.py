@@ -92,15 +92,15 @@ class EvolvingParams:
     ) -> None:
         self.params: dict[str, torch.nn.Parameter] = dict(named)
         devices = {p.device for p in self.params.values()}
-        if len(devices) != 1:
+        if len(devices) > 1:
             raise ValueError(f"evolving parameters must share one device, found {sorted(map(str, devices))}")
-        self.device: torch.device = devices.pop()  # where noise is drawn and the model computes
+        self.device: torch.device = devices.pop() if devices else torch.device("cpu")  # noise is drawn here
         self.master: dict[str, torch.Tensor] = {
             n: p.detach().to(device=master_device or p.device, dtype=torch.float32, copy=True)
             for n, p in self.params.items()
         }
         self.noise_fn = noise_fn
-        self.optimizer = ESOptimizer(es or ESConfig(population=1), self.master)
+        self.optimizer = ESOptimizer(es, self.master)
         # Largest tensors first, so the pool's last tasks are small ones and the workers finish together.
         self._order = sorted(self.params, key=lambda n: -self.params[n].numel())
 
