@@ -1,6 +1,6 @@
 """ES controls at one matched completion budget: the paper's update vs Adam-ES, group baseline, anchor decay.
 
-    python benchmarks/es_controls.py --out benchmarks/results/es_controls   # SmolLM2-135M, conciseness
+    OMP_NUM_THREADS=1 python benchmarks/es_controls.py --out benchmarks/results/es_controls --seeds 0 1
 
 Every variant trains with the same task, seeds, population, prompts and iterations (so the same
 number of training completions), one torch thread, and is evaluated greedily on the same held-out
