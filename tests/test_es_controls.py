@@ -152,8 +152,8 @@ def test_weight_decay_shrinks_and_anchor_decay_pulls_back_to_the_base():
     ESOptimizer(ESConfig(weight_decay=10.0), wd).step("w", wd["w"], zero.clone(), 0.01)
     assert torch.allclose(wd["w"], base["w"] * (1 - 0.01 * 10.0))
     free, anchored = _master(), _master()
-    of = ESOptimizer(None, free)
-    oa = ESOptimizer(ESConfig(population=1, anchor_decay=20.0), anchored)
+    of = ESOptimizer(ESConfig(population=2), free)
+    oa = ESOptimizer(ESConfig(population=2, anchor_decay=20.0), anchored)
     for k in range(5):
         d = noise(k, "w", (8, 5))
         of.step("w", free["w"], d.clone(), 0.01)
