@@ -127,8 +127,9 @@ class ScheduleConfig(_Strict):
 
 class ESConfig(_Strict):
     population: int = Field(default=30, ge=2, description="members per iteration; 1 gives no fitness variance to learn from")
-    sigma: float = Field(default=1e-3, gt=0)
-    alpha: float = Field(default=5e-4, gt=0)
+    # bounded by what fp32 weights can hold: a larger step can only overflow them
+    sigma: float = Field(default=1e-3, gt=0, lt=3.0e38, description="noise scale σ")
+    alpha: float = Field(default=5e-4, gt=0, lt=3.0e38, description="step size α (learning rate of the ES update)")
     iterations: int = Field(default=100, ge=1)
     shaping: Literal["zscore", "centered_rank"] = "zscore"
     antithetic: bool = False
