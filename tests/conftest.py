@@ -13,6 +13,15 @@ import toy_tasks  # noqa: F401  (registers toy_letters)
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+@pytest.fixture()
+def one_thread():
+    """One torch thread: on a shared 2-core machine OpenMP barriers with a preempted peer cost ~20×."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     from evotune.backends.models import make_tiny

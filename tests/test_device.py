@@ -26,12 +26,7 @@ from evotune.trainers.replay import replay
 MNT = 6
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_device_and_dtype_resolution_without_a_gpu():

@@ -27,13 +27,7 @@ from evotune.trainers.replay import replay
 MNT = 8
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a shared 2-core machine OpenMP barriers with a preempted peer cost ~20×."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cfg(es: ESConfig, max_new_tokens: int, batch_size: int) -> TrainConfig:

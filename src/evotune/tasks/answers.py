@@ -359,28 +359,6 @@ class SuiteTask(Task):
     def system_prompt(self) -> str | None:
         return self.system
 
-    def draw_distinct(
-        self, stream: str, n: int, exclude: set[str], draw: Callable[[int], tuple[str, Any, dict[str, Any]]]
-    ) -> list[Example]:
-        """`n` generated examples with distinct prompts, none in `exclude` (e.g. the eval split's).
-
-        `draw(k)` makes the k-th candidate as (prompt, answer, meta); duplicates are drawn again, and a
-        generator that cannot reach `n` distinct items is an error rather than a silent short split.
-        """
-        out: list[Example] = []
-        seen = set(exclude)
-        attempts = 0
-        while len(out) < n:
-            attempts += 1
-            if attempts > 50 * n + 1000:
-                raise TaskError(f"{self.name}: could not generate {n} distinct items")
-            prompt, answer, meta = draw(len(out))
-            if prompt in seen:
-                continue
-            seen.add(prompt)
-            out.append(Example(id=f"{self.name}-{stream}-{len(out):05d}", prompt=prompt, answer=answer, meta=meta))
-        return out
-
     def build(self) -> tuple[list[Example], list[Example]]:
         if self.options.get("data"):
             return local_splits(self, *self._given, convert=self.convert_answer)

@@ -143,6 +143,35 @@ class Task(ABC):
     def build(self) -> tuple[list[Example], list[Example]]:
         """Return (train, eval) lists; must be disjoint (use `disjoint_split`)."""
 
+    def draw_distinct(
+        self,
+        stream: str,
+        n: int,
+        exclude: set[str],
+        draw: Callable[[str, int], Example | None],
+        max_attempts: int | None = None,
+        what: str = "items",
+    ) -> list[Example]:
+        """`n` generated examples with distinct prompts, none in `exclude` (e.g. the eval split's).
+
+        `draw(id, k)` makes the k-th candidate (None: no usable candidate this attempt); duplicates are
+        drawn again, and a generator that cannot reach `n` distinct items is an error, never a
+        silently short split.
+        """
+        out: list[Example] = []
+        seen = set(exclude)
+        limit = 50 * n + 1000 if max_attempts is None else max_attempts
+        for _ in range(limit):
+            if len(out) == n:
+                return out
+            ex = draw(f"{self.name}-{stream}-{len(out):05d}", len(out))
+            if ex is not None and ex.prompt not in seen:
+                seen.add(ex.prompt)
+                out.append(ex)
+        if len(out) < n:
+            raise TaskError(f"{self.name}: could not generate {n} distinct {what}")
+        return out
+
     def split(self, split: Split) -> list[Example]:
         if self._splits is None:
             tr, ev = self.build()

@@ -189,7 +189,7 @@ class BoolQ(SuiteTask):
         rng = random.Random(stable_int("boolq", self.seed, stream))
         families = sorted(TEMPLATES)
 
-        def draw(k: int) -> tuple[str, str, dict[str, Any]]:
+        def draw(id: str, k: int) -> Example:
             want = k % 2 == 0  # balanced yes/no
             world = _World(rng)
             family = families[rng.randrange(len(families))]
@@ -197,7 +197,7 @@ class BoolQ(SuiteTask):
             if truth(world, question, family) != want:
                 raise AssertionError(f"boolq template {family} answered wrongly: {question}")
             prompt = f"Passage: {world.passage(rng)}\nQuestion: {question}\n{_INSTRUCTION}"
-            return prompt, "yes" if want else "no", {"family": family}
+            return Example(id=id, prompt=prompt, answer="yes" if want else "no", meta={"family": family})
 
         return self.draw_distinct(stream, n, exclude, draw)
 

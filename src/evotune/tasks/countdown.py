@@ -474,32 +474,20 @@ class Countdown(Task):
 
     def _generate(self, stream: str, n: int, exclude: set[str]) -> list[Example]:
         rng = random.Random(stable_int("countdown", self.seed, stream, self.distribution))
-        out: list[Example] = []
-        seen = set(exclude)
-        attempts = 0
-        while len(out) < n:
-            attempts += 1
-            if attempts > 100 * n + 1000:
-                raise TaskError(
-                    f"countdown: could not generate {n} distinct solvable instances with {self.cfg}"
-                )
+
+        def draw(id: str, k: int) -> Example | None:
             inst = self._random_instance(rng)
             if inst is None:
-                continue
+                return None
             numbers, target, solution = inst
-            prompt = self.prompt_text(numbers, target)
-            if prompt in seen:
-                continue
             solution = solution or solve(numbers, target)
             if solution is None or not check_answer(solution, numbers, target):
                 raise AssertionError(f"generated unsolvable countdown instance {numbers} -> {target}")
-            seen.add(prompt)
-            out.append(
-                self._item(
-                    f"countdown-{stream}-{len(out):05d}", numbers, target, str(target), {"solution": solution}
-                )
-            )
-        return out
+            return self._item(id, numbers, target, str(target), {"solution": solution})
+
+        return self.draw_distinct(
+            stream, n, exclude, draw, max_attempts=100 * n + 1000, what=f"solvable instances with {self.cfg}"
+        )
 
     def load(self, path: str | Path) -> list[Example]:
         """Items of a data file: rows {numbers (or nums): [int], target: number or decimal string, id?, ...}."""

@@ -227,13 +227,13 @@ class MathTask(SuiteTask):
         rng = random.Random(stable_int("math", self.seed, stream, self.difficulty))
         names = sorted(TEMPLATES)
 
-        def draw(k: int) -> tuple[str, int, dict[str, Any]]:
+        def draw(id: str, k: int) -> Example:
             family = names[rng.randrange(len(names))]
             steps = self.difficulty or rng.randint(1, 3)
             text, answer = TEMPLATES[family](rng, steps)
             if not isinstance(answer, int) or answer < 0:
                 raise AssertionError(f"math template {family} produced a non-integer answer {answer!r}")
-            return f"{text}\n{_INSTRUCTION}", answer, {"family": family, "steps": steps}
+            return Example(id=id, prompt=f"{text}\n{_INSTRUCTION}", answer=answer, meta={"family": family, "steps": steps})
 
         return self.draw_distinct(stream, n, exclude, draw)
 
