@@ -20,7 +20,7 @@ from typing import Any
 from evotune.errors import TaskError
 from evotune.tasks.base import Example, Reward, Task, disjoint_split, register_task, stable_int
 from evotune.tasks.jsonl_task import normalize_text
-from evotune.tasks.records import SPLIT_RULES, convert_rows, read_records, row_id, split_examples
+from evotune.tasks.records import SPLIT_RULES, convert_rows, file_splits, read_records, row_id
 from evotune.tasks.records import value as row_value
 
 _OPTIONS = ("data", "eval_data", "split")
@@ -506,14 +506,8 @@ class Conciseness(Task):
         return convert_rows("conciseness", p, read_records(p, "conciseness"), required, convert)
 
     def build(self) -> tuple[list[Example], list[Example]]:
-        if self.options.get("data"):
-            items = self.load(self.options["data"])
-            extra = self.load(self.options["eval_data"]) if self.options.get("eval_data") else None
-            tr, ev = split_examples(
-                "conciseness", items, extra, self.split_rule, self.seed, *self._given, self.default_n_train
-            )
-            self.n_train, self.n_eval = len(tr), len(ev)
-            return tr, ev
+        if (splits := file_splits(self)) is not None:
+            return splits
         items = [
             Example(
                 id=f"conciseness-{cat}-{stable_int(q) % 10**8:08d}",

@@ -28,7 +28,7 @@ from typing import Any
 
 from evotune.errors import TaskError
 from evotune.tasks.base import Example, PromptStyle, Reward, Task, register_task, stable_int
-from evotune.tasks.records import SPLIT_RULES, convert_rows, read_records, row_id, split_examples
+from evotune.tasks.records import SPLIT_RULES, convert_rows, file_splits, read_records, row_id
 from evotune.tasks.records import value as row_value
 from evotune.tasks.safe_expr import PY_CHARS, ExprError, evaluate_expr, python_value
 
@@ -518,14 +518,8 @@ class Countdown(Task):
         are evaluated on the same items — and train skips every eval prompt, so the splits are
         disjoint by construction (and checked).
         """
-        if self.options.get("data"):
-            items = self.load(self.options["data"])
-            extra = self.load(self.options["eval_data"]) if self.options.get("eval_data") else None
-            tr, ev = split_examples(
-                "countdown", items, extra, self.split_rule, self.seed, *self._given, self.default_n_train
-            )
-            self.n_train, self.n_eval = len(tr), len(ev)
-            return tr, ev
+        if (splits := file_splits(self)) is not None:
+            return splits
         ev = self._generate("eval", self.n_eval, set())
         tr = self._generate("train", self.n_train, {e.prompt for e in ev})
         assert not ({e.prompt for e in tr} & {e.prompt for e in ev}), "countdown splits overlap"

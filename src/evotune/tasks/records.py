@@ -239,3 +239,18 @@ def split_examples(
     if rule == "reference":
         return items[:n_tr], items[n_tr : n_tr + n_ev]
     return disjoint_split(items, n_tr, n_ev, seed)
+
+
+def file_splits(task: Any) -> tuple[list[Example], list[Example]] | None:
+    """A reference-style task's splits from its `data` (and `eval_data`) files; None when it has none.
+
+    The task provides `load(path)`, `split_rule`, `_given` (the user's n_train/n_eval) and its
+    defaults; the split sizes it ends up with are written back, so they report the real split.
+    """
+    if not task.options.get("data"):
+        return None
+    items = task.load(task.options["data"])
+    extra = task.load(task.options["eval_data"]) if task.options.get("eval_data") else None
+    tr, ev = split_examples(task.name, items, extra, task.split_rule, task.seed, *task._given, task.default_n_train)
+    task.n_train, task.n_eval = len(tr), len(ev)
+    return tr, ev
