@@ -115,6 +115,27 @@ def _summary(es_gain=40.0, gr_gain=40.0, es_spread=0.1, gr_spread=None, gr_head=
     return summary, {m: ("es" if m in es else "grpo") for m in labels}, statistics.fmean(base)
 
 
+HY = ["h0", "h1", "h2"]
+
+
+def _with_hybrid(summary: dict, methods: dict[str, str], like: str) -> tuple[dict, dict[str, str]]:
+    """Add grpo_es runs h0..h2 whose reward, off-task KL and hacking rate sit at ES's seeds' values (like="es"),
+    GRPO's (like="grpo"), or half-way between the two (like="middle")."""
+    w = {"es": 1.0, "grpo": 0.0, "middle": 0.5}[like]
+    pts = {p["model"]: p for p in summary["reward_kl"]}
+    hack = {r["model"]: r for r in summary["hacking"]}
+    for i, h in enumerate(HY):
+        e, g = ES[i], GR[i]
+        ie, ig = summary["rewards"][e]["t"]["item_rewards"], summary["rewards"][g]["t"]["item_rewards"]
+        items = [w * a + (1 - w) * b for a, b in zip(ie, ig, strict=True)]
+        summary["rewards"][h] = {"t": {"reward_mean": statistics.fmean(items), "item_rewards": items, "n": len(items)}}
+        summary["reward_kl"].append({"model": h, "off_task_kl": w * pts[e]["off_task_kl"] + (1 - w) * pts[g]["off_task_kl"]})
+        summary["hacking"].append({"model": h, "source": "compare eval (t)", "reason": "",
+                                   "hack_empty": w * hack[e]["hack_empty"] + (1 - w) * hack[g]["hack_empty"]})
+        summary["update_norms"]["total"][h] = {"delta_norm": 1.5}
+    return summary, {**methods, **dict.fromkeys(HY, "grpo_es")}
+
+
 def _passk(temp: list[int], pert: list[int], n: int = 8) -> dict:
     return {"n": n, "temperature": {"value": 0.7, "counts": temp, f"pass@{n}": statistics.fmean(c > 0 for c in temp)},
             "perturbation": {"value": 0.001, "counts": pert, f"pass@{n}": statistics.fmean(c > 0 for c in pert)}}
@@ -129,10 +150,10 @@ def test_all_claims_hold_on_a_constructed_case():
     rng = random.Random(3)
     temp = [rng.randint(3, 8) for _ in range(40)]
     s, methods, base = _summary(passk=_passk(temp, [max(0, c - 3) for c in temp]))
+    s, methods = _with_hybrid(s, methods, "es")  # GRPO's update on ES's samples lands where ES does
     rows = findings(s, methods, base)
     assert [r["key"] for r in rows] == list(CLAIM_RULES)
-    assert {r["key"]: r["verdict"] for r in rows} == {**{k: HOLDS for k in CLAIM_RULES},
-                                                      "es_sampling_gradient_update": NOT_RUN}
+    assert {r["key"]: r["verdict"] for r in rows} == {k: HOLDS for k in CLAIM_RULES}
     assert all(r["rule"] == CLAIM_RULES[r["key"]] for r in rows)
     assert "ES" in rows[0]["measured"] and findings_html(rows, "completions=1").count("<tr>") == len(CLAIM_RULES) + 1
     assert findings(s, methods, base) == rows  # deterministic
@@ -141,13 +162,28 @@ def test_all_claims_hold_on_a_constructed_case():
 def test_all_claims_fail_on_the_opposite_case():
     rng = random.Random(3)
     pert = [rng.randint(3, 8) for _ in range(40)]
-    v = _verdicts(es_gain=10.0, gr_gain=40.0, es_spread=1.0, gr_spread=0.1, gr_head=None, one_direction=True,
-                  es_norm=1.0, gr_norm=2.0, es_kl=0.1, gr_kl=0.5, cross_dip=0.0, same_dip=10.0,
-                  es_shape=lambda lam: lam**6, gr_shape=lambda lam: lam, es_hack=0.6, gr_hack=0.0,
-                  es_deg=0.2, gr_deg=2.0, passk=_passk([max(0, c - 3) for c in pert], pert))
-    expected = {k: FAILS for k in CLAIM_RULES}
-    expected["es_sampling_gradient_update"] = NOT_RUN
-    assert v == expected
+    s, methods, base = _summary(
+        es_gain=10.0, gr_gain=40.0, es_spread=1.0, gr_spread=0.1, gr_head=None, one_direction=True,
+        es_norm=1.0, gr_norm=2.0, es_kl=0.1, gr_kl=0.5, cross_dip=0.0, same_dip=10.0,
+        es_shape=lambda lam: lam**6, gr_shape=lambda lam: lam, es_hack=0.6, gr_hack=0.0,
+        es_deg=0.2, gr_deg=2.0, passk=_passk([max(0, c - 3) for c in pert], pert))
+    s, methods = _with_hybrid(s, methods, "grpo")  # the update, not the sampler, makes the difference
+    v = {r["key"]: r["verdict"] for r in findings(s, methods, base)}
+    assert v == {k: FAILS for k in CLAIM_RULES}
+
+
+def test_sampler_claim_is_inconclusive_half_way_and_not_run_without_hybrid_runs():
+    s, methods, base = _summary()
+    s, methods = _with_hybrid(s, methods, "middle")
+    row = next(r for r in findings(s, methods, base) if r["key"] == "es_sampling_gradient_update")
+    assert row["verdict"] == UNSURE and "p 0.5" in row["measured"], row["measured"]
+    assert "‖Δ_H‖/‖Δ_GRPO‖ 1.5" in row["measured"]
+    assert _verdicts()["es_sampling_gradient_update"] == NOT_RUN
+    # ES and GRPO that do not differ on any measure leave nothing to attribute
+    s, methods, base = _summary(gr_gain=40.0, es_kl=0.1, gr_kl=0.1, es_hack=0.0, gr_hack=0.0)
+    s, methods = _with_hybrid(s, methods, "es")
+    row = next(r for r in findings(s, methods, base) if r["key"] == "es_sampling_gradient_update")
+    assert row["verdict"] == UNSURE and "not separated" in row["measured"]
 
 
 def test_fewer_than_three_seeds_is_inconclusive():
@@ -306,7 +342,7 @@ def test_study_end_to_end_on_tiny_models(tiny_model, tmp_path):
     from evotune.study import run_study
 
     cfg = build_config(None, {
-        "name": "tiny", "out": str(tmp_path / "study"), "seeds": [0, 1], "threads": 1,
+        "name": "tiny", "out": str(tmp_path / "study"), "seeds": [0, 1], "threads": 1, "jobs": 2,
         "model.name": str(tiny_model), "task.name": "toy_letters",
         "generation.max_new_tokens": 4, "eval.every": 0, "eval.limit": 4,
         "budget.completions": 16,
@@ -317,9 +353,27 @@ def test_study_end_to_end_on_tiny_models(tiny_model, tmp_path):
         "analysis.passk_n": 2, "analysis.passk_prompts": 2, "analysis.passk_select": 1,
         "analysis.passk_temperatures": [1.0], "analysis.passk_sigmas": [0.01],
     }, StudyConfig)
-    res = run_study(cfg, progress=False)
-    assert [r["method"] for r in res["runs"]] == ["es", "es", "grpo", "grpo"]
+    res = run_study(cfg, progress=False)  # two worker processes train the six runs
+    assert [r["method"] for r in res["runs"]] == ["es", "es", "grpo", "grpo", "grpo", "grpo"]  # grpo_es is a grpo run
+    assert res["methods"] == {"es_seed0": "es", "es_seed1": "es", "grpo_seed0": "grpo", "grpo_seed1": "grpo",
+                              "grpo_es_seed0": "grpo_es", "grpo_es_seed1": "grpo_es"}
     assert all(r["completions"] >= 16 for r in res["runs"])
+    hybrid = build_config(tmp_path / "study" / "runs" / "grpo_es_seed1" / "config.yaml", None)
+    assert hybrid.grpo.sampler == "es" and hybrid.method == "grpo"
+    # a worker process trains exactly what a sequential, in-process run trains
+    from safetensors.torch import load_file
+
+    from evotune.checkpoints import latest_checkpoint
+    from evotune.sweep import train_run
+
+    alone = cfg.run_config("es", 1).model_copy(update={"run_dir": str(tmp_path / "alone")})
+    train_run(alone, progress=False)
+    a = load_file(str(latest_checkpoint(tmp_path / "alone") / "model.safetensors"))
+    b = load_file(str(latest_checkpoint(tmp_path / "study" / "runs" / "es_seed1") / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    lmc = json.loads((tmp_path / "study" / "report" / "compare" / "summary.json").read_text())["lmc"]["pairs"]
+    assert lmc and not any("grpo_es" in (p["a"] + p["b"]) for p in lmc)  # study.lmc_methods: es and grpo only
+    assert len(lmc) == 4 + 6  # base→each of 4 runs, and the 6 pairs among them
     assert len(res["findings"]) == len(CLAIM_RULES)
     assert all(r["verdict"] in (HOLDS, FAILS, UNSURE, NOT_RUN) for r in res["findings"])
     by_key = {r["key"]: r for r in res["findings"]}

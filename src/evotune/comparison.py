@@ -11,6 +11,7 @@ recorded under `errors` and the rest of the report is still written.
 
 from __future__ import annotations
 
+import fnmatch
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -153,6 +154,10 @@ class CompareConfig(BaseModel):
     lmc_points: int = Field(default=11, ge=2, description="λ grid size of the LMC paths")
     lmc_limit: int | None = Field(default=None, ge=1, description="held-out items per LMC point (default: limit)")
     lmc_kl: bool = Field(default=False, description="KL to the base along LMC paths")
+    lmc_models: list[str] | None = Field(
+        default=None, description="labels (globs) of the models that get LMC paths, base→model and between them "
+        "(default: all)",
+    )
     sigmas: list[float] = Field(default_factory=lambda: [0.001, 0.003, 0.01], description="robustness σ grid")
     trials: int = Field(default=4, ge=1, description="robustness trials per σ")
     robust_params: str = Field(default="*", description="robustness: parameters to perturb (glob)")
@@ -294,9 +299,10 @@ def compare(models_or_runs: Sequence[str], cfg: CompareConfig | None = None, log
     lmc_res = None
     if "lmc" not in skip:
 
-        n = len(entries)
+        chosen = [i + 1 for i, e in enumerate(entries)
+                  if c.lmc_models is None or any(fnmatch.fnmatchcase(e.label, g) for g in c.lmc_models)]
         known = {m: b for m in rewards if (b := _baseline(rewards, m, primary))}  # = the greedy eval above
-        pairs = [(0, i) for i in range(1, n + 1)] + [(i + 1, j + 1) for i, j in combinations(range(n), 2)]
+        pairs = [(0, i) for i in chosen] + list(combinations(chosen, 2))
         lmc_res = step(
             "lmc",
             lambda: lmc_curves(

@@ -225,6 +225,12 @@ class GRPOConfig(_Strict):
     # completions in one micro-batch needs ~20 GB (measured on boolq with SmolLM2).
     gradient_accumulation_steps: int | None = Field(default=None, ge=1)
     max_grad_norm: float = Field(default=1.0, gt=0)
+    sampler: Literal["policy", "es"] = Field(
+        default="policy",
+        description="who writes the completions GRPO learns from: the policy (temperature sampling), or ES "
+        "(completion j of every group greedily from the member θ + σ·ε_j, with es.sigma, es.antithetic and "
+        "es.include/exclude): 'sample with ES, optimise with gradients'",
+    )
 
 
 class TrainConfig(_Strict):

@@ -94,6 +94,11 @@ def validate_grpo(cfg: TrainConfig) -> None:
             f"into equal micro-batches: set grpo.gradient_accumulation_steps to a divisor of {batch} "
             f"({', '.join(map(str, divisors))}) or change grpo.prompts_per_step / grpo.num_generations"
         )
+    if g.sampler == "es" and cfg.es.antithetic and g.num_generations % 2:
+        raise ConfigError(
+            f"grpo.sampler=es with es.antithetic pairs members ±ε, so grpo.num_generations must be even, got "
+            f"{g.num_generations}: make it even or set es.antithetic=false"
+        )
     if g.loss_type not in SUPPORTED_LOSSES:
         raise ConfigError(f"grpo.loss_type {g.loss_type!r} is not supported; use one of {', '.join(SUPPORTED_LOSSES)}")
     if g.lr_scheduler not in SUPPORTED_SCHEDULERS:

@@ -54,8 +54,13 @@ CLAIM_RULES = {
     "prompts (each at its best setting chosen on train prompts), paired per prompt, at k = 1, 2, 4, …, n; holds if "
     "the 95% t interval of the difference lies above 0 at every k; does not hold if it lies below 0 at some k; "
     "inconclusive otherwise, when nothing was solved, or when pass@k was not measured (analysis.passk_n = 0)",
-    "es_sampling_gradient_update": "reward, KL and Δ geometry of GRPO's update on completions sampled by ES-perturbed "
-    "members, beside ES and GRPO; not run: evotune has no such training mode yet",
+    "es_sampling_gradient_update": "H = GRPO's update on completions written by ES-perturbed members "
+    "(grpo.sampler=es). On each measure where ES and GRPO differ (the 95% interval of their difference over seeds "
+    "excludes 0) among held-out reward, off-task KL and hacking rate, H's position p = (x_H − mean x_GRPO) / "
+    "(mean x_ES − mean x_GRPO) per H seed (0 = like GRPO, 1 = like ES), with its 95% t interval; holds (the sampler "
+    "makes ES's difference) if every such interval lies above 0.5, does not hold (the update makes it) if every one "
+    "lies below 0.5; inconclusive otherwise, when no measure separates ES and GRPO, or with < 3 seeds per method. "
+    "Δ geometry (‖Δ_H‖/‖Δ_GRPO‖, cos(Δ_H, Δ_ES), cos(Δ_H, Δ_GRPO)) is reported beside it",
 }
 
 
@@ -220,7 +225,7 @@ def findings(summary: dict[str, Any], methods: dict[str, str], base_reward: floa
         }
         per_model[row["model"]] = max([per_model.get(row["model"], 0.0), *det.values()])
         for k, val in det.items():
-            rates[meth].setdefault(k, []).append(val)
+            rates.setdefault(meth, {}).setdefault(k, []).append(val)
     he = mean_se([x for m, x in per_model.items() if methods[m] == "es"])
     hg = mean_se([x for m, x in per_model.items() if methods[m] == "grpo"])
     if he[0] != he[0] or hg[0] != hg[0]:
@@ -244,10 +249,58 @@ def findings(summary: dict[str, Any], methods: dict[str, str], base_reward: floa
     out.append(_same_basin(summary, es, gr, cross, thr, thr_txt))
     out.append(_robustness(summary, es, gr, enough))
     out.append(_passk(summary.get("passk")))
-    out.append(_claim("es_sampling_gradient_update", "Sample with ES, optimise with gradients: where does ES's "
-                      "difference come from?", "not run: no training mode yet that applies GRPO's gradient update "
-                      "to completions sampled from ES-perturbed members", NOT_RUN))
+    hy = [m for m, k in methods.items() if k == "grpo_es"]
+    out.append(_sampler_or_update(summary, es, gr, hy, per_model, primary))
     return out
+
+
+def _sampler_or_update(summary: dict[str, Any], es: list[str], gr: list[str], hy: list[str],
+                       hacking: dict[str, float], primary: Any) -> dict[str, Any]:
+    """(13) GRPO's update on ES's samples: does it land near ES (the sampler decides) or near GRPO (the update does)?"""
+    key = "es_sampling_gradient_update"
+    claim = "Sample with ES, optimise with gradients: ES's difference from GRPO comes from where it samples"
+    if not hy:
+        return _claim(key, claim, "not run: the study trained no grpo_es runs (add grpo_es to `methods`)", NOT_RUN)
+    cells = summary.get("rewards") or {}
+    kl = {p["model"]: p.get("off_task_kl") for p in summary.get("reward_kl") or []}
+    measures = {
+        "reward": {m: (cells.get(m, {}).get(primary) or {}).get("reward_mean") for m in es + gr + hy},
+        "off-task KL": {m: kl.get(m) for m in es + gr + hy},
+        "hacking": {m: hacking.get(m) for m in es + gr + hy},
+    }
+    parts, vs = [], []
+    for name, x in measures.items():
+        xe, xg, xh = ([x[m] for m in grp if x.get(m) is not None] for grp in (es, gr, hy))
+        if not (xe and xg and xh):
+            parts.append(f"{name}: n/a")
+            continue
+        d, lo, hi = diff_ci(xe, xg)
+        me, mg = statistics.fmean(xe), statistics.fmean(xg)
+        if not (lo == lo and (lo > 0 or hi < 0)):
+            parts.append(f"{name}: ES {me:.3g} vs GRPO {mg:.3g} not separated (H {statistics.fmean(xh):.3g})")
+            continue
+        pm, plo, phi = mean_ci([(v - mg) / (me - mg) for v in xh])
+        vs.append(versus(plo, phi, 0.5))
+        parts.append(f"{name}: p {_ci(pm, plo, phi)} (ES {me:.3g}, GRPO {mg:.3g}, H {statistics.fmean(xh):.3g})")
+    tot = (summary.get("update_norms") or {}).get("total") or {}
+    ratio = [tot[h]["delta_norm"] / tot[g]["delta_norm"] for h in hy for g in gr
+             if h in tot and g in tot and tot[g]["delta_norm"]]
+    cos = summary.get("cosine") or {}
+    labels, mat = cos.get("models", []), cos.get("total")
+
+    def mean_cos(group: list[str]) -> float:
+        vals = [mat[labels.index(h)][labels.index(o)] for h in hy for o in group
+                if mat and h in labels and o in labels and mat[labels.index(h)][labels.index(o)] is not None]
+        return statistics.fmean(vals) if vals else math.nan
+
+    geo = (f"‖Δ_H‖/‖Δ_GRPO‖ {statistics.fmean(ratio):.3g}" if ratio else "‖Δ_H‖ n/a") + \
+        f"; cos(Δ_H, Δ_ES) {mean_cos(es):.3g}, cos(Δ_H, Δ_GRPO) {mean_cos(gr):.3g}"
+    enough = min(len(es), len(gr), len(hy)) >= MIN_SEEDS
+    if not enough or not vs:
+        v = UNSURE
+    else:
+        v = HOLDS if all(x == HOLDS for x in vs) else FAILS if all(x == FAILS for x in vs) else UNSURE
+    return _claim(key, claim, f"{'; '.join(parts)}; {geo}; {len(es)}+{len(gr)}+{len(hy)} seeds (ES+GRPO+H)", v)
 
 
 def _fmt_barrier(p: dict[str, Any], b: tuple[float, float, float, float, int] | None) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, model_validator
@@ -48,6 +48,17 @@ class StudyConfig(_Strict):
     # three per method: the fewest that give a spread (claims.MIN_SEEDS); fewer judge as inconclusive
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     threads: int | None = None
+    methods: list[Literal["es", "grpo", "grpo_es"]] = Field(
+        default_factory=lambda: ["es", "grpo", "grpo_es"], min_length=1,
+        description="what to train per seed: es, grpo, and grpo_es (GRPO's update on completions from ES-perturbed "
+        "members, grpo.sampler=es; claim 13)",
+    )
+    jobs: int = Field(default=1, ge=1, description="training runs at once, each its own process (with `threads` "
+                      "torch threads each); runs are independent, so the weights do not depend on it")
+    lmc_methods: list[Literal["es", "grpo", "grpo_es"]] = Field(
+        default_factory=lambda: ["es", "grpo"], min_length=1,
+        description="methods whose runs get interpolation paths (base→run and between runs); the claims need es and grpo",
+    )
     model: ModelConfig = Field(default_factory=ModelConfig)
     task: TaskConfig = Field(default_factory=TaskConfig)
     generation: GenerateConfig = Field(default_factory=GenerateConfig)
@@ -69,12 +80,15 @@ class StudyConfig(_Strict):
         return Path(self.out or f"studies_out/{self.name}")
 
     def run_config(self, method: str, seed: int) -> TrainConfig:
+        """One training run of the study; `grpo_es` is a GRPO run whose completions ES members write."""
         data = self.model_dump(include={"threads", "model", "task", "generation", "eval", "budget", "es", "grpo", "ray"})
         # iterations/steps are caps; the shared budget is what stops both methods
         data["es"]["iterations"] = max(data["es"]["iterations"], 10_000)
         data["grpo"]["steps"] = max(data["grpo"]["steps"], 10_000)
+        data["grpo"]["sampler"] = "es" if method == "grpo_es" else "policy"
         return TrainConfig.model_validate(
-            {**data, "method": method, "seed": seed, "run_dir": str(self.out_dir / "runs" / f"{method}_seed{seed}")}
+            {**data, "method": "grpo" if method == "grpo_es" else method, "seed": seed,
+             "run_dir": str(self.out_dir / "runs" / f"{method}_seed{seed}")}
         )
 
 

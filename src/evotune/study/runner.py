@@ -8,13 +8,18 @@ interrupted study picks up where it stopped.
 
 from __future__ import annotations
 
+import importlib
 import json
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 from evotune.analysis.passk import passk_study
 from evotune.backends.models import load_model
 from evotune.comparison import CompareConfig, compare
+from evotune.config import TrainConfig
 from evotune.errors import ConfigError
 from evotune.report.findings import findings_html
 from evotune.report.render import render_html
@@ -23,7 +28,7 @@ from evotune.runs.summary import run_facts
 from evotune.study.claims import findings
 from evotune.study.config import StudyConfig, study_yaml
 from evotune.sweep import run_state, train_run
-from evotune.tasks import build_task, get_task
+from evotune.tasks import build_task, get_task, task_modules
 
 
 def run_study(cfg: StudyConfig, progress: bool = True, log: Any = None, reuse_compare: bool = False) -> dict[str, Any]:
@@ -39,16 +44,7 @@ def run_study(cfg: StudyConfig, progress: bool = True, log: Any = None, reuse_co
         raise ConfigError(f"--reuse-compare: no comparison at {saved}; run the study without it first")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "study.yaml", study_yaml(cfg))
-    runs: dict[str, str] = {}
-    for method in ("es", "grpo"):
-        for seed in cfg.seeds:
-            rc = cfg.run_config(method, seed)
-            state = run_state(Path(rc.run_dir))
-            if log:
-                log(f"[study] {method} seed {seed}: {state}")
-            if state != "done":
-                train_run(rc, resume=state == "partial", progress=progress)
-            runs[rc.run_dir] = method
+    runs = train_all(cfg, progress, log)
     facts = [run_facts(r) for r in runs]
     a = cfg.analysis
     if reuse_compare:
@@ -58,10 +54,13 @@ def run_study(cfg: StudyConfig, progress: bool = True, log: Any = None, reuse_co
             base=cfg.model.name, tasks=[cfg.task.name, *[t for t in a.off_tasks if t != cfg.task.name]],
             out_dir=str(out / "report" / "compare"), limit=a.limit, kl_prompts=a.kl_prompts, lmc_points=a.lmc_points,
             lmc_limit=a.lmc_limit, sigmas=a.sigmas, trials=a.trials, skip=a.skip, device=cfg.model.device,
+            lmc_models=[Path(r).name for r, m in runs.items() if m in cfg.lmc_methods],
         )
         summary = compare(list(runs), cc, log=log)
     summary["passk"] = _passk(cfg, out / "report" / "passk.json", log) if a.passk_n else None
-    methods = {e["label"]: e.get("method") or runs.get(str(e.get("run")), "") for e in summary["entries"]}
+    by_name = {Path(r).name: m for r, m in runs.items()}  # the study's method (grpo_es is a grpo run)
+    methods = {e["label"]: by_name.get(Path(str(e.get("run") or e["label"])).name) or e.get("method") or ""
+               for e in summary["entries"]}
     base_cell = (summary.get("rewards", {}).get("base", {}) or {}).get(summary.get("primary_task")) or {}
     rows = findings(summary, methods, base_cell.get("reward_mean"))
     budget = cfg.budget.model_dump(exclude_none=True)
@@ -72,6 +71,53 @@ def run_study(cfg: StudyConfig, progress: bool = True, log: Any = None, reuse_co
                                                  findings_html(rows, str(budget)))])
     atomic_write_text(out / "report" / "index.html", html)
     return result
+
+
+def train_all(cfg: StudyConfig, progress: bool, log: Any) -> dict[str, str]:
+    """Train (or resume) every method × seed; returns run directory → study method, in config order.
+
+    With `jobs` > 1 the runs train in that many worker processes at once (each with `threads` torch
+    threads): runs share nothing, so each run's weights are those of a sequential study.
+    """
+    todo, runs = [], {}
+    for method in cfg.methods:
+        for seed in cfg.seeds:
+            rc = cfg.run_config(method, seed)
+            state = run_state(Path(rc.run_dir))
+            if log:
+                log(f"[study] {method} seed {seed}: {state}")
+            if state != "done":
+                todo.append((rc, state == "partial"))
+            runs[rc.run_dir] = method
+    if cfg.jobs == 1 or len(todo) <= 1:
+        for rc, resume in todo:
+            _train_timed(rc, resume, progress, log)
+        return runs
+    todo.sort(key=lambda t: t[0].method == "es")  # the slow gradient runs first, so the workers finish together
+    ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch thread pools
+    with ProcessPoolExecutor(max_workers=cfg.jobs, mp_context=ctx, initializer=_import_all,
+                             initargs=(task_modules(),)) as pool:
+        futures = {pool.submit(_train_timed, rc, resume, False, None): rc for rc, resume in todo}
+        for fut in as_completed(futures):
+            secs = fut.result()  # a failed run stops the study with its own error
+            if log:
+                log(f"[study] trained {Path(futures[fut].run_dir).name} in {secs:.0f} s")
+    return runs
+
+
+def _import_all(modules: list[str]) -> None:
+    """Worker start: import the modules that registered the parent's own tasks (a fresh process lacks them)."""
+    for m in modules:
+        importlib.import_module(m)
+
+
+def _train_timed(rc: TrainConfig, resume: bool, progress: bool, log: Any) -> float:
+    t0 = time.perf_counter()
+    train_run(rc, resume=resume, progress=progress)
+    secs = time.perf_counter() - t0
+    if log:
+        log(f"[study] trained {Path(rc.run_dir).name} in {secs:.0f} s")
+    return secs
 
 
 def _passk(cfg: StudyConfig, path: Path, log: Any) -> dict[str, Any]:

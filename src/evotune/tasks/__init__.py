@@ -14,6 +14,7 @@ from evotune.tasks.base import (
     get_task,
     register_task,
     stable_int,
+    task_modules,
 )
 
 # Built-in tasks register themselves on import.
@@ -33,6 +34,7 @@ def build_task(cfg: TaskConfig) -> Task:
 
 
 __all__ = [
+    "task_modules",
     "build_task",
     "Example",
     "ExampleTypeError",

@@ -308,6 +308,12 @@ def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
     return deco
 
 
+def task_modules() -> list[str]:
+    """Modules that registered tasks outside evotune: a worker process imports them to know the same names."""
+    return sorted({c.__module__ for c in _REGISTRY.values()
+                   if not c.__module__.startswith("evotune.") and c.__module__ != "__main__"})
+
+
 def available_tasks() -> list[str]:
     _load_builtin()
     return sorted(_REGISTRY)

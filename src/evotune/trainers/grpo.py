@@ -4,6 +4,9 @@ TRL owns the optimisation loop; a callback hands each finished step to the frame
 so budget, metric names, held-out evals, checkpoints and the summary are the ES trainer's own code.
 What is GRPO's alone: `RUN/trl/checkpoint-K` (optimizer, scheduler and RNG state, what `--resume`
 continues from) and the `grpo/*` metrics. See `evotune.grpo.trl` for the TRL pieces.
+
+`grpo.sampler: es` keeps GRPO's update and changes only who writes the completions: `ESSampler`
+(TRL's `rollout_func`) — the seed papers' open question "sample with ES, optimise with gradients".
 """
 
 from __future__ import annotations
@@ -15,13 +18,51 @@ from typing import Any
 
 import torch
 
-from evotune.backends.hf import stop_ids
+from evotune.backends.hf import generate, stop_ids
 from evotune.backends.models import load_model
 from evotune.config import TrainConfig
+from evotune.es.params import EvolvingParams, select_params
+from evotune.es.strategy import ask
 from evotune.grpo import trl as glue
 from evotune.runs.metrics import Budget, StepStats
 from evotune.tasks import build_task
 from evotune.trainers.frame import Trainer
+
+
+class ESSampler:
+    """TRL `rollout_func`: completion j of every group is the greedy answer of ES member θ + σ·ε_j.
+
+    The members are ES's own population for that iteration (`ask(seed, step, K)`, es.sigma,
+    es.antithetic, es.include/exclude), drawn around the current weights through the one perturbation
+    path (`EvolvingParams`) and restored exactly afterwards, so the gradient step sees θ bit for bit.
+    No sampling log-probabilities are returned: TRL then treats the completions as its own (ratio 1),
+    i.e. the plain policy-gradient step on θ that GRPO takes, only on ES's samples.
+    """
+
+    def __init__(self, cfg: TrainConfig, model: Any, tok: Any, max_new_tokens: int) -> None:
+        self.cfg, self.model, self.tok, self.max_new_tokens = cfg, model, tok, max_new_tokens
+        self.named = select_params(model, cfg.es.include, cfg.es.exclude)
+
+    def __call__(self, prompts: list[str], trainer: Any) -> dict[str, Any]:
+        k = self.cfg.grpo.num_generations
+        groups = [prompts[i:i + k] for i in range(0, len(prompts), k)]
+        if len(prompts) % k or any(len(set(g)) != 1 for g in groups):
+            raise RuntimeError(f"TRL passed {len(prompts)} prompts not in groups of {k} equal ones")
+        unique = [g[0] for g in groups]
+        members = ask(self.cfg.seed, trainer.state.global_step + 1, k, self.cfg.es.antithetic)
+        params = EvolvingParams(self.named)  # master = θ now; restore() puts it back bit for bit
+        completion_ids: list[list[int]] = [[] for _ in prompts]
+        try:
+            for j, m in enumerate(members):
+                params.perturb(m.seed, m.sign, self.cfg.es.sigma)
+                comps = generate(self.model, self.tok, unique, self.max_new_tokens,
+                                 batch_size=self.cfg.generation.batch_size)
+                for g, c in enumerate(comps):
+                    completion_ids[g * k + j] = list(c.token_ids)
+        finally:
+            params.restore()
+        prompt_ids = [self.tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": None}
 
 
 class GRPOTrainer(Trainer):
@@ -95,6 +136,8 @@ class GRPOTrainer(Trainer):
             trainer = trainer_cls(
                 model=self.model, reward_funcs=reward, args=args, train_dataset=ds, processing_class=self.tok,
                 callbacks=[callback_cls(self)],
+                rollout_func=ESSampler(self.cfg, self.model, self.tok, self.max_new_tokens)
+                if self.cfg.grpo.sampler == "es" else None,
             )
         trainer.evotune_stats = self.rewards
         for cb in (PrinterCallback, ProgressCallback):
