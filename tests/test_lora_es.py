@@ -149,9 +149,11 @@ def test_checkpoint_integrity_covers_the_adapter(es_config, tmp_path, one_thread
 
 
 def test_merged_weights_feed_the_analyses(es_config, tmp_path, tiny_model, one_thread):
+    from evotune.analysis.common import architecture
     from evotune.analysis.delta import delta_stats
 
     _, run = _train(es_config, tmp_path, "run")
+    assert architecture(latest_checkpoint(run)) == architecture(tiny_model) != {}
     r = delta_stats([str(run)], str(tiny_model))
     moved = {k for k, v in r["params"].items() if v["delta_norm"][0] > 0}
     assert moved and all(k.rsplit(".", 2)[-2] in TARGETS for k in moved)  # base names, Δ = merged − base
