@@ -24,8 +24,9 @@ from evotune.checkpoints import (
     read_state,
     verify_checkpoint,
 )
-from evotune.config import LoRAConfig, build_config
+from evotune.config import ESConfig, LoRAConfig, build_config
 from evotune.errors import ConfigError, ModelError
+from evotune.es.params import make_params
 from evotune.trainers import ESTrainer
 from evotune.trainers.replay import replay
 
@@ -180,6 +181,9 @@ def test_adapter_init_is_a_function_of_the_seed_not_the_global_rng(tiny_model):
     assert all(t.dtype == torch.float32 for t in a.values())
     bound = 1 / 64**0.5  # kaiming-uniform on (r, in=64), peft's default
     assert all(float(t.abs().max()) <= bound for n, t in a.items() if ".lora_A." in n)
+    model, _ = load_model(str(tiny_model))
+    with pytest.raises(ValueError, match="run seed"):  # never a silent default seed
+        make_params(model, ESConfig(lora=lora))
 
 
 @pytest.mark.parametrize(("over", "match"), [
