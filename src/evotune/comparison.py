@@ -232,6 +232,7 @@ def compare(models_or_runs: Sequence[str], cfg: CompareConfig | None = None, log
             "max_new_tokens": mnt,
             "lmc_points": lmc_points,
             "lmc_limit": lmc_limit or limit,
+            "lmc_models": c.lmc_models,
             "sigmas": list(sigmas),
             "trials": trials,
             "robust_params": robust_params,

@@ -5,6 +5,7 @@ A bad value is reported with its dotted path before any model is loaded.
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from pathlib import Path
@@ -125,6 +126,38 @@ class ScheduleConfig(_Strict):
     )
 
 
+LLAMA_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class LoRAConfig(_Strict):
+    """LoRA-ES: evolve only LoRA adapters (peft) on the frozen base; see docs/algorithms.md."""
+
+    enabled: bool = Field(default=False, description="evolve LoRA adapters instead of the model's own weights")
+    rank: int = Field(default=8, ge=1, description="adapter rank r (A: r×in, B: out×r)")
+    alpha: float = Field(default=16.0, gt=0, description="peft's lora_alpha: the adapter's output is scaled by alpha/rank")
+    target_modules: list[str] = Field(
+        default_factory=lambda: list(LLAMA_PROJECTIONS), min_length=1,
+        description="Linear layers that get an adapter, by the last part of their module name (peft's rule); "
+        "default: the attention and MLP projections of llama-like models",
+    )
+    init: Literal["kaiming", "gaussian"] = Field(
+        default="kaiming",
+        description="A's initialisation, drawn from the run seed (peft's: kaiming = its default "
+        "kaiming-uniform, gaussian = N(0, 1/r²)); B starts at 0, so the run starts at the base model",
+    )
+    save_merged: bool = Field(
+        default=False, description="checkpoints also hold the merged model (base + adapter) as an HF model",
+    )
+
+    @field_validator("target_modules")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        bad = [t for t in v if not re.fullmatch(r"[A-Za-z0-9_.]+", t)]
+        if bad:
+            raise ValueError(f"target module names must be module names such as q_proj, got {bad}")
+        return v
+
+
 class ESConfig(_Strict):
     population: int = Field(default=30, ge=2, description="members per iteration; 1 gives no fitness variance to learn from")
     # bounded by what fp32 weights can hold: a larger step can only overflow them
@@ -165,6 +198,7 @@ class ESConfig(_Strict):
         default=False,
         description="resume/replay a trajectory recorded on another device type (its noise differs: weights will too)",
     )
+    lora: LoRAConfig = Field(default_factory=LoRAConfig, description="LoRA-ES: evolve adapters only")
 
     @model_validator(mode="after")
     def _pairs(self) -> ESConfig:
@@ -325,8 +359,8 @@ def build_config(
             raise ConfigError(f"config file {p} must hold a mapping at top level")
         data = loaded
     for k, v in (overrides or {}).items():
-        if v is not None:
-            _set_dotted(data, k, v)
+        if v is not None:  # a copy: a later dotted key must not write into the caller's dict
+            _set_dotted(data, k, copy.deepcopy(v))
     try:
         return cls.model_validate(data)
     except ValidationError as exc:

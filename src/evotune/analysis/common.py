@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from evotune.backends.models import resolve_model
+from evotune.checkpoints import ADAPTER_CONFIG, ADAPTER_DIR, is_lora_checkpoint
 from evotune.config import TaskConfig, load_run_config
 from evotune.errors import AnalysisError, ModelError
 from evotune.tasks import Task, build_task, get_task
@@ -78,10 +79,15 @@ _HASHES: dict[tuple[str, int, int], str] = {}
 
 
 def architecture(path: str | Path) -> dict[str, Any]:
-    """The shape-defining fields of a model directory's config.json (empty if it has none)."""
+    """The shape-defining fields of a model directory's config.json (empty if it has none).
+
+    A LoRA-ES checkpoint without a merged model has the architecture of the base model its adapter records.
+    """
     try:
+        if is_lora_checkpoint(path) and not (Path(path) / "config.json").is_file():
+            path = json.loads((Path(path) / ADAPTER_DIR / ADAPTER_CONFIG).read_text())["base_model_name_or_path"]
         cfg = json.loads((Path(path) / "config.json").read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, KeyError, TypeError):
         return {}
     return {k: cfg.get(k) for k in _ARCH_KEYS}
 

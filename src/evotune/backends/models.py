@@ -20,9 +20,12 @@ from typing import Any
 import torch
 
 from evotune.checkpoints import (
+    ADAPTER_CONFIG,
+    ADAPTER_DIR,
     EXTRA_FILE,
     CheckpointTensors,
     check_finite,
+    is_lora_checkpoint,
     latest_checkpoint,
     verify_checkpoint,
 )
@@ -143,7 +146,7 @@ def resolve_model(spec: str) -> str:
         return str(ensure_smollm2())
     p = Path(spec).expanduser()
     if p.exists():
-        if (p / "config.json").is_file():
+        if (p / "config.json").is_file() or is_lora_checkpoint(p):
             return str(p)
         ck = latest_checkpoint(p)
         if ck is not None:
@@ -176,8 +179,6 @@ def load_model(spec: str, dtype: str = "auto", device: str = "auto") -> tuple[An
 
     `dtype` auto is bfloat16 on CUDA, float32 on the CPU; `spec` may be `arch:NAME` (random weights).
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     dev = resolve_device(device)
     dtype = resolve_dtype(dtype, dev)
     if spec.startswith(ARCH_PREFIX):
@@ -185,9 +186,23 @@ def load_model(spec: str, dtype: str = "auto", device: str = "auto") -> tuple[An
         return _finish(model, tok)
     path = resolve_model(spec)
     verify_checkpoint(path)  # an evotune checkpoint: its files must still match their recorded sha256
+    if is_lora_checkpoint(path):
+        return _finish(*_load_lora(spec, Path(path), dtype, dev))
+    model, tok = _hf_load(spec, Path(path), dtype)
+    if (Path(path) / EXTRA_FILE).is_file():  # a bf16 run's checkpoint: its exact fp32 masters win
+        _load_masters(model, Path(path))
+    check_finite(model.state_dict().items(), f"model {spec}" + ("" if Path(path) == Path(spec) else f" ({path})"))
+    model.to(dev)
+    return _finish(model, tok)
+
+
+def _hf_load(spec: str, path: Path, dtype: str) -> tuple[Any, Any]:
+    """`from_pretrained` of a model directory, its failures as one-line `ModelError`s."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     try:
-        tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype))
+        tok = AutoTokenizer.from_pretrained(str(path))
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype(dtype))
     except OSError as exc:
         raise ModelError(
             f"cannot load model {spec!r}: {_first_line(exc)} — pass a local directory, "
@@ -198,11 +213,31 @@ def load_model(spec: str, dtype: str = "auto", device: str = "auto") -> tuple[An
             f"cannot load model {spec!r} from {path}: {type(exc).__name__}: {_first_line(exc)} — "
             "its files are damaged or incomplete; restore or re-create them"
         ) from exc
-    if (Path(path) / EXTRA_FILE).is_file():  # a bf16 run's checkpoint: its exact fp32 masters win
-        _load_masters(model, Path(path))
-    check_finite(model.state_dict().items(), f"model {spec}" + ("" if Path(path) == Path(spec) else f" ({path})"))
+    return model, tok
+
+
+def _load_lora(spec: str, path: Path, dtype: str, dev: torch.device) -> tuple[Any, Any]:
+    """A LoRA-ES checkpoint as the merged model (the base model's names, W + (α/r)·B A).
+
+    The weights are `CheckpointTensors`' merged view (exact fp32 from the base model and the adapter);
+    the model is built from the merged files when the checkpoint has them, else from the base model.
+    """
+    from transformers import AutoTokenizer
+
+    if (path / "config.json").is_file():
+        model, _ = _hf_load(spec, path, dtype)
+    else:
+        base = json.loads((path / ADAPTER_DIR / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path") or ""
+        if not Path(base).is_dir():
+            raise ModelError(
+                f"{spec}: LoRA checkpoint whose base model {base!r} is not here and which holds no merged model; "
+                "restore the base model at that path, or rerun with es.lora.save_merged=true"
+            )
+        model, _ = load_model(base, dtype, "cpu")
+    _load_masters(model, path)  # the merged weights, exact (fp32 → the model's dtype)
+    check_finite(model.state_dict().items(), f"model {spec} ({path})")
     model.to(dev)
-    return _finish(model, tok)
+    return model, AutoTokenizer.from_pretrained(path)
 
 
 def _finish(model: Any, tok: Any) -> tuple[Any, Any]:

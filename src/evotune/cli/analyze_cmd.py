@@ -241,6 +241,8 @@ def compare_cmd(
     points: Annotated[int, Opt(help="LMC λ grid size")] = 11,
     lmc_limit: Annotated[int | None, Opt(help="held-out items per LMC point (default: --limit)")] = None,
     lmc_kl: Annotated[bool, Opt("--lmc-kl", help="KL to the base along LMC paths")] = False,
+    lmc_models: Annotated[str | None, Opt(help="comma-separated label globs of the models that get LMC paths "
+                                           "(default: all)")] = None,
     sigmas: Annotated[str, Opt(help="robustness σ grid")] = "0.001,0.003,0.01",
     trials: Annotated[int, Opt(help="robustness trials per σ")] = 4,
     params: Annotated[str, Opt(help="robustness: parameters to perturb (glob)")] = "*",
@@ -262,7 +264,7 @@ def compare_cmd(
     cc = build_config(None, {
         "base": base, "tasks": split_csv(tasks) or [], "out_dir": str(out), "limit": limit, "kl_prompts": kl_prompts,
         "max_new_tokens": max_new_tokens, "lmc_points": points, "lmc_limit": lmc_limit, "lmc_kl": lmc_kl,
-        "sigmas": parse_floats(sigmas), "trials": trials, "robust_params": params, "robust_base": robust_base,
+        "lmc_models": split_csv(lmc_models) or None, "sigmas": parse_floats(sigmas), "trials": trials, "robust_params": params, "robust_base": robust_base,
         "skip": split_csv(skip) or [], "samples": samples, "seed": seed, "dtype": dtype, "device": device,
         "batch_size": batch_size,
     }, CompareConfig)

@@ -67,6 +67,8 @@ def train_grpo(
     scale_rewards: Annotated[str | None, Opt(help="group | batch | none (advantage scaling)")] = None,
     steps: Annotated[int | None, Opt(help="number of optimizer steps")] = None,
     grad_accum: Annotated[int | None, Opt("--grad-accum", help="micro-batches per step")] = None,
+    sampler: Annotated[str | None, Opt(help="policy | es: who writes the completions (es: ES-perturbed members, "
+                                       "es.sigma; GRPO's update is unchanged)")] = None,
     *,
     args: TrainArgs,
 ) -> None:
@@ -77,6 +79,7 @@ def train_grpo(
         "grpo.warmup_steps": warmup_steps, "grpo.temperature": temperature,
         "grpo.max_prompt_length": max_prompt_length, "grpo.loss_type": loss_type,
         "grpo.scale_rewards": scale_rewards, "grpo.steps": steps, "grpo.gradient_accumulation_steps": grad_accum,
+        "grpo.sampler": sampler,
     })
     from evotune.trainers import make_trainer  # torch and transformers: loaded when a command runs
 

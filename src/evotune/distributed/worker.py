@@ -61,7 +61,7 @@ class ReplicaWorker:
 
         model, tok = load_model(cfg.model.name, cfg.model.dtype, cfg.model.device)
         self.cfg = cfg
-        self.params = make_params(model, cfg.es)
+        self.params = make_params(model, cfg.es, cfg.seed)
         self.evaluator = local_evaluator(model, tok, task, self.params, cfg)
         from_checkpoint = self.advance(rows, checkpoint)
         return {

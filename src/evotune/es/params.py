@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from evotune.config import ESConfig
+from evotune.errors import ConfigError
 from evotune.es.optimizers import ESOptimizer
 from evotune.noise import LowRankNoise, noise
 
@@ -68,9 +69,29 @@ def lowrank_param_filter(named: Iterable[tuple[str, torch.nn.Parameter]], vector
     return kept
 
 
-def make_params(model: Any, es: ESConfig) -> EvolvingParams:
-    """The parameters `es.include`/`es.exclude` select, with full-rank or low-rank noise."""
-    named = select_params(model, es.include, es.exclude)
+def make_params(model: Any, es: ESConfig, seed: int | None = None) -> EvolvingParams:
+    """The parameters `es.include`/`es.exclude` select, with full-rank or low-rank noise.
+
+    With `es.lora.enabled` (LoRA-ES) it first attaches LoRA adapters to `model` (in place, initialised
+    from the run `seed`), and the evolving parameters are the adapters that `es.include`/`es.exclude`
+    select: noise and updates never touch the base weights.
+    """
+    if es.lora.enabled:
+        if seed is None:
+            raise ValueError("LoRA-ES needs the run seed: its adapters are initialised from it")
+        from evotune.backends.lora import attach_lora  # peft: imported only when used
+
+        adapters = attach_lora(model, es.lora, seed)
+        named = [(n, p) for n, p in adapters
+                 if any(fnmatch.fnmatchcase(n, g) for g in es.include)
+                 and not any(fnmatch.fnmatchcase(n, g) for g in es.exclude)]
+        if not named:
+            raise ConfigError(
+                f"es.include={es.include} / es.exclude={es.exclude} select none of the LoRA adapter parameters "
+                f"(named like {adapters[0][0]}); with es.lora, include/exclude filter the adapters: widen them"
+            )
+    else:
+        named = select_params(model, es.include, es.exclude)
     master = "cpu" if es.master_device == "cpu" else None
     if es.noise == "lowrank":
         named = lowrank_param_filter(named, es.lowrank_vectors)

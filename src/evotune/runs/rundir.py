@@ -27,6 +27,7 @@ from evotune.checkpoints import (
     STATE_FILE,
     check_finite,
     checkpoint_dirs,
+    checkpoint_files,
     file_hashes,
 )
 from evotune.errors import RunStateError
@@ -156,9 +157,12 @@ class RunDir:
         extra_tensors: dict[str, Any] | None = None,
         keep_last: int | None = None,
         optimizer_tensors: dict[str, Any] | None = None,
+        write_model: Callable[[Path], None] | None = None,
     ) -> Path:
         """Write an HF-loadable checkpoint atomically (temp dir, then rename).
 
+        `write_model(dir)` writes the weights instead of `model.save_pretrained` (LoRA-ES: the adapter
+        in peft's format, and the merged model on request).
         `evotune_state.json` is written last inside the temp dir and marks the checkpoint complete.
         `extra_tensors` (e.g. fp32 master weights of a bf16 model) go to `evotune_extra.safetensors`,
         `optimizer_tensors` (ES momentum / Adam moments) to `evotune_optimizer.safetensors`.
@@ -171,7 +175,10 @@ class RunDir:
         tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        model.save_pretrained(tmp, safe_serialization=True)
+        if write_model is not None:
+            write_model(tmp)
+        else:
+            model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         if extra_tensors:
             save_file(
@@ -179,7 +186,7 @@ class RunDir:
             )
         if optimizer_tensors:
             save_file({k: v.contiguous() for k, v in optimizer_tensors.items()}, str(tmp / OPTIMIZER_FILE))
-        for f in tmp.iterdir():  # fsync files before the rename makes them visible
+        for f in checkpoint_files(tmp):  # fsync files before the rename makes them visible
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
         atomic_write_json(tmp / STATE_FILE, {"iteration": iteration, **state, "files": file_hashes(tmp)})

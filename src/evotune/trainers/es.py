@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from evotune.backends.models import load_model
+from evotune.backends.lora import save_lora
+from evotune.backends.models import ARCH_PREFIX, load_model, resolve_model
 from evotune.checkpoints import check_finite
 from evotune.config import TrainConfig
 from evotune.es import local_evaluator
@@ -45,6 +48,21 @@ def make_evaluator(model: Any, tok: Any, task: Task, params: EvolvingParams, cfg
     return local_evaluator(model, tok, task, params, cfg)
 
 
+def write_lora(out: Path, model: Any, params: EvolvingParams, cfg: TrainConfig, merged: bool = False) -> None:
+    """A LoRA-ES run's weights: the adapter (its exact fp32 master) and, when asked, the merged model.
+
+    The adapter records the base model's resolved directory, from which evotune reads merged weights;
+    a base without one (`arch:`, random weights) always gets the merged model written too.
+    """
+    spec = cfg.model.name
+    on_disk = not spec.startswith(ARCH_PREFIX)
+    base = str(Path(resolve_model(spec)).resolve()) if on_disk else spec
+    # the whole adapter: evolving tensors from their fp32 master, any that es.include/exclude froze as initialised
+    adapter = {n: p.detach() for n, p in model.named_parameters() if ".lora_A." in n or ".lora_B." in n}
+    adapter.update(params.master)
+    save_lora(out, model, adapter, cfg.es.lora, base, merged or cfg.es.lora.save_merged or not on_disk)
+
+
 class ESTrainer(Trainer):
     """Full-rank or low-rank ES on one task (`cfg.es`), evaluated in-process or on Ray workers."""
 
@@ -65,7 +83,7 @@ class ESTrainer(Trainer):
         m = self.cfg.model
         self.model, self.tok = load_model(m.name, m.dtype, m.device)
         self.task = build_task(self.cfg.task)
-        self.params = make_params(self.model, self.cfg.es)
+        self.params = make_params(self.model, self.cfg.es, self.cfg.seed)
         self.evaluator = self.evaluator_factory(self.model, self.tok, self.task, self.params, self.cfg)
 
     def step(self, k: int) -> StepStats:
@@ -99,6 +117,12 @@ class ESTrainer(Trainer):
         # a bf16/fp16 model cannot hold the fp32 master exactly
         lossy = any(p.dtype != torch.float32 for p in self.params.params.values())
         return {"checksum": self.params.checksum()}, (dict(self.params.master) if lossy else None)
+
+    def checkpoint_writer(self) -> Callable[[Path], None] | None:
+        """LoRA-ES: the adapter (peft's format) and, with es.lora.save_merged, the merged model."""
+        if not self.cfg.es.lora.enabled:
+            return None
+        return lambda out: write_lora(out, self.model, self.params, self.cfg)
 
     def optimizer_tensors(self) -> dict[str, Any] | None:
         return self.params.optimizer.state_tensors() if self.params.optimizer.stateful else None

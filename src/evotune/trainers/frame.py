@@ -15,6 +15,7 @@ import shutil
 import time
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -198,6 +199,10 @@ class Trainer(ABC):
         """(state for evotune_state.json, extra tensors) of a checkpoint."""
         return {}, None
 
+    def checkpoint_writer(self) -> Callable[[Path], None] | None:
+        """What writes a checkpoint's weights into its directory (None: `model.save_pretrained`)."""
+        return None
+
     def run_loop(self, start: int) -> None:
         for k in range(start + 1, self.total_steps + 1):
             if self.stop_reason:
@@ -319,6 +324,7 @@ class Trainer(ABC):
             self.run.save_checkpoint(
                 k, self.model, self.tok, {"method": self.method, "budget": vars(self.budget).copy(), **state},
                 extra_tensors=extra, keep_last=self.cfg.keep_checkpoints, optimizer_tensors=self.optimizer_tensors(),
+                write_model=self.checkpoint_writer(),
             )
 
     def lost_row(self, k: int) -> dict[str, Any] | None:

@@ -15,6 +15,7 @@ from evotune.errors import EvotuneError, RunStateError
 from evotune.es.params import make_params
 from evotune.es.trajectory import apply_row, check_device, read_trajectory
 from evotune.runs.rundir import RunDir
+from evotune.trainers.es import write_lora
 
 
 def replay(
@@ -37,7 +38,7 @@ def replay(
     if not 0 <= k <= len(rows):
         raise RunStateError(f"iteration {k} not in the trajectory (it has {len(rows)} iterations)")
     model, tok = load_model(cfg.model.name, cfg.model.dtype, cfg.model.device)
-    params = make_params(model, cfg.es)
+    params = make_params(model, cfg.es, cfg.seed)
     check_device(rows[:k], params.device_type, allow_device_change or cfg.es.allow_device_change)
     for row in rows[:k]:
         apply_row(params, row, cfg)
@@ -47,9 +48,12 @@ def replay(
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(out, safe_serialization=True)
+        if cfg.es.lora.enabled:  # the adapter in peft's format and the merged model, HF-loadable
+            write_lora(out, model, params, cfg, merged=True)
+        else:
+            model.save_pretrained(out, safe_serialization=True)
         tok.save_pretrained(out)
-        if any(p.dtype != torch.float32 for p in params.params.values()):  # the rounded model file cannot hold the exact fp32 master
+        if not cfg.es.lora.enabled and any(p.dtype != torch.float32 for p in params.params.values()):  # the rounded model file cannot hold the exact fp32 master
             save_file({n: t.contiguous() for n, t in params.master.items()}, str(out / EXTRA_FILE))
     res = {"iteration": k, "checksum": checksum, "checkpoint": str(ckpt) if ckpt else None, "matches_checkpoint": matches}
     return {**res, "problem": problem} if problem else res
