@@ -371,7 +371,9 @@ def test_study_end_to_end_on_tiny_models(tiny_model, tmp_path):
     a = load_file(str(latest_checkpoint(tmp_path / "alone") / "model.safetensors"))
     b = load_file(str(latest_checkpoint(tmp_path / "study" / "runs" / "es_seed1") / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    lmc = json.loads((tmp_path / "study" / "report" / "compare" / "summary.json").read_text())["lmc"]["pairs"]
+    compared = json.loads((tmp_path / "study" / "report" / "compare" / "summary.json").read_text())
+    assert {e["label"]: e["method"] for e in compared["entries"]}["grpo_es_seed0"] == "grpo_es"
+    lmc = compared["lmc"]["pairs"]
     assert lmc and not any("grpo_es" in (p["a"] + p["b"]) for p in lmc)  # study.lmc_methods: es and grpo only
     assert len(lmc) == 4 + 6  # base→each of 4 runs, and the 6 pairs among them
     assert len(res["findings"]) == len(CLAIM_RULES)

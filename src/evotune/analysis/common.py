@@ -66,7 +66,7 @@ def resolve_entry(spec: str, label: str | None = None) -> Entry:
         spec=spec,
         path=path,
         run=run,
-        method=cfg.method,
+        method="grpo_es" if cfg.method == "grpo" and cfg.grpo.sampler == "es" else cfg.method,  # who sampled matters
         task_config=cfg.task,
         base_model=cfg.model.name,
         max_new_tokens=cfg.generation.max_new_tokens,
