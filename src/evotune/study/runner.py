@@ -67,6 +67,7 @@ def run_study(cfg: StudyConfig, progress: bool = True, log: Any = None, reuse_co
     result = {"name": cfg.name, "budget": budget, "seeds": cfg.seeds, "runs": facts, "findings": rows,
               "methods": methods, "compare": str(out / "report" / "compare" / "summary.json")}
     atomic_write_json(out / "report" / "study.json", result)
+    summary["entries"] = [{**e, "method": methods.get(e["label"]) or e.get("method")} for e in summary["entries"]]
     html = render_html(summary, extra_sections=[("findings", "Findings: seed-paper claims vs measured",
                                                  findings_html(rows, str(budget)))])
     atomic_write_text(out / "report" / "index.html", html)
