@@ -47,8 +47,13 @@ def test_each_completion_of_a_group_is_its_members_greedy_answer_and_weights_com
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     sampler = ESSampler(cfg, model, tok, 4)
     k = cfg.grpo.num_generations
-    out = sampler([p for p in prompts for _ in range(k)], SimpleNamespace(state=SimpleNamespace(global_step=4)))
+    def tokenize(ps: list[str]) -> tuple[list[list[int]], None, dict]:
+        return [tok(p, add_special_tokens=False)["input_ids"] for p in ps], None, {}
+
+    trainer = SimpleNamespace(state=SimpleNamespace(global_step=4), _tokenize_prompts=tokenize)
+    out = sampler([p for p in prompts for _ in range(k)], trainer)
     assert out["logprobs"] is None and len(out["completion_ids"]) == 2 * k
+    assert out["prompt_ids"][0] == tok(prompts[0], add_special_tokens=False)["input_ids"]
     assert all(torch.equal(before[n], p) for n, p in model.named_parameters()), "weights not restored exactly"
     members = ask(cfg.seed, 5, k, antithetic=True)
     assert [m.sign for m in members] == [1, -1, 1, -1]

@@ -132,6 +132,16 @@ def is_lora_checkpoint(directory: str | Path) -> bool:
     return (Path(directory) / ADAPTER_DIR / ADAPTER_CONFIG).is_file()
 
 
+def adapter_config(directory: str | Path) -> dict[str, Any]:
+    """A LoRA checkpoint's peft adapter config (rank, alpha, the base model it was trained on)."""
+    return json.loads((Path(directory) / ADAPTER_DIR / ADAPTER_CONFIG).read_text())
+
+
+def adapter_base(directory: str | Path) -> str:
+    """The base model directory a LoRA checkpoint's adapter records ('' if none)."""
+    return str(adapter_config(directory).get("base_model_name_or_path") or "")
+
+
 def peft_key(name: str) -> str:
     """The evolving model's adapter parameter name → the key peft's adapter file uses for it."""
     return _PEFT_PREFIX + name.replace(f".{ADAPTER_NAME}.", ".")
@@ -212,7 +222,7 @@ class CheckpointTensors:
         from safetensors.torch import load_file
 
         try:
-            acfg = json.loads((d / ADAPTER_DIR / ADAPTER_CONFIG).read_text())
+            acfg = adapter_config(d)
             raw = load_file(str(d / ADAPTER_DIR / ADAPTER_WEIGHTS))
             self.scaling = lora_scaling(acfg)
         except Exception as exc:  # a truncated or corrupt adapter
@@ -222,7 +232,7 @@ class CheckpointTensors:
             if ".lora_A." in n:
                 module = n.split(".lora_A.")[0]
                 self.deltas[f"{module}.weight"] = (n, n.replace(".lora_A.", ".lora_B."))
-        base = Path(str(acfg.get("base_model_name_or_path") or ""))
+        base = Path(adapter_base(d))
         if base.is_dir() and base.resolve() != d.resolve():
             try:
                 self.base = CheckpointTensors(base, self._stack)

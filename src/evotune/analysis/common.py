@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from evotune.backends.models import resolve_model
-from evotune.checkpoints import ADAPTER_CONFIG, ADAPTER_DIR, is_lora_checkpoint
+from evotune.checkpoints import adapter_base, is_lora_checkpoint
 from evotune.config import TaskConfig, load_run_config
 from evotune.errors import AnalysisError, ModelError
 from evotune.tasks import Task, build_task, get_task
@@ -85,7 +85,7 @@ def architecture(path: str | Path) -> dict[str, Any]:
     """
     try:
         if is_lora_checkpoint(path) and not (Path(path) / "config.json").is_file():
-            path = json.loads((Path(path) / ADAPTER_DIR / ADAPTER_CONFIG).read_text())["base_model_name_or_path"]
+            path = adapter_base(path)
         cfg = json.loads((Path(path) / "config.json").read_text())
     except (OSError, ValueError, KeyError, TypeError):
         return {}

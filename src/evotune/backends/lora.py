@@ -13,7 +13,6 @@ master) and, on request, the merged model as an HF model directory. Reading is `
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,10 +22,10 @@ import torch
 from torch import nn
 
 from evotune.checkpoints import (
-    ADAPTER_CONFIG,
     ADAPTER_DIR,
     ADAPTER_NAME,
     ADAPTER_WEIGHTS,
+    adapter_config,
     lora_scaling,
     merge_weight,
     peft_key,
@@ -155,7 +154,7 @@ def save_lora(
     save_file({peft_key(n): t.detach().to(torch.float32).contiguous().cpu() for n, t in adapter.items()},
               str(adir / ADAPTER_WEIGHTS), metadata={"format": "pt"})
     cfg.save_pretrained(str(adir))
-    scaling = lora_scaling(json.loads((adir / ADAPTER_CONFIG).read_text()))
+    scaling = lora_scaling(adapter_config(out))
     if merged:
         save_file(merged_state_dict(model, adapter, scaling), str(out / "model.safetensors"), metadata={"format": "pt"})
         model.config.save_pretrained(str(out))

@@ -20,10 +20,9 @@ from typing import Any
 import torch
 
 from evotune.checkpoints import (
-    ADAPTER_CONFIG,
-    ADAPTER_DIR,
     EXTRA_FILE,
     CheckpointTensors,
+    adapter_base,
     check_finite,
     is_lora_checkpoint,
     latest_checkpoint,
@@ -227,7 +226,7 @@ def _load_lora(spec: str, path: Path, dtype: str, dev: torch.device) -> tuple[An
     if (path / "config.json").is_file():
         model, _ = _hf_load(spec, path, dtype)
     else:
-        base = json.loads((path / ADAPTER_DIR / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path") or ""
+        base = adapter_base(path)
         if not Path(base).is_dir():
             raise ModelError(
                 f"{spec}: LoRA checkpoint whose base model {base!r} is not here and which holds no merged model; "

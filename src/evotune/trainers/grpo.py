@@ -61,7 +61,7 @@ class ESSampler:
                     completion_ids[g * k + j] = list(c.token_ids)
         finally:
             params.restore()
-        prompt_ids = [self.tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        prompt_ids = trainer._tokenize_prompts(prompts)[0]  # the trainer's one rule: as ES tokenises
         return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": None}
 
 
