@@ -266,3 +266,54 @@ def test_horizon_fill_does_not_touch_a_shared_schedule():
     a, b = ESConfig(iterations=10, sigma_schedule=shared), ESConfig(iterations=20, sigma_schedule=shared)
     assert (a.sigma_schedule.horizon, b.sigma_schedule.horizon, shared.horizon) == (10, 20, None)
     assert build_config(None, {"es.iterations": 7, "es.alpha_schedule.kind": "cosine"}).es.alpha_schedule.horizon == 7
+
+
+# -- the null-ES control ----------------------------------------------------------------------------
+
+
+def test_null_permutation_is_pure_and_a_permutation():
+    from evotune.es.strategy import null_permutation
+
+    p = null_permutation(0, 3, 30)
+    assert sorted(p) == list(range(30)) and p == null_permutation(0, 3, 30)
+    assert p != list(range(30)) and p != null_permutation(0, 4, 30) and p != null_permutation(1, 3, 30)
+
+
+def test_null_es_steps_like_es_without_its_signal(es_config, tmp_path):
+    """Same seeds, same fitness values, same step norm; the update pairs fitness with other members' noise."""
+    from evotune.es.strategy import null_permutation
+    from evotune.es.trajectory import apply_row
+
+    cfg = es_config()
+    null = cfg.model_copy(update={"es": cfg.es.model_copy(update={"null_control": True})})
+    members = ask(cfg.seed, 1, 4)
+    row = {"step": 1, "seeds": [m.seed for m in members], "signs": [1] * 4, "fitness": [0.0, 1.0, 5.0, 2.0]}
+    named = [("w", torch.nn.Parameter(torch.zeros(2000)))]
+    deltas = {}
+    for name, c in (("es", cfg), ("null", null)):
+        p = EvolvingParams([(n, torch.nn.Parameter(t.detach().clone())) for n, t in named], noise, c.es)
+        apply_row(p, row, c)
+        deltas[name] = p.master["w"].clone()
+    # the null's update is ES's update on the permuted fitness, exactly
+    perm = null_permutation(cfg.seed, 1, 4)
+    twin = EvolvingParams([(n, torch.nn.Parameter(t.detach().clone())) for n, t in named], noise, cfg.es)
+    apply_row(twin, {**row, "fitness": [row["fitness"][i] for i in perm]}, cfg)
+    assert torch.equal(deltas["null"], twin.master["w"]) and not torch.equal(deltas["null"], deltas["es"])
+    # z-scores are permuted, not changed: the step norms agree to rounding (Σz² = N either way)
+    ne, nn_ = float(deltas["es"].norm()), float(deltas["null"].norm())
+    assert abs(ne - nn_) / ne < 0.1
+
+
+def test_null_es_run_replays_and_records_raw_fitness(es_config, tmp_path):
+    cfg = es_config(**{"es.null_control": True, "eval.every": 0})
+    ESTrainer(cfg, progress=False).train()
+    rows = read_jsonl(Path(cfg.run_dir) / "trajectory.jsonl")
+    assert all(r["noise"] == 2 for r in rows)
+    final = read_state(latest_checkpoint(cfg.run_dir))["checksum"]
+    shutil.rmtree(Path(cfg.run_dir) / "checkpoints")
+    assert replay(cfg.run_dir)["checksum"] == final
+    plain = es_config(run_dir=str(tmp_path / "plain"), **{"eval.every": 0})
+    ESTrainer(plain, progress=False).train()
+    first = read_jsonl(Path(plain.run_dir) / "trajectory.jsonl")[0]
+    assert first["fitness"] == rows[0]["fitness"]  # iteration 1 scores the same members from the same base
+    assert read_state(latest_checkpoint(plain.run_dir))["checksum"] != final

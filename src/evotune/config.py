@@ -199,6 +199,17 @@ class ESConfig(_Strict):
         description="resume/replay a trajectory recorded on another device type (its noise differs: weights will too)",
     )
     lora: LoRAConfig = Field(default_factory=LoRAConfig, description="LoRA-ES: evolve adapters only")
+    noise_version: Literal[1, 2] | None = Field(
+        default=None,
+        description="noise stream version: None = the newest (2: CPU noise keyed by all 63 bits of its seed) for a "
+        "new run; resume and replay use the version the trajectory records (runs made before it existed: 1)",
+    )
+    null_control: bool = Field(
+        default=False,
+        description="null ES (a control, not a method): each iteration's fitness vector is replaced by a seeded random "
+        "permutation of itself before the update; same α, σ, N, noise and step size, no link between a member's noise "
+        "and its fitness, so whatever such a run shows (‖Δ‖, orthogonality, off-task drift) is not learning",
+    )
 
     @model_validator(mode="after")
     def _pairs(self) -> ESConfig:

@@ -150,7 +150,8 @@ class BatchedForward:
         dtype, dev = next(iter(self.params.params.values())).dtype, self.params.device
         for name in self.matrices:
             shape = tuple(self.params.params[name].shape)
-            pairs = [factors(m.seed, name, shape, self.rank, dev) for m in members]  # type: ignore[arg-type]
+            pairs = [factors(m.seed, name, shape, self.rank, dev, self.params.noise_fn.version)  # type: ignore[arg-type,union-attr]
+                     for m in members]
             pairs += [(torch.zeros(shape[0], self.rank, device=dev), torch.zeros(shape[1], self.rank, device=dev))] * pad
             coef = torch.tensor(
                 [m.sign * self.sigma_of(m) / math.sqrt(self.rank) for m in members] + [0.0] * pad,

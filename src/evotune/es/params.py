@@ -31,7 +31,7 @@ import torch
 from evotune.config import ESConfig
 from evotune.errors import ConfigError
 from evotune.es.optimizers import ESOptimizer
-from evotune.noise import LowRankNoise, noise
+from evotune.noise import NOISE_VERSION, FullNoise, LowRankNoise, noise
 
 # (seed, name, shape, device) -> fp32 ε on that device
 NoiseFn = Callable[..., torch.Tensor]
@@ -72,6 +72,8 @@ def lowrank_param_filter(named: Iterable[tuple[str, torch.nn.Parameter]], vector
 def make_params(model: Any, es: ESConfig, seed: int | None = None) -> EvolvingParams:
     """The parameters `es.include`/`es.exclude` select, with full-rank or low-rank noise.
 
+    The noise version is `es.noise_version` (resume and replay set it from the trajectory), else the newest.
+
     With `es.lora.enabled` (LoRA-ES) it first attaches LoRA adapters to `model` (in place, initialised
     from the run `seed`), and the evolving parameters are the adapters that `es.include`/`es.exclude`
     select: noise and updates never touch the base weights.
@@ -93,10 +95,11 @@ def make_params(model: Any, es: ESConfig, seed: int | None = None) -> EvolvingPa
     else:
         named = select_params(model, es.include, es.exclude)
     master = "cpu" if es.master_device == "cpu" else None
+    version = es.noise_version or NOISE_VERSION
     if es.noise == "lowrank":
         named = lowrank_param_filter(named, es.lowrank_vectors)
-        return EvolvingParams(named, LowRankNoise(es.rank, es.lowrank_vectors), es, master_device=master)
-    return EvolvingParams(named, noise, es, master_device=master)
+        return EvolvingParams(named, LowRankNoise(es.rank, es.lowrank_vectors, version), es, master_device=master)
+    return EvolvingParams(named, FullNoise(version), es, master_device=master)
 
 
 class EvolvingParams:
@@ -120,7 +123,7 @@ class EvolvingParams:
             n: p.detach().to(device=master_device or p.device, dtype=torch.float32, copy=True)
             for n, p in self.params.items()
         }
-        self.noise_fn = noise_fn
+        self.noise_fn = FullNoise() if noise_fn is noise else noise_fn
         self.optimizer = ESOptimizer(es, self.master)
         # Largest tensors first, so the pool's last tasks are small ones and the workers finish together.
         self._order = sorted(self.params, key=lambda n: -self.params[n].numel())
@@ -139,9 +142,14 @@ class EvolvingParams:
 
     def _draw_into(self, seed: int, name: str, p: torch.Tensor) -> torch.Tensor:
         """ε(seed, name) — written into `p` itself when `p` is an fp32 tensor and the noise is full rank."""
-        if self.noise_fn is noise and p.dtype == torch.float32:
-            return noise(seed, name, tuple(p.shape), out=p)
+        if isinstance(self.noise_fn, FullNoise) and p.dtype == torch.float32:
+            return self.noise_fn(seed, name, tuple(p.shape), out=p)
         return self.noise_fn(seed, name, tuple(p.shape), device=p.device)
+
+    @property
+    def noise_version(self) -> int:
+        """The noise version drawn (a noise fn without one is version 1's plain torch seeding)."""
+        return int(getattr(self.noise_fn, "version", 1))
 
     @property
     def device_type(self) -> str:

@@ -12,6 +12,7 @@ from typing import Literal
 
 import numpy as np
 
+from evotune.hashing import stable_int
 from evotune.noise import member_seed
 
 Shaping = Literal["zscore", "centered_rank"]
@@ -77,6 +78,21 @@ def centered_rank(fitness: Sequence[float]) -> np.ndarray:
 
 
 SHAPERS = {"zscore": zscore, "centered_rank": centered_rank}
+
+
+def null_permutation(run_seed: int, iteration: int, n: int) -> list[int]:
+    """The null-ES control's permutation of `n` fitness values at `iteration`: a pure function of its inputs.
+
+    Fisher–Yates with each swap drawn from `stable_int` (not a library RNG whose stream may change between
+    versions), so replay and resume re-derive it exactly. Permuting (rather than drawing fresh random
+    fitness) keeps the fitness values, their shaping and so the step norm exactly; it only breaks the link
+    between a member's noise and its fitness.
+    """
+    perm = list(range(n))
+    for i in range(n - 1, 0, -1):
+        j = stable_int("null-es", run_seed, iteration, i) % (i + 1)
+        perm[i], perm[j] = perm[j], perm[i]
+    return perm
 
 
 def baseline_fitness(rewards: Sequence[Sequence[float]], baseline: Baseline) -> np.ndarray:

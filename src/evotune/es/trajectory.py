@@ -26,7 +26,8 @@ from evotune.config import TrainConfig
 from evotune.errors import EvotuneError, RunStateError
 from evotune.es.params import EvolvingParams
 from evotune.es.schedules import alpha_at
-from evotune.es.strategy import Member, ask, tell
+from evotune.es.strategy import Member, ask, null_permutation, tell
+from evotune.noise import NOISE_VERSION
 from evotune.runs.rundir import read_jsonl
 
 
@@ -59,6 +60,31 @@ def check_device(rows: Sequence[dict[str, Any]], here: str, allow: bool = False)
     warnings.warn(f"{msg}: es.allow_device_change is set, so the weights will differ from the original run", stacklevel=2)
 
 
+def noise_version_of(rows: Sequence[dict[str, Any]], configured: int | None = None) -> int:
+    """The noise version to draw for a run with committed `rows`: the recorded one, the same in every row.
+
+    Rows written before versions were recorded carry no `noise` field: they drew version 1. A run with no
+    rows draws `configured`, else the newest. A trajectory that mixes versions, or a configured version
+    other than the recorded one, is refused: its weights could not be rebuilt.
+    """
+    recorded = sorted({int(r.get("noise", 1)) for r in rows})
+    if len(recorded) > 1:
+        raise RunStateError(f"the trajectory mixes noise versions {recorded}: its weights cannot be rebuilt; "
+                            "start a new run directory")
+    if not recorded:
+        return configured or NOISE_VERSION
+    if configured is not None and configured != recorded[0]:
+        raise RunStateError(f"the trajectory was drawn with noise version {recorded[0]} but es.noise_version="
+                            f"{configured}: drop that setting to continue with the recorded version")
+    return recorded[0]
+
+
+def with_noise_version(cfg: TrainConfig, rows: Sequence[dict[str, Any]]) -> TrainConfig:
+    """`cfg` with `es.noise_version` set to what `rows` need (see `noise_version_of`)."""
+    v = noise_version_of(rows, cfg.es.noise_version)
+    return cfg.model_copy(update={"es": cfg.es.model_copy(update={"noise_version": v})})
+
+
 def members_of(row: dict[str, Any], cfg: TrainConfig) -> list[Member]:
     """The members a trajectory row records, checked against what `ask` derives from the config."""
     expect = ask(cfg.seed, row["step"], cfg.es.population, cfg.es.antithetic)
@@ -76,7 +102,12 @@ def update(params: EvolvingParams, members: list[Member], row: dict[str, Any], c
         raise RunStateError(
             f"trajectory row {row['step']} has no per-prompt rewards, which es.baseline={es.baseline} needs"
         )
-    coeffs = tell(members, row["fitness"], es.shaping, es.baseline, rewards)
+    fitness = row["fitness"]
+    if es.null_control:  # the null-ES control: fitness no longer belongs to the member that earned it
+        perm = null_permutation(cfg.seed, row["step"], len(fitness))
+        fitness = [fitness[i] for i in perm]
+        rewards = [rewards[i] for i in perm] if rewards is not None else None
+    coeffs = tell(members, fitness, es.shaping, es.baseline, rewards)
     if coeffs is not None:
         params.apply_update(coeffs, alpha_at(es, row["step"]))
     return coeffs is not None

@@ -48,14 +48,15 @@ class StudyConfig(_Strict):
     # three per method: the fewest that give a spread (claims.MIN_SEEDS); fewer judge as inconclusive
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     threads: int | None = None
-    methods: list[Literal["es", "grpo", "grpo_es"]] = Field(
-        default_factory=lambda: ["es", "grpo", "grpo_es"], min_length=1,
-        description="what to train per seed: es, grpo, and grpo_es (GRPO's update on completions from ES-perturbed "
-        "members, grpo.sampler=es; claim 13)",
+    methods: list[Literal["es", "grpo", "grpo_es", "es_null"]] = Field(
+        default_factory=lambda: ["es", "grpo", "grpo_es", "es_null"], min_length=1,
+        description="what to train per seed: es, grpo, grpo_es (GRPO's update on completions from ES-perturbed "
+        "members, grpo.sampler=es; claim 13) and es_null (ES with each iteration's fitness randomly permuted: the "
+        "control that shows what an ES that learned nothing would measure)",
     )
     jobs: int = Field(default=1, ge=1, description="training runs at once, each its own process (with `threads` "
                       "torch threads each); runs are independent, so the weights do not depend on it")
-    lmc_methods: list[Literal["es", "grpo", "grpo_es"]] = Field(
+    lmc_methods: list[Literal["es", "grpo", "grpo_es", "es_null"]] = Field(
         default_factory=lambda: ["es", "grpo"], min_length=1,
         description="methods whose runs get interpolation paths (base→run and between runs); the claims need es and grpo",
     )
@@ -86,8 +87,10 @@ class StudyConfig(_Strict):
         data["es"]["iterations"] = max(data["es"]["iterations"], 10_000)
         data["grpo"]["steps"] = max(data["grpo"]["steps"], 10_000)
         data["grpo"]["sampler"] = "es" if method == "grpo_es" else "policy"
+        data["es"]["null_control"] = method == "es_null"
+        kind = {"grpo_es": "grpo", "es_null": "es"}.get(method, method)
         return TrainConfig.model_validate(
-            {**data, "method": "grpo" if method == "grpo_es" else method, "seed": seed,
+            {**data, "method": kind, "seed": seed,
              "run_dir": str(self.out_dir / "runs" / f"{method}_seed{seed}")}
         )
 

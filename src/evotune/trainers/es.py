@@ -32,7 +32,7 @@ from evotune.es.evaluator import Evaluator, EvaluatorFactory
 from evotune.es.params import EvolvingParams, make_params
 from evotune.es.schedules import sigma_at
 from evotune.es.strategy import ask
-from evotune.es.trajectory import read_trajectory, rebuild, update
+from evotune.es.trajectory import read_trajectory, rebuild, update, with_noise_version
 from evotune.runs.metrics import Budget, StepStats
 from evotune.runs.rundir import append_jsonl, keep_rows
 from evotune.tasks import Task, build_task
@@ -80,6 +80,8 @@ class ESTrainer(Trainer):
         return self.cfg.es.iterations
 
     def setup(self) -> None:
+        # the noise version a resumed run recorded (else the newest), so its rows replay bit for bit
+        self.cfg = with_noise_version(self.cfg, read_trajectory(self.run.trajectory))
         m = self.cfg.model
         self.model, self.tok = load_model(m.name, m.dtype, m.device)
         self.task = build_task(self.cfg.task)
@@ -93,7 +95,8 @@ class ESTrainer(Trainer):
         res = self.evaluator(members, batch, [self.task.render(e, self.tok) for e in batch])
         t0 = time.perf_counter()
         self.row = {"step": k, "seeds": [m.seed for m in members], "signs": [m.sign for m in members],
-                    "fitness": res.fitness, "device": self.params.device_type}  # noise streams depend on it
+                    "fitness": res.fitness, "device": self.params.device_type,  # noise streams depend on it
+                    "noise": self.params.noise_version}
         if es.baseline != "none":  # what replay needs to recompute the baselined fitness
             self.row["rewards"] = res.prompt_rewards
         updated = update(self.params, members, self.row, self.cfg)

@@ -13,7 +13,7 @@ from evotune.checkpoints import EXTRA_FILE, CheckpointTensors, checkpoint_dirs
 from evotune.config import load_run_config
 from evotune.errors import EvotuneError, RunStateError
 from evotune.es.params import make_params
-from evotune.es.trajectory import apply_row, check_device, read_trajectory
+from evotune.es.trajectory import apply_row, check_device, read_trajectory, with_noise_version
 from evotune.runs.rundir import RunDir
 from evotune.trainers.es import write_lora
 
@@ -37,6 +37,7 @@ def replay(
     k = len(rows) if iteration is None else iteration
     if not 0 <= k <= len(rows):
         raise RunStateError(f"iteration {k} not in the trajectory (it has {len(rows)} iterations)")
+    cfg = with_noise_version(cfg, rows)
     model, tok = load_model(cfg.model.name, cfg.model.dtype, cfg.model.device)
     params = make_params(model, cfg.es, cfg.seed)
     check_device(rows[:k], params.device_type, allow_device_change or cfg.es.allow_device_change)
