@@ -11,14 +11,13 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from evotune.analysis.common import ratio_mean_se
 from evotune.analysis.delta import delta_stats, layer_index, module_type
 from evotune.analysis.kl import ESTIMATORS, kl_on_prompts, source_prompts, token_kl_terms
 from evotune.analysis.lmc import barrier, lmc
-from evotune.analysis.paired import barrier_items
 from evotune.analysis.robustness import robustness_on, select_targets
 from evotune.backends.models import load_model
 from evotune.report.plots import write_delta_plots
+from evotune.stats import barrier_items, ratio_mean_se
 from evotune.tasks import get_task
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -73,18 +73,28 @@ def evaluate_all(
     samples: int,
     log: Log | None = None,
     device: str = "auto",
+    limits: dict[str, int | None] | None = None,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
-    """Greedy held-out evaluation of every model on every task: summaries and the first rows."""
+    """Greedy held-out evaluation of every model on every task: summaries and the first rows.
+
+    `limits` overrides `limit` per task (e.g. fewer items on an off-task than on the trained one).
+    """
     summaries: dict[str, dict[str, Any]] = {}
     rows: dict[str, list[dict[str, Any]]] = {}
     first: dict[str, list[dict[str, Any]]] = {}  # the first entry's rows per task: the base's (`correct_lost`)
     for e in entries:
         model, tok = load_model(e.path, dtype, device)
         summaries[e.label] = {}
-        for name, res in evaluate_tasks(model, tok, sources, mnt, batch_size, limit, base_rows=first):
+        groups: dict[int | None, dict[str, Any]] = {}
+        for name, src in sources.items():
+            groups.setdefault((limits or {}).get(name, limit), {})[name] = src
+        results = [pair for lim, srcs in groups.items()
+                   for pair in evaluate_tasks(model, tok, srcs, mnt, batch_size, lim, base_rows=first)]
+        for name, res in results:
             first.setdefault(name, res.rows)
-            # per-item rewards, same items for every model: paired comparisons (analysis.paired)
-            summaries[e.label][name] = {**res.summary, "item_rewards": [r["reward"] for r in res.rows]}
+            # per-item rewards and correctness, same items for every model: paired comparisons (evotune.stats)
+            summaries[e.label][name] = {**res.summary, "item_rewards": [r["reward"] for r in res.rows],
+                                        "item_correct": [bool(r["correct"]) for r in res.rows]}
             for r in res.rows[:samples]:
                 rows.setdefault(name, []).append(
                     {
@@ -162,6 +172,12 @@ class CompareConfig(BaseModel):
     trials: int = Field(default=4, ge=1, description="robustness trials per σ")
     robust_params: str = Field(default="*", description="robustness: parameters to perturb (glob)")
     robust_base: bool = Field(default=True, description="also measure the base model's robustness")
+    robust_limit: int | None = Field(default=None, ge=1, description="held-out items per robustness trial "
+                                     "(default: limit; fewer items, more trials: the model, not the item, is the unit)")
+    robust_models: list[str] | None = Field(
+        default=None, description="labels (globs) of the models whose robustness is measured (default: all)")
+    off_limit: int | None = Field(default=None, ge=1, description="held-out items per evaluation on the tasks that "
+                                  "are not any run's own (off-task degradation; default: limit)")
     skip: list[str] = Field(default_factory=list, description="analyses to skip: kl, delta, lmc, robustness")
     samples: int = Field(default=4, ge=0, description="sample completions per task in the report")
     seed: int = 0
@@ -236,6 +252,8 @@ def compare(models_or_runs: Sequence[str], cfg: CompareConfig | None = None, log
             "sigmas": list(sigmas),
             "trials": trials,
             "robust_params": robust_params,
+            "robust_limit": c.robust_limit or limit,
+            "off_limit": c.off_limit,
             "seed": seed,
             "dtype": dtype,
             "device": device,
@@ -265,8 +283,10 @@ def compare(models_or_runs: Sequence[str], cfg: CompareConfig | None = None, log
             timing[name] = time.perf_counter() - t0
             free_memory()
 
+    limits = {t: c.off_limit for t in sources if t not in own} if c.off_limit else None
     rewards, sample_rows = step(
-        "evaluation", lambda: evaluate_all(everyone, sources, mnt, limit, batch_size, dtype, samples, log, device=device)
+        "evaluation", lambda: evaluate_all(everyone, sources, mnt, limit, batch_size, dtype, samples, log,
+                                           device=device, limits=limits)
     ) or ({}, {})
     summary["rewards"] = {m: {t: _reward_cell(s) for t, s in per.items()} for m, per in rewards.items()}
     summary["evaluation"] = rewards
@@ -329,6 +349,9 @@ def compare(models_or_runs: Sequence[str], cfg: CompareConfig | None = None, log
     if "robustness" not in skip:
 
         for e in everyone if robust_base else entries:
+            if c.robust_models is not None and e.label != BASE_LABEL and not any(
+                    fnmatch.fnmatchcase(e.label, g) for g in c.robust_models):
+                continue
             r = step(
                 f"robustness:{e.label}",
                 lambda e=e: robustness(
@@ -337,13 +360,14 @@ def compare(models_or_runs: Sequence[str], cfg: CompareConfig | None = None, log
                     sigmas,
                     trials,
                     robust_params,
-                    limit,
+                    c.robust_limit or limit,
                     mnt[primary],
                     batch_size,
                     seed,
                     dtype=dtype, device=device,
                     log=log,
-                    baseline=_scalars(_baseline(rewards, e.label, primary)),
+                    baseline=_scalars(_baseline(rewards, e.label, primary))
+                    if c.robust_limit in (None, limit) else None,  # else measured on its own items
                 ),
             )
             if r is not None:
@@ -373,7 +397,8 @@ def _scalars(b: dict[str, Any] | None) -> dict[str, float] | None:
 
 
 def _reward_cell(s: dict[str, Any]) -> dict[str, Any]:
-    return {k: s.get(k) for k in ("reward_mean", "reward_std", "accuracy", "mean_tokens", "n", "item_rewards")}
+    return {k: s.get(k) for k in ("reward_mean", "reward_std", "accuracy", "mean_tokens", "n", "item_rewards",
+                                  "item_correct")}
 
 
 def _reward_kl(

@@ -179,39 +179,6 @@ def free_memory() -> None:
     gc.collect()
 
 
-def mean_se(values: Sequence[float | None]) -> tuple[float, float]:
-    """Mean and standard error (sample std / √n) of the finite values; SE is NaN with fewer than two."""
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    m, sd = mean_std(finite)
-    return m, (sd / math.sqrt(len(finite)) if len(finite) > 1 else math.nan)
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    n = len(values)
-    if n == 0:
-        return math.nan, math.nan
-    m = math.fsum(values) / n
-    return m, (math.sqrt(math.fsum((v - m) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0)
-
-
-def ratio_mean_se(sums: Sequence[float], counts: Sequence[int]) -> tuple[float, float]:
-    """Per-token mean Σs/Σn with a standard error clustered by sequence.
-
-    Tokens of one completion are correlated, so treating them as independent would understate
-    the error; the linearised ratio estimator treats each sequence as one sample instead.
-    """
-    total = sum(counts)
-    m = len(sums)
-    if total == 0:
-        return math.nan, math.nan
-    mean = math.fsum(sums) / total
-    if m < 2:
-        return mean, math.nan
-    resid = math.fsum((s - mean * c) ** 2 for s, c in zip(sums, counts, strict=True))
-    return mean, math.sqrt(m / (m - 1) * resid) / total
-
-
 def jsonable(obj: Any) -> Any:
     """Plain JSON: NaN/inf become null, tuples lists, paths strings, tensors/numpy numbers floats."""
     if isinstance(obj, dict):

@@ -30,8 +30,6 @@ from evotune.analysis.common import (
     Entry,
     as_task,
     free_memory,
-    mean_se,
-    ratio_mean_se,
     resolve_entries,
     resolve_entry,
 )
@@ -39,6 +37,7 @@ from evotune.analysis.general_prompts import GENERAL_PROMPTS, render_general
 from evotune.backends.hf import Completion, generate
 from evotune.backends.models import load_model
 from evotune.hashing import stable_int
+from evotune.stats import mean_se, ratio_mean_se
 
 ESTIMATORS = ("k1", "k2", "k3", "exact")
 GENERAL = "general"

@@ -18,16 +18,8 @@ import numpy as np
 from evotune.backends.hf import generate
 from evotune.es.params import EvolvingParams, select_params
 from evotune.evaluation import score_rows
+from evotune.stats import pass_at_k  # noqa: F401  (re-exported: passk's estimator)
 from evotune.tasks.base import Example, Task, stable_int
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k (Chen et al. 2021): 1 − C(n−c, k)/C(n, k), computed as a stable product."""
-    if not 0 <= c <= n or not 1 <= k <= n:
-        raise ValueError(f"need 0 <= c <= n and 1 <= k <= n (got n={n}, c={c}, k={k})")
-    if n - c < k:
-        return 1.0
-    return 1.0 - float(np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
 
 
 def pass_curve(correct_counts: Sequence[int], n: int) -> list[float]:

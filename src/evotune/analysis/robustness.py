@@ -22,13 +22,14 @@ from typing import Any
 
 import torch
 
-from evotune.analysis.common import Entry, as_task, mean_std, resolve_entry
+from evotune.analysis.common import Entry, as_task, resolve_entry
 from evotune.analysis.kl import kl_on_prompts, source_prompts
 from evotune.backends.models import load_model
 from evotune.errors import AnalysisError
 from evotune.es.params import EvolvingParams
 from evotune.evaluation import evaluate
 from evotune.hashing import stable_int
+from evotune.stats import mean_std
 
 Log = Callable[[str], None]
 

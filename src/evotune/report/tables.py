@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from evotune.analysis.paired import barrier_items, mean_ci
 from evotune.report.html import fmt
+from evotune.stats import barrier_items, t_interval
 
 
 @dataclass
@@ -65,7 +65,8 @@ def _paired(p: Mapping[str, Any]) -> str:
     if not rows or any(r is None for r in rows):
         return "n/a"
     lam, gaps = barrier_items(p["lambdas"], rows)
-    m, lo, hi = mean_ci(gaps)
+    iv = t_interval(gaps, unit="items")
+    m, lo, hi = iv.mean, iv.lo, iv.hi
     return f"{m:.3g} [{lo:.3g}, {hi:.3g}] at λ={lam:.2g}" if lo == lo else f"{m:.3g} at λ={lam:.2g}"
 
 

@@ -1,14 +1,23 @@
-"""The whole ES-vs-GRPO study: `config` (the YAML), `claims` (rules and verdicts), `runner` (train, compare, judge).
+"""The whole ES-vs-GRPO study: `config` (the YAML), `evidence` (every number a verdict uses), `claims` (rules
+and verdicts from the evidence alone), `judge` (evidence → verdict JSON), `runner` (train, compare, judge).
 
-The findings table's HTML is `evotune.report.findings`.
+The findings table's HTML is `evotune.report.findings`. `run_study` is imported on first use: it pulls in
+torch, which judging an evidence file (`evotune study --rejudge`) never needs.
 """
 
-from evotune.report.findings import findings_html
-from evotune.study.claims import CLAIM_RULES, FAILS, HOLDS, MIN_SEEDS, NOT_RUN, UNSURE, findings, versus
-from evotune.study.config import StudyAnalysis, StudyConfig, load_study
-from evotune.study.runner import run_study
+from typing import Any
 
-__all__ = [
-    "CLAIM_RULES", "FAILS", "HOLDS", "MIN_SEEDS", "NOT_RUN", "UNSURE", "StudyAnalysis", "StudyConfig", "findings", "findings_html",
-    "load_study", "run_study", "versus",
-]
+from evotune.study.claims import CLAIM_RULES, MIN_SEEDS, findings
+from evotune.study.config import Margins, StudyAnalysis, StudyConfig, load_study
+from evotune.study.judge import judge, rejudge
+
+__all__ = ["CLAIM_RULES", "MIN_SEEDS", "Margins", "StudyAnalysis", "StudyConfig", "findings", "judge", "load_study",
+           "rejudge", "run_study"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "run_study":
+        from evotune.study.runner import run_study
+
+        return run_study
+    raise AttributeError(name)

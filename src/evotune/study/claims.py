@@ -1,497 +1,861 @@
-"""The seed papers' claims, each with a stated numeric rule; verdicts are computed from measured numbers."""
+"""The seed papers' claims, each with a stated rule; verdicts are computed from the evidence file alone.
+
+`findings(evidence)` is a pure function of `evidence.json` (see `study/evidence.py`): no torch, no
+model, so `evotune study --rejudge` recomputes every verdict in seconds. Statistics come from
+`evotune.stats` (Student-t with exact quantiles, Welch, Fieller, jackknife over seeds, exact
+permutation tests, Bonferroni); every interval is printed with its kind.
+
+Two checks come before the claims, because a claim about how ES's solution differs means nothing
+if ES learned nothing:
+- L: every ES seed's held-out gain over the base is resolved (paired per item), and ES beats the
+  null ES (`es_null`: the same ES with each iteration's fitness permuted) on reward.
+- S: the part of ES's change shared across seeds (signal) next to the part that is not (diffusion),
+  in weight space (against the closed-form noise floor) and in behaviour (per-item reward changes),
+  compared with the null's by an exact permutation test over models.
+
+Every geometry or drift claim that concerns ES (2, 3, 4, 7, 11) is also judged with the null runs in
+ES's place: a verdict the null gets too is reported as "not informative", never as support.
+"""
 
 from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from evotune.analysis.common import mean_se
-from evotune.analysis.paired import barrier_items, mean_ci, t975
-from evotune.analysis.passk import pass_at_k
-from evotune.comparison import BASE_LABEL
+from evotune.stats import (
+    FAILS,
+    HOLDS,
+    NOT_INFORMATIVE,
+    NOT_RUN,
+    NOT_TESTABLE,
+    UNDERPOWERED,
+    UNSURE,
+    Interval,
+    Reading,
+    barrier_at,
+    combine,
+    fieller_position,
+    mean_std,
+    paired_interval,
+    pass_at_k,
+    permutation_p,
+    read,
+    read_equivalence,
+    t_interval,
+    t_quantile,
+    welch_interval,
+)
 
-HOLDS, FAILS, UNSURE, NOT_RUN = "holds", "does not hold", "inconclusive", "not run"
-MIN_SEEDS = 3  # a spread from two points is not a spread: fewer seeds per method → inconclusive
-EFFECT = 0.10  # the smallest effect that matters: 10% of the base→best held-out reward gain
+BASE = "base"
+MIN_SEEDS = 3  # fewer seeds per method: a seed-level interval is too wide to read (verdict: underpowered)
+ALPHA = 0.05
+
+DEFAULT_MARGINS = {"reward": 5.0, "accuracy": 0.05, "barrier": 5.0, "kl": 0.01, "hacking": 0.05, "cosine": 0.05,
+                   "fraction": 0.15, "degradation": 2.0, "position": 0.25, "passk": 0.05}
 
 CLAIM_RULES = {
-    "comparable_reward": "d = mean_ES − mean_GRPO held-out reward with a 95% interval: the wider of the paired "
-    "per-item t interval (items every model was scored on) and the seed-level t interval; holds if the interval lies "
-    "within ±10% of the base→best gain, does not hold if it lies wholly outside it; inconclusive otherwise or with "
-    "< 3 seeds per method",
-    "orthogonal_updates": "holds if every layer's mean |cos(Δ_ES, Δ_GRPO)| < 0.1; does not hold if the median layer's > 0.3",
-    "es_moves_further": "holds if ‖Δ_ES‖ > 2·‖Δ_GRPO‖ for every seed pair; does not hold if ‖Δ_ES‖ ≤ ‖Δ_GRPO‖ for every pair",
-    "es_drifts_more_off_task": "holds if mean off-task KL(ES) − KL(GRPO) > 2·SE; does not hold if < −2·SE",
-    "barrier_between_solutions": "per ES↔GRPO pair, the paired per-item barrier barrierᵢ = (1−λ)R_A,ᵢ + λR_B,ᵢ − "
-    "R_λ,ᵢ at the λ with the largest mean, with its 95% t interval over items; holds if every pair's interval lies "
-    "above 10% of the base→best gain, does not hold if every pair's lies below it; inconclusive otherwise (an "
-    "interval straddling the line) or when nothing was learned (gain ≤ 0)",
-    "es_hacks_less": "hacking rate = the largest detector rate above the base model's (correct_lost: correct "
-    "base answers turned wrong for a higher reward; empty, truncated, repetitive, ...), the largest over tasks per "
-    "model; holds if ES's mean over seeds is lower than GRPO's by more than max(0.05, 2·SE of the difference); "
-    "does not hold if higher by that much",
-    "es_seeds_agree_more": "d_l = mean cos(Δ_ES,i, Δ_ES,j) − mean cos(Δ_GRPO,i, Δ_GRPO,j) over seed pairs, per "
-    "transformer layer; holds if the 95% t interval of mean_l d_l (over layers) lies above 0 and at the unembedding "
-    "ES's cosine is not above GRPO's; does not hold if the interval lies below 0 or the unembedding exception is "
-    "absent; inconclusive otherwise or with < 3 seeds per method",
-    "grpo_unembedding_correlates": "per GRPO seed pair, u = cos at the unembedding (lm_head; the embedding when tied) "
-    "and o = mean cos over transformer layers; holds if the 95% t interval of u − 2·o over pairs lies above 0 (u at "
-    "least twice o) and mean u > 0.1 (a correlation at all); does not hold if that interval lies below 0; "
-    "inconclusive otherwise or with < 3 seeds",
-    "path_shape": "f = (R(½) − R(0)) / (R(1) − R(0)) on each base→model path (0.5 for a straight rise, ≈0 for flat "
-    "then a jump at the end); holds if the 95% t interval of mean f_ES − mean f_GRPO (seeds) lies above 0.2; does not "
-    "hold if it lies below 0.2; inconclusive otherwise, or with < 3 paths per method that gained > 10% of the "
-    "base→best gain",
-    "same_basin": "paired per-item barriers as in claim 5; holds if every ES↔ES and GRPO↔GRPO pair's interval lies "
-    "below 10% of the base→best gain and some ES↔GRPO pair's lies above it; does not hold if a same-method pair's "
-    "lies above it or every ES↔GRPO pair's lies below it; inconclusive otherwise",
-    "grpo_more_robust": "degradation = unperturbed − mean perturbed reward at the smallest σ; holds if the 95% t "
-    "interval of mean deg_ES − mean deg_GRPO (seeds) lies above 0 and, at some larger σ, ES's best-trial gain over "
-    "its unperturbed reward has an interval above 0 (over seeds); does not hold if the degradation interval lies "
-    "below 0; inconclusive otherwise or with < 3 seeds per method",
-    "temperature_beats_perturbation": "pass@k of temperature vs weight-perturbation sampling on the same held-out "
-    "prompts (each at its best setting chosen on train prompts), paired per prompt, at k = 1, 2, 4, …, n; holds if "
-    "the 95% t interval of the difference lies above 0 at every k; does not hold if it lies below 0 at some k; "
-    "inconclusive otherwise, when nothing was solved, or when pass@k was not measured (analysis.passk_n = 0)",
-    "es_sampling_gradient_update": "H = GRPO's update on completions written by ES-perturbed members "
-    "(grpo.sampler=es). On each measure where ES and GRPO differ (the 95% interval of their difference over seeds "
-    "excludes 0) among held-out reward, off-task KL and hacking rate, H's position p = (x_H − mean x_GRPO) / "
-    "(mean x_ES − mean x_GRPO) per H seed (0 = like GRPO, 1 = like ES), with its 95% t interval; holds (the sampler "
-    "makes ES's difference) if every such interval lies above 0.5, does not hold (the update makes it) if every one "
-    "lies below 0.5; inconclusive otherwise, when no measure separates ES and GRPO, or with < 3 seeds per method. "
-    "Δ geometry (‖Δ_H‖/‖Δ_GRPO‖, cos(Δ_H, Δ_ES), cos(Δ_H, Δ_GRPO)) is reported beside it",
+    "es_learned": "each ES seed's held-out reward minus the base's, paired per item (95% t, df = items − 1, Bonferroni "
+    "over seeds): holds if every seed's interval lies above 0 and ES − null ES on reward (Welch over seeds) lies above "
+    "0; does not hold if some seed's interval lies wholly below margins.reward (no gain that matters)",
+    "shared_signal": "behaviour: per-item reward change vectors u = r_model − r_base; shared fraction φ = mean over seed "
+    "pairs ⟨u_i, u_j⟩ / mean ‖u_i‖². ES's φ minus the null's, exact permutation test over models (one-sided, α = 0.05): "
+    "holds if p ≤ 0.05. Weight space reported beside it: φ_w = mean ⟨Δ_i, Δ_j⟩ / mean ‖Δ_i‖² against the noise floor "
+    "1/√d and the closed-form bound N·T/d",
+    "comparable_accuracy": "ES − GRPO held-out accuracy, Welch 95% t interval over seeds; holds if it lies inside "
+    "±margins.accuracy, does not hold if wholly outside; underpowered if its half-width exceeds the margin (then it "
+    "could never fit), else inconclusive",
+    "comparable_reward": "as comparable_accuracy, on held-out reward with ±margins.reward (a margin fixed in the study "
+    "config before the run, not derived from any run)",
+    "orthogonal_updates": "per ES–GRPO seed pair, the largest |cos(Δ_ES, Δ_GRPO)| over layers; holds if every pair's is "
+    "< 0.1; does not hold if the median layer's mean |cos| > 0.3; the same rule with null-ES runs in ES's place: if "
+    "they get the same verdict it is not informative",
+    "es_moves_further": "‖Δ_ES‖/‖Δ_GRPO‖ per seed pair; holds if every ratio > 2, does not hold if every ratio ≤ 1; "
+    "reported beside ‖Δ_ES‖/‖Δ_null‖ (Welch interval on log norms) and the closed form α√(T·d/N); not informative if "
+    "the null gets the same verdict",
+    "es_drifts_more_off_task": "off-task KL(model ‖ base) per token, ES − GRPO, Welch 95% t over seeds, read against 0 "
+    "with margins.kl; ES − null ES beside it (how much of ES's drift is diffusion); not informative if the null gets "
+    "the same verdict",
+    "barrier_between_solutions": "per ES↔GRPO pair and interior λ, the paired per-item barrier (1−λ)R_A + λR_B − R_λ "
+    "with a t interval over items, Bonferroni-simultaneous over all pairs × λ of the claim; a pair has a barrier if at "
+    "some λ its interval lies above margins.barrier, none if at every λ it lies below; holds if every pair has one, "
+    "does not hold if none has; else underpowered (an interval reaching past the margin on both sides) or inconclusive",
+    "es_hacks_less": "hacking rate on the trained task = the largest detector rate above the base's; GRPO − ES, Welch "
+    "95% t over seeds, read against 0 with margins.hacking; off-task degradation reported apart",
+    "es_seeds_agree_more": "per seed pair, the mean over transformer layers of cos(Δ_i, Δ_j); ES's mean pair cosine "
+    "minus GRPO's, 95% t interval with jackknife-over-seeds standard errors (pairs share seeds); holds if above 0 "
+    "(margins.cosine) and at the unembedding ES's mean is not above GRPO's; does not hold if below 0 or the exception "
+    "is absent; not informative if the null gets the same verdict",
+    "grpo_unembedding_correlates": "per GRPO seed pair, u = cos at the unembedding and o = mean cos over transformer "
+    "layers; u − 2·o with a jackknife-over-seeds 95% t interval; holds if above 0 and mean u > 0.1, does not hold if "
+    "below 0",
+    "path_shape": "f = (R(½) − R(0)) / (R(1) − R(0)) on each base→model path whose gain exceeds margins.reward; two "
+    "halves, each a 95% t interval over seeds read against 0.25 with margins.fraction: ES above (rises smoothly) and "
+    "GRPO below (flat, then a jump); holds if both hold, does not hold if either does not",
+    "same_basin": "paired barriers as in barrier_between_solutions, simultaneous over all same-method and ES↔GRPO "
+    "pairs × λ; holds if every ES↔ES and GRPO↔GRPO pair has none and some ES↔GRPO pair has one; does not hold if a "
+    "same-method pair has one or no ES↔GRPO pair can have one",
+    "grpo_more_robust": "degradation = unperturbed − mean over ≥ 8 trials of the perturbed reward at the smallest σ; "
+    "ES − GRPO, Welch 95% t over seeds, read against 0 with margins.degradation; and ES's mean gain over trials at a "
+    "larger σ (not the best trial: biased), t over seeds, above 0; holds if both hold; not informative if the null "
+    "gets the same verdict",
+    "temperature_beats_perturbation": "pass@k of temperature vs weight-perturbation sampling (each at its best "
+    "setting chosen on train prompts), paired per prompt, Bonferroni over the k values; holds if above 0 at every k, "
+    "does not hold if below 0 at some k; not testable when nothing is solved at the largest k",
+    "es_sampling_gradient_update": "H = GRPO's update on ES-perturbed members' completions. On each measure where ES "
+    "and GRPO differ (Welch interval of ES − GRPO excludes 0: reward, off-task KL, hacking), H's position "
+    "p = (μ_H − μ_GRPO)/(μ_ES − μ_GRPO) with Fieller's 95% interval (all three groups' uncertainty); holds if every "
+    "such interval lies above 0.5, does not hold if every one lies below 0.5 (margins.position)",
+}
+
+TITLES = {
+    "es_learned": "L. ES learned the task (a check before the claims)",
+    "shared_signal": "S. ES's change is shared across seeds beyond what a null ES shows (signal vs diffusion)",
+    "comparable_accuracy": "1a. ES and GRPO reach comparable held-out accuracy",
+    "comparable_reward": "1b. ES and GRPO reach comparable held-out reward",
+    "orthogonal_updates": "2. ES and GRPO updates are nearly orthogonal at every layer",
+    "es_moves_further": "3. ES moves the weights much further than GRPO",
+    "es_drifts_more_off_task": "4. ES drifts more off-task (per-token KL to the base)",
+    "barrier_between_solutions": "5. A loss barrier separates ES and GRPO solutions",
+    "es_hacks_less": "6. ES hacks the reward less than GRPO",
+    "es_seeds_agree_more": "7. ES runs agree with each other more than GRPO runs do, per layer, except at the unembedding",
+    "grpo_unembedding_correlates": "8. GRPO's unembedding changes correlate across runs far more (~4×) than its other layers'",
+    "path_shape": "9. base→ES reward rises smoothly; base→GRPO stays flat, then rises sharply near the end",
+    "same_basin": "10. ES↔ES and GRPO↔GRPO paths are flat (same basin), unlike ES↔GRPO",
+    "grpo_more_robust": "11. GRPO is more robust to small weight noise; ES can improve under larger noise",
+    "temperature_beats_perturbation": "12. Temperature sampling beats weight-perturbation sampling at every k",
+    "es_sampling_gradient_update": "13. ES's difference from GRPO comes from where it samples (grpo_es)",
 }
 
 
+class Evidence:
+    """Typed access to an evidence dict: models by method (sorted by seed), rewards, geometry."""
 
-# -- statistics helpers -----------------------------------------------------------------------
-def _fmt(m: float, se: float, digits: int = 3) -> str:
-    if m != m:
-        return "n/a"
-    return f"{m:.{digits}g}" + (f" ± {se:.2g}" if se == se else "")
+    def __init__(self, ev: dict[str, Any]) -> None:
+        self.ev = ev
+        self.primary = ev.get("primary_task")
+        self.margins = {**DEFAULT_MARGINS, **((ev.get("study") or {}).get("margins") or {})}
+        models = ev.get("models") or {}
+        self.by_method: dict[str, list[str]] = {}
+        for label, m in sorted(models.items(), key=lambda kv: (kv[1].get("seed") is None, kv[1].get("seed") or 0)):
+            self.by_method.setdefault(m.get("method") or "", []).append(label)
+        self.models = models
+
+    def group(self, method: str) -> list[str]:
+        return list(self.by_method.get(method, []))
+
+    def items(self, label: str, task: str | None = None, key: str = "reward") -> list[float] | None:
+        cell = ((self.ev.get("rewards") or {}).get(label) or {}).get(task or self.primary) or {}
+        xs = cell.get(key)
+        return None if xs is None else [float(x) for x in xs]
+
+    def mean(self, label: str, task: str | None = None, key: str = "reward") -> float | None:
+        xs = self.items(label, task, key)
+        return statistics.fmean(xs) if xs else None
+
+    # -- geometry ---------------------------------------------------------------------------------
+    def geo(self) -> dict[str, Any] | None:
+        return self.ev.get("geometry")
+
+    def norm(self, label: str, group: str = "total", name: str | None = None) -> float | None:
+        g = self.geo()
+        if not g or label not in g["models"]:
+            return None
+        block = g["total"] if group == "total" else g[group].get(name or "")
+        return None if block is None else block["norm"][g["models"].index(label)]
+
+    def cos(self, a: str, b: str, group: str = "total", name: str | None = None) -> float | None:
+        g = self.geo()
+        if not g or a not in g["models"] or b not in g["models"]:
+            return None
+        block = g["total"] if group == "total" else g[group].get(name or "")
+        if block is None or block.get("cos") is None:
+            return None
+        v = block["cos"][g["models"].index(a)][g["models"].index(b)]
+        return None if v is None else float(v)
+
+    def layers(self) -> list[str]:
+        g = self.geo()
+        return sorted((g or {}).get("layers", {}), key=lambda k: (len(k), k))
+
+    def head(self) -> str | None:
+        """The unembedding's module key (lm_head; the embedding when the head is tied)."""
+        mods = (self.geo() or {}).get("modules", {})
+        return "lm_head" if "lm_head" in mods else ("embeddings" if "embeddings" in mods else None)
+
+    def numel(self) -> int | None:
+        g = self.geo()
+        return (g or {}).get("total", {}).get("numel")
 
 
-def _ci(m: float, lo: float, hi: float) -> str:
-    """`m [lo, hi]` (95%); just `m` when the interval is undefined."""
-    if m != m:
-        return "n/a"
-    return f"{m:.3g}" + (f" [{lo:.3g}, {hi:.3g}]" if lo == lo and hi == hi else "")
+# -- helpers ------------------------------------------------------------------------------------
+def _row(key: str, measured: str, verdict: str, **extra: Any) -> dict[str, Any]:
+    return {"key": key, "claim": TITLES[key], "measured": measured, "verdict": verdict, "rule": CLAIM_RULES[key],
+            **extra}
 
 
-def versus(lo: float, hi: float, threshold: float) -> str:
-    """An interval against a line: above → holds, below → does not hold, straddling (or undefined) → inconclusive."""
-    if not (lo == lo and hi == hi and threshold == threshold):
-        return UNSURE
-    return HOLDS if lo > threshold else FAILS if hi < threshold else UNSURE
+def _v(r: Reading, unit: str) -> tuple[str, str]:
+    note = r.note(unit)
+    return r.verdict, (f"; {note}" if note else "")
 
 
-def diff_ci(a: list[float], b: list[float]) -> tuple[float, float, float]:
-    """mean(a) − mean(b) with a 95% Welch-style t interval (df = min(n) − 1, conservative); NaN bounds below 2 each."""
-    (ma, sa), (mb, sb) = mean_se(a), mean_se(b)
-    d = ma - mb
-    if not (sa == sa and sb == sb):
-        return d, math.nan, math.nan
-    half = t975(min(len(a), len(b)) - 1) * math.sqrt(sa * sa + sb * sb)
-    return d, d - half, d + half
+def _pairs(labels: Sequence[str]) -> list[tuple[str, str]]:
+    return [(a, b) for i, a in enumerate(labels) for b in labels[i + 1:]]
 
 
-def _items(cell: dict[str, Any] | None) -> list[float] | None:
-    xs = (cell or {}).get("item_rewards")
-    return list(xs) if xs else None
+def jackknife_pair_mean(labels: Sequence[str], value: Callable[[str, str], float | None]) -> Interval:
+    """Mean of value(i, j) over seed pairs with a t interval whose SE is the jackknife over seeds.
+
+    Pairs that share a seed are dependent, so pairs are not the replicate: leaving one seed out at a
+    time gives n pseudo-estimates whose spread estimates the SE of the mean (df = seeds − 1).
+    """
+    labels = list(labels)
+    vals = {(a, b): value(a, b) for a, b in _pairs(labels)}
+    ok = [v for v in vals.values() if v is not None and math.isfinite(v)]
+    n = len(labels)
+    mean = statistics.fmean(ok) if ok else math.nan
+    if n < 3 or len(ok) < len(vals):
+        return Interval(mean, math.nan, math.nan, math.nan, n, "seeds (jackknife)")
+    loo = []
+    for drop in labels:
+        rest = [v for (a, b), v in vals.items() if drop not in (a, b)]
+        loo.append(statistics.fmean(rest))
+    mbar = statistics.fmean(loo)
+    se = math.sqrt((n - 1) / n * sum((x - mbar) ** 2 for x in loo))
+    half = t_quantile(n - 1) * se
+    return Interval(mean, mean - half, mean + half, n - 1, n, "seeds (jackknife)", sd_unit=se * math.sqrt(n))
 
 
-def path_barrier(p: dict[str, Any]) -> tuple[float, float, float, float, int] | None:
-    """(λ*, mean, lower, upper, items) of a path's paired per-item barrier; None without per-item rewards."""
-    rows = p.get("reward_items")
-    if not rows or any(r is None for r in rows):
-        return None
-    lam, gaps = barrier_items(p["lambdas"], rows)
-    m, lo, hi = mean_ci(gaps)
-    return lam, m, lo, hi, len(gaps)
+def _diff(a: Interval, b: Interval) -> Interval:
+    """a − b for two independent jackknife/t estimates: SEs in quadrature, Welch–Satterthwaite df."""
+    if not (a.defined and b.defined):
+        return Interval(a.mean - b.mean, math.nan, math.nan, math.nan, a.n + b.n, "seeds (jackknife)")
+    qa = (a.half / t_quantile(a.df)) ** 2
+    qb = (b.half / t_quantile(b.df)) ** 2
+    den = qa * qa / a.df + qb * qb / b.df
+    df = (qa + qb) ** 2 / den if den > 0 else a.df + b.df
+    half = t_quantile(df) * math.sqrt(qa + qb)
+    d = a.mean - b.mean
+    sd = math.sqrt(qa * a.n + qb * b.n)  # SE = sd/√n per group, as for Welch
+    return Interval(d, d - half, d + half, df, a.n + b.n, "seeds (jackknife, Welch df)", sd_unit=sd)
 
 
-def _pairs_of(summary: dict[str, Any], left: set[str], right: set[str]) -> list[dict[str, Any]]:
-    """LMC paths with one endpoint in `left` and the other in `right` (either order)."""
-    return [p for p in ((summary.get("lmc") or {}).get("pairs") or [])
-            if (p.get("a") in left and p.get("b") in right) or (p.get("b") in left and p.get("a") in right)]
+def _fmt(x: float | None, digits: int = 3) -> str:
+    return "n/a" if x is None or x != x else f"{x:.{digits}g}"
 
 
-# -- the claims -------------------------------------------------------------------------------
-def findings(summary: dict[str, Any], methods: dict[str, str], base_reward: float | None) -> list[dict[str, Any]]:
-    """Claims (1)–(13) with the measured number, its interval and a verdict computed from them by `CLAIM_RULES`."""
-    es = [m for m, k in methods.items() if k == "es"]
-    gr = [m for m, k in methods.items() if k == "grpo"]
-    primary = summary.get("primary_task")
-    out = []
+def _seeds_ok(*groups: Sequence[str]) -> bool:
+    return all(len(g) >= MIN_SEEDS for g in groups)
 
-    # the smallest effect that matters, shared by the reward and barrier rules
-    cells = {m: (summary.get("rewards", {}).get(m, {}).get(primary) or {}) for m in es + gr}
-    rw = {m: cells[m].get("reward_mean") for m in es + gr}
-    trained = [r for r in rw.values() if r is not None]
-    gain = max(trained) - base_reward if base_reward is not None and trained else math.nan
-    thr = EFFECT * gain if gain == gain and gain > 0 else math.nan
-    thr_txt = f"10% of the gain = {thr:.3g}" if thr == thr else "no base→best gain"
-    enough = len(es) >= MIN_SEEDS and len(gr) >= MIN_SEEDS
 
-    # (1) comparable held-out reward: paired per item, and across seeds; the wider interval counts
-    d, lo, hi = diff_ci([rw[m] for m in es if rw[m] is not None], [rw[m] for m in gr if rw[m] is not None])
-    items = {m: _items(cells[m]) for m in es + gr}
-    if es and gr and all(items.values()) and len({len(x) for x in items.values() if x}) == 1:
-        n = len(items[es[0]] or [])
-        per_item = [statistics.fmean((items[m] or [])[i] for m in es) - statistics.fmean((items[m] or [])[i] for m in gr)
-                    for i in range(n)]
-        _, plo, phi = mean_ci(per_item)
-        lo, hi = (min(lo, plo), max(hi, phi)) if lo == lo else (plo, phi)
-        paired = f"paired over {n} items"
+def _null_check(verdict: str, null_verdict: str | None, what: str) -> tuple[str, str]:
+    """A verdict the null ES gets too is not evidence about learning: report it as not informative."""
+    if null_verdict is None:
+        return verdict, "; no null-ES runs to check against"
+    if verdict in (HOLDS, FAILS) and null_verdict == verdict:
+        return NOT_INFORMATIVE, f"; a null ES gets the same verdict ({what}: {null_verdict}), so it says nothing about learning"
+    return verdict, f"; null ES in ES's place: {null_verdict}"
+
+
+# -- the checks and claims ----------------------------------------------------------------------
+def findings(evidence: dict[str, Any]) -> list[dict[str, Any]]:
+    """Checks L and S, then claims 1a–13, each with its measured numbers (intervals with their kind) and verdict."""
+    E = Evidence(evidence)
+    es, gr, nu, hy = E.group("es"), E.group("grpo"), E.group("es_null"), E.group("grpo_es")
+    rows = [
+        _learned(E, es, nu),
+        _shared(E, es, nu),
+        _comparable(E, es, gr, "correct", "comparable_accuracy", "accuracy"),
+        _comparable(E, es, gr, "reward", "comparable_reward", "reward"),
+        _orthogonal(E, es, gr, nu),
+        _further(E, es, gr, nu),
+        _drift(E, es, gr, nu),
+    ]
+    cross = [(a, b) for a in es for b in gr]
+    same = _pairs(es) + _pairs(gr)
+    rows.append(_barrier_claim(E, cross, same))
+    rows.append(_hacking(E, es, gr))
+    rows.append(_seeds_agree(E, es, gr, nu))
+    rows.append(_unembedding(E, gr))
+    rows.append(_path_shape(E, es, gr))
+    rows.append(_same_basin(E, cross, same))
+    rows.append(_robustness(E, es, gr, nu))
+    rows.append(_passk(E))
+    rows.append(_sampler(E, es, gr, hy))
+    return rows
+
+
+def _learned(E: Evidence, es: list[str], nu: list[str]) -> dict[str, Any]:
+    base = E.items(BASE)
+    if not es or base is None:
+        return _row("es_learned", "no ES runs or no base evaluation", NOT_RUN)
+    parts, reads = [], []
+    for m in es:
+        xs = E.items(m)
+        if xs is None or len(xs) != len(base):
+            parts.append(f"{m}: n/a")
+            reads.append(UNSURE)
+            continue
+        iv = paired_interval(xs, base, correction=len(es))
+        mr = E.margins["reward"]
+        # learned: above 0; learned nothing that matters: wholly below the reward margin
+        reads.append(HOLDS if iv.lo > 0 else FAILS if iv.hi < mr else
+                     UNDERPOWERED if iv.half > mr else UNSURE)
+        parts.append(f"{m} {iv.text()}")
+    txt = "gain over the base, paired per item: " + "; ".join(parts)
+    vs_null = None
+    if nu:
+        iv = welch_interval([E.mean(m) for m in es], [E.mean(m) for m in nu])
+        vs_null = read(iv, 0.0, E.margins["reward"])
+        null_gain = [paired_interval(E.items(m) or [], base).text() for m in nu if E.items(m)]
+        txt += f"; null ES gains: {'; '.join(null_gain)}; ES − null ES reward {iv.text()}"
+    v = FAILS if FAILS in reads else HOLDS if all(r == HOLDS for r in reads) else UNSURE
+    if v == HOLDS and vs_null is not None and vs_null.verdict != HOLDS:
+        v = vs_null.verdict if vs_null.verdict in (UNDERPOWERED, FAILS) else UNSURE
+    return _row("es_learned", txt, v)
+
+
+def shared_fraction(vectors: Sequence[Sequence[float]]) -> float:
+    """φ = mean over pairs ⟨u_i, u_j⟩ / mean ‖u_i‖²: 1 if every u is the same, ≈ 0 for independent directions."""
+    sq = [math.fsum(x * x for x in u) for u in vectors]
+    dots = [math.fsum(x * y for x, y in zip(vectors[i], vectors[j], strict=True))
+            for i in range(len(vectors)) for j in range(i + 1, len(vectors))]
+    return statistics.fmean(dots) / statistics.fmean(sq) if dots and statistics.fmean(sq) > 0 else math.nan
+
+
+def _weight_shared(E: Evidence, labels: list[str]) -> float:
+    """φ_w from norms and cosines: mean ⟨Δ_i, Δ_j⟩ / mean ‖Δ_i‖² over the whole model."""
+    norms = [E.norm(m) for m in labels]
+    if any(n is None for n in norms) or len(labels) < 2:
+        return math.nan
+    dots = [E.cos(a, b) * E.norm(a) * E.norm(b) for a, b in _pairs(labels)]  # type: ignore[operator]
+    return statistics.fmean(dots) / statistics.fmean(n * n for n in norms)  # type: ignore[operator]
+
+
+def _shared(E: Evidence, es: list[str], nu: list[str]) -> dict[str, Any]:
+    base = E.items(BASE)
+    if len(es) < 2 or base is None:
+        return _row("shared_signal", "needs ≥ 2 ES seeds and the base evaluation", NOT_RUN)
+    change = {m: [x - b for x, b in zip(E.items(m) or [], base, strict=False)] for m in es + nu}
+    phi_es = shared_fraction([change[m] for m in es])
+    txt = f"behaviour (per-item reward change, {len(base)} items): φ_ES {_fmt(phi_es)}"
+    v = UNSURE
+    if len(nu) >= 2:
+        phi_nu = shared_fraction([change[m] for m in nu])
+        p, splits = permutation_p(es, nu, lambda a, b: shared_fraction([change[m] for m in a])
+                                  - shared_fraction([change[m] for m in b]))
+        txt += f" vs φ_null {_fmt(phi_nu)}; permutation p = {p:.3g} (exact, one-sided, {splits} splits of " \
+               f"{len(es)}+{len(nu)} models; smallest attainable {1 / splits:.3g})"
+        if p <= ALPHA:
+            v = HOLDS
+        elif 1 / splits > ALPHA:
+            v = UNDERPOWERED
+            txt += f"; underpowered: {len(es)}+{len(nu)} models cannot reach p ≤ {ALPHA}"
+        else:
+            p_less, _ = permutation_p(es, nu, lambda a, b: shared_fraction([change[m] for m in a])
+                                      - shared_fraction([change[m] for m in b]), "less")
+            v = FAILS if p_less <= ALPHA else UNSURE
     else:
-        paired = "no per-item rewards: seed-level interval only"
-    if not enough or thr != thr or lo != lo:
-        v = UNSURE
-    else:
-        v = HOLDS if -thr < lo and hi < thr else FAILS if lo > thr or hi < -thr else UNSURE
-    base_txt = f"base {base_reward:.4g}" if base_reward is not None else "base n/a"
-    out.append(_claim("comparable_reward", "ES and GRPO reach comparable held-out reward",
-                      f"ES {_fmt(*mean_se([rw[m] for m in es]))} vs GRPO {_fmt(*mean_se([rw[m] for m in gr]))} "
-                      f"({base_txt}); ES − GRPO {_ci(d, lo, hi)} ({paired}; {thr_txt}; "
-                      f"{len(es)}+{len(gr)} seeds)", v))
+        txt += "; no null-ES runs to compare with"
+    # weight space: signal vs diffusion, against the closed form
+    d = E.numel()
+    w_es = _weight_shared(E, es)
+    if d and w_es == w_es:
+        info = next((E.models[m].get("es") for m in es if E.models[m].get("es")), None) or {}
+        n_pop, t_upd = info.get("population"), info.get("updates")
+        bound = (n_pop * t_upd / d) if n_pop and t_upd else math.nan
+        w_nu = _weight_shared(E, nu) if len(nu) >= 2 else math.nan
+        norm = statistics.fmean(E.norm(m) for m in es)  # type: ignore[misc]
+        shared = math.sqrt(max(w_es, 0.0)) * norm
+        txt += (f". Weight space: φ_w ES {w_es:.2e} vs null {w_nu:.2e}; noise floor 1/√d = {1 / math.sqrt(d):.2e} "
+                f"(d = {d:,}); a perfectly informative ES reaches at most N·T/d = {bound:.1e}: seed-shared ‖Δ‖ ≈ "
+                f"{shared:.3g} of ‖Δ_ES‖ {norm:.3g} (diffusion ≈ {math.sqrt(max(0.0, 1 - max(w_es, 0.0))) * norm:.3g})"
+                + ("; below the floor: not resolvable in weight space at this budget" if abs(w_es) < 3 / math.sqrt(d)
+                   else ""))
+    return _row("shared_signal", txt, v)
 
-    # (2) nearly orthogonal updates at every layer
-    cos = summary.get("cosine") or {}
-    labels = cos.get("models", [])
+
+def _comparable(E: Evidence, es: list[str], gr: list[str], key: str, claim: str, margin_key: str) -> dict[str, Any]:
+    xe = [E.mean(m, key=key) for m in es]
+    xg = [E.mean(m, key=key) for m in gr]
+    if not es or not gr or any(x is None for x in xe + xg):
+        return _row(claim, f"no per-item {key} for every ES and GRPO run", NOT_RUN)
+    iv = welch_interval(xe, xg)
+    mg = E.margins[margin_key]
+    r = read_equivalence(iv, mg)
+    v, note = _v(r, "seeds per method")
+    base = E.mean(BASE, key=key)
+    me, se_ = mean_std([x for x in xe if x is not None])
+    mgr, sg = mean_std([x for x in xg if x is not None])
+    txt = (f"ES {me:.3g} (sd {se_:.2g}) vs GRPO {mgr:.3g} (sd {sg:.2g}), base {_fmt(base)}; ES − GRPO {iv.text()}; "
+           f"margin ±{mg:g} (pre-registered){note}")
+    return _row(claim, txt, v)
+
+
+def _max_abs_cos(E: Evidence, a: str, b: str) -> float | None:
+    vals = [E.cos(a, b, "layers", k) for k in E.layers()]
+    vals = [abs(x) for x in vals if x is not None]
+    return max(vals) if vals else None
+
+
+def _orthogonal_verdict(E: Evidence, xs: list[str], gr: list[str]) -> tuple[str, str]:
+    pair_max = [_max_abs_cos(E, a, b) for a in xs for b in gr]
+    if not pair_max or any(x is None for x in pair_max):
+        return UNSURE, "no update-geometry data"
     per_layer = []
-    for layer, mat in (cos.get("layers") or {}).items():
-        vals = [abs(mat[labels.index(a)][labels.index(b)]) for a in es for b in gr if a in labels and b in labels]
-        vals = [x for x in vals if x is not None and math.isfinite(x)]
-        if vals:
-            per_layer.append((layer, statistics.fmean(vals)))
-    if per_layer:
-        worst = max(per_layer, key=lambda t: t[1])
-        med = statistics.median(v for _, v in per_layer)
-        v = HOLDS if worst[1] < 0.1 else FAILS if med > 0.3 else UNSURE
-        txt = f"median layer |cos| {med:.3f}, max {worst[1]:.3f} (layer {worst[0]}), {len(per_layer)} layers"
-    else:
-        v, txt = UNSURE, "no update-geometry data"
-    out.append(_claim("orthogonal_updates", "ES and GRPO updates are nearly orthogonal at every layer", txt, v))
+    for k in E.layers():
+        vals = [abs(E.cos(a, b, "layers", k) or 0.0) for a in xs for b in gr]
+        per_layer.append(statistics.fmean(vals))
+    med = statistics.median(per_layer)
+    worst = max(pair_max)  # type: ignore[type-var]
+    v = HOLDS if worst < 0.1 else FAILS if med > 0.3 else UNSURE
+    return v, f"largest layer |cos| over {len(pair_max)} pairs {worst:.2g}, median layer mean |cos| {med:.2g}"
 
-    # (3) ES moves the weights much further
-    tot = (summary.get("update_norms") or {}).get("total") or {}
-    ratios = [tot[a]["delta_norm"] / tot[b]["delta_norm"] for a in es for b in gr
-              if a in tot and b in tot and tot[b]["delta_norm"]]
-    if ratios:
-        v = HOLDS if min(ratios) > 2 else FAILS if max(ratios) <= 1 else UNSURE
-        rm, rs = mean_se(ratios)
-        txt = f"‖Δ_ES‖/‖Δ_GRPO‖ = {_fmt(rm, rs)} (min {min(ratios):.3g}, max {max(ratios):.3g})"
-    else:
-        v, txt = UNSURE, "no update norms"
-    out.append(_claim("es_moves_further", "ES moves the weights much further than GRPO", txt, v))
 
-    # (4) ES drifts more off-task
-    pts = {p["model"]: p for p in summary.get("reward_kl") or []}
-    ke = mean_se([pts[m].get("off_task_kl") for m in es if m in pts and pts[m].get("off_task_kl") is not None])
-    kg = mean_se([pts[m].get("off_task_kl") for m in gr if m in pts and pts[m].get("off_task_kl") is not None])
-    d = ke[0] - kg[0]
-    sd = math.sqrt(ke[1] ** 2 + kg[1] ** 2) if ke[1] == ke[1] and kg[1] == kg[1] else math.nan
-    v = UNSURE if d != d or sd != sd else HOLDS if d > 2 * sd else FAILS if d < -2 * sd else UNSURE
-    out.append(_claim("es_drifts_more_off_task", "ES drifts more off-task (per-token KL to the base)",
-                      f"off-task KL ES {_fmt(*ke)} vs GRPO {_fmt(*kg)} nats/token", v))
+def _orthogonal(E: Evidence, es: list[str], gr: list[str], nu: list[str]) -> dict[str, Any]:
+    if not es or not gr:
+        return _row("orthogonal_updates", "needs ES and GRPO runs", NOT_RUN)
+    v, txt = _orthogonal_verdict(E, es, gr)
+    floor = ""
+    g = E.geo()
+    if g and E.layers():
+        sizes = [g["layers"][k]["numel"] for k in E.layers() if g["layers"][k].get("numel")]
+        if sizes:
+            floor = f"; random-direction floor E|cos| ≈ √(2/(π·d_layer)) = {math.sqrt(2 / (math.pi * statistics.median(sizes))):.1e}"
+    nv = None
+    if nu:
+        nv, ntxt = _orthogonal_verdict(E, nu, gr)
+        txt += f"; null ES vs GRPO: {ntxt}"
+    v, note = _null_check(v, nv, "null ES vs GRPO")
+    return _row("orthogonal_updates", f"ES vs GRPO: {txt}{floor}{note}", v)
 
-    # (5) a barrier between ES and GRPO solutions, judged on paired per-item differences
-    cross = [(p, path_barrier(p)) for p in _pairs_of(summary, set(es), set(gr))]
-    out.append(_barrier_claim("barrier_between_solutions", "A loss barrier separates ES and GRPO solutions",
-                              cross, thr, thr_txt))
 
-    # (6) which one hacks the reward, and how. A detector counts only what training added: its rate
-    # minus the base model's on the same task (a base that already truncates 40% at a tight token
-    # limit is not hacking; `correct_lost` is relative to the base by construction).
-    per_model: dict[str, float] = {}  # a model's hacking rate: its largest excess over tasks and detectors
-    rates: dict[str, dict[str, list[float]]] = {"es": {}, "grpo": {}}
-    compare_rows = [r for r in summary.get("hacking") or [] if str(r.get("source", "")).startswith("compare eval")]
-    base_rates = {
-        (r["source"], k): r[k]
-        for r in compare_rows
-        if r["model"] == BASE_LABEL
-        for k in r
-        if k.startswith("hack_") and r[k] is not None
-    }
-    for row in compare_rows:
-        meth = methods.get(row["model"])
-        if meth is None:
+def _further_verdict(E: Evidence, xs: list[str], gr: list[str]) -> tuple[str, list[float]]:
+    ratios = [E.norm(a) / E.norm(b) for a in xs for b in gr if E.norm(a) and E.norm(b)]  # type: ignore[operator]
+    if not ratios:
+        return UNSURE, []
+    return (HOLDS if min(ratios) > 2 else FAILS if max(ratios) <= 1 else UNSURE), ratios
+
+
+def _further(E: Evidence, es: list[str], gr: list[str], nu: list[str]) -> dict[str, Any]:
+    v, ratios = _further_verdict(E, es, gr)
+    if not ratios:
+        return _row("es_moves_further", "no update norms", NOT_RUN)
+    txt = f"‖Δ_ES‖/‖Δ_GRPO‖ {statistics.fmean(ratios):.3g} (min {min(ratios):.3g}, max {max(ratios):.3g}, " \
+          f"{len(ratios)} seed pairs)"
+    info = next((E.models[m].get("es") for m in es if E.models[m].get("es")), None) or {}
+    d = E.numel()
+    if d and info.get("alpha") and info.get("population") and info.get("updates") and info.get("shaping") == "zscore" \
+            and info.get("optimizer", "sgd") == "sgd":
+        closed = info["alpha"] * math.sqrt(info["updates"] * d / info["population"])
+        txt += f"; ‖Δ_ES‖ {statistics.fmean(E.norm(m) for m in es):.3g} vs closed form α√(T·d/N) = {closed:.3g}"  # type: ignore[misc]
+    nv = None
+    if nu:
+        nv, _ = _further_verdict(E, nu, gr)
+        le = [math.log(E.norm(m)) for m in es if E.norm(m)]  # type: ignore[arg-type]
+        ln = [math.log(E.norm(m)) for m in nu if E.norm(m)]  # type: ignore[arg-type]
+        iv = welch_interval(le, ln)
+        if iv.defined:
+            txt += f"; ‖Δ_ES‖/‖Δ_null‖ {math.exp(iv.mean):.4g} [{math.exp(iv.lo):.4g}, {math.exp(iv.hi):.4g}] ({iv.kind}, on log norms)"
+        else:
+            txt += f"; ‖Δ_ES‖/‖Δ_null‖ {math.exp(iv.mean):.4g}"
+    v, note = _null_check(v, nv, "‖Δ_null‖/‖Δ_GRPO‖")
+    return _row("es_moves_further", txt + note, v)
+
+
+def _off_kl(E: Evidence, label: str) -> float | None:
+    kl = E.ev.get("kl") or {}
+    s = (kl.get("summary") or {}).get(label) or {}
+    v = s.get("off_task")
+    return float(v) if isinstance(v, int | float) else None
+
+
+def _drift(E: Evidence, es: list[str], gr: list[str], nu: list[str]) -> dict[str, Any]:
+    ke, kg, kn = ([_off_kl(E, m) for m in g] for g in (es, gr, nu))
+    if not es or not gr or any(x is None for x in ke + kg):
+        return _row("es_drifts_more_off_task", "no off-task KL for every ES and GRPO run", NOT_RUN)
+    mg = E.margins["kl"]
+    iv = welch_interval(ke, kg)
+    v, note = _v(read(iv, 0.0, mg), "seeds per method")
+    if not _seeds_ok(es, gr) and v in (HOLDS, FAILS, UNSURE):
+        v = UNDERPOWERED
+    srcs = ", ".join(s for s in ((E.ev.get("kl") or {}).get("sources") or []) if s != E.primary)
+    txt = f"off-task KL ({srcs}) ES {_fmt(statistics.fmean(ke))} vs GRPO {_fmt(statistics.fmean(kg))} nats/token; " \
+          f"ES − GRPO {iv.text()}{note}"  # type: ignore[arg-type]
+    nv = None
+    if nu and all(x is not None for x in kn):
+        ivn = welch_interval(ke, kn)
+        nv = read(welch_interval(kn, kg), 0.0, mg).verdict
+        share = statistics.fmean(kn) / statistics.fmean(ke) if statistics.fmean(ke) else math.nan  # type: ignore[arg-type]
+        txt += f"; null ES {_fmt(statistics.fmean(kn))}: ES − null {ivn.text()}; the null's drift is {share:.0%} " \
+               f"of ES's (diffusion)"  # type: ignore[arg-type]
+    v, note2 = _null_check(v, nv, "null ES − GRPO")
+    return _row("es_drifts_more_off_task", txt + note2, v)
+
+
+def _path_items(E: Evidence, a: str, b: str) -> dict[str, Any] | None:
+    for p in E.ev.get("lmc") or []:
+        if (p["a"], p["b"]) == (a, b):
+            return p
+        if (p["a"], p["b"]) == (b, a):  # reversed path: λ → 1 − λ
+            return {"a": a, "b": b, "lambdas": [1 - x for x in reversed(p["lambdas"])],
+                    "reward": list(reversed(p.get("reward") or [])),
+                    "reward_items": list(reversed(p["reward_items"])) if p.get("reward_items") else None}
+    return None
+
+
+def _barriers(E: Evidence, pairs: list[tuple[str, str]], correction: int) -> dict[tuple[str, str], list[tuple[float, Interval]]]:
+    """Per pair, the paired per-item barrier interval at each interior λ (simultaneous over `correction` tests)."""
+    out = {}
+    for a, b in pairs:
+        p = _path_items(E, a, b)
+        if not p or not p.get("reward_items") or any(r is None for r in p["reward_items"]):
             continue
-        det = {
-            k: max(0.0, row[k] - base_rates.get((row["source"], k), 0.0))
-            for k in row
-            if k.startswith("hack_") and row[k] is not None
-        }
-        per_model[row["model"]] = max([per_model.get(row["model"], 0.0), *det.values()])
-        for k, val in det.items():
-            rates.setdefault(meth, {}).setdefault(k, []).append(val)
-    he = mean_se([x for m, x in per_model.items() if methods[m] == "es"])
-    hg = mean_se([x for m, x in per_model.items() if methods[m] == "grpo"])
-    if he[0] != he[0] or hg[0] != hg[0]:
-        v = UNSURE
-    else:
-        diff = hg[0] - he[0]
-        ses = [x for x in (he[1], hg[1]) if x == x]
-        margin = max(0.05, 2 * math.sqrt(sum(x * x for x in ses)))
-        v = HOLDS if diff > margin else FAILS if diff < -margin else UNSURE
-
-    def how(meth: str) -> str:
-        top = sorted(((statistics.fmean(xs), k) for k, xs in rates[meth].items() if xs), reverse=True)[:2]
-        return ", ".join(f"{k.removeprefix('hack_')} +{m:.0%}" for m, k in top if m > 0) or "nothing above the base"
-
-    out.append(_claim("es_hacks_less", "ES hacks the reward less than GRPO",
-                      f"max detector rate above the base: ES {_fmt(*he)} ({how('es')}) vs GRPO {_fmt(*hg)} "
-                      f"({how('grpo')})", v))
-    out.append(_seeds_agree(summary, es, gr, enough))
-    out.append(_unembedding(summary, gr))
-    out.append(_path_shape(summary, es, gr, thr))
-    out.append(_same_basin(summary, es, gr, cross, thr, thr_txt))
-    out.append(_robustness(summary, es, gr, enough))
-    out.append(_passk(summary.get("passk")))
-    hy = [m for m, k in methods.items() if k == "grpo_es"]
-    out.append(_sampler_or_update(summary, es, gr, hy, per_model, primary))
+        lams, rows = p["lambdas"], p["reward_items"]
+        out[(a, b)] = [(lam, t_interval(barrier_at(lam, rows[0], rows[-1], rows[k]), correction=correction, unit="items"))
+                       for k, lam in enumerate(lams) if 0 < k < len(lams) - 1]
     return out
 
 
-def _sampler_or_update(summary: dict[str, Any], es: list[str], gr: list[str], hy: list[str],
-                       hacking: dict[str, float], primary: Any) -> dict[str, Any]:
-    """(13) GRPO's update on ES's samples: does it land near ES (the sampler decides) or near GRPO (the update does)?"""
-    key = "es_sampling_gradient_update"
-    claim = "Sample with ES, optimise with gradients: ES's difference from GRPO comes from where it samples"
-    if not hy:
-        return _claim(key, claim, "not run: the study trained no grpo_es runs (add grpo_es to `methods`)", NOT_RUN)
-    cells = summary.get("rewards") or {}
-    kl = {p["model"]: p.get("off_task_kl") for p in summary.get("reward_kl") or []}
-    measures = {
-        "reward": {m: (cells.get(m, {}).get(primary) or {}).get("reward_mean") for m in es + gr + hy},
-        "off-task KL": {m: kl.get(m) for m in es + gr + hy},
-        "hacking": {m: hacking.get(m) for m in es + gr + hy},
-    }
-    parts, vs = [], []
-    for name, x in measures.items():
-        xe, xg, xh = ([x[m] for m in grp if x.get(m) is not None] for grp in (es, gr, hy))
-        if not (xe and xg and xh):
-            parts.append(f"{name}: n/a")
-            continue
-        d, lo, hi = diff_ci(xe, xg)
-        me, mg = statistics.fmean(xe), statistics.fmean(xg)
-        if not (lo == lo and (lo > 0 or hi < 0)):
-            parts.append(f"{name}: ES {me:.3g} vs GRPO {mg:.3g} not separated (H {statistics.fmean(xh):.3g})")
-            continue
-        pm, plo, phi = mean_ci([(v - mg) / (me - mg) for v in xh])
-        vs.append(versus(plo, phi, 0.5))
-        parts.append(f"{name}: p {_ci(pm, plo, phi)} (ES {me:.3g}, GRPO {mg:.3g}, H {statistics.fmean(xh):.3g})")
-    tot = (summary.get("update_norms") or {}).get("total") or {}
-    ratio = [tot[h]["delta_norm"] / tot[g]["delta_norm"] for h in hy for g in gr
-             if h in tot and g in tot and tot[g]["delta_norm"]]
-    cos = summary.get("cosine") or {}
-    labels, mat = cos.get("models", []), cos.get("total")
-
-    def mean_cos(group: list[str]) -> float:
-        vals = [mat[labels.index(h)][labels.index(o)] for h in hy for o in group
-                if mat and h in labels and o in labels and mat[labels.index(h)][labels.index(o)] is not None]
-        return statistics.fmean(vals) if vals else math.nan
-
-    geo = (f"‖Δ_H‖/‖Δ_GRPO‖ {statistics.fmean(ratio):.3g}" if ratio else "‖Δ_H‖ n/a") + \
-        f"; cos(Δ_H, Δ_ES) {mean_cos(es):.3g}, cos(Δ_H, Δ_GRPO) {mean_cos(gr):.3g}"
-    enough = min(len(es), len(gr), len(hy)) >= MIN_SEEDS
-    if not enough or not vs:
-        v = UNSURE
-    else:
-        v = HOLDS if all(x == HOLDS for x in vs) else FAILS if all(x == FAILS for x in vs) else UNSURE
-    return _claim(key, claim, f"{'; '.join(parts)}; {geo}; {len(es)}+{len(gr)}+{len(hy)} seeds (ES+GRPO+H)", v)
+def _interior(E: Evidence, pairs: list[tuple[str, str]]) -> int:
+    return sum(max(0, len(p["lambdas"]) - 2) for a, b in pairs if (p := _path_items(E, a, b)))
 
 
-def _fmt_barrier(p: dict[str, Any], b: tuple[float, float, float, float, int] | None) -> str:
-    name = p.get("name") or f"{p.get('a')}→{p.get('b')}"
-    return f"{name}: n/a (no per-item rewards)" if b is None else f"{name}: {_ci(b[1], b[2], b[3])} at λ={b[0]:.2g}"
+def _pair_reading(ivs: list[tuple[float, Interval]], line: float, margin: float) -> tuple[str, tuple[float, Interval]]:
+    """A pair has a barrier if some λ's interval is above the line, none if every λ's is below."""
+    best = max(ivs, key=lambda t: t[1].mean)
+    readings = [read(iv, line, margin) for _, iv in ivs]
+    if any(r.verdict == HOLDS for r in readings):
+        return HOLDS, best
+    if all(r.verdict == FAILS for r in readings):
+        return FAILS, best
+    return (UNDERPOWERED if any(r.verdict == UNDERPOWERED for r in readings) else UNSURE), best
 
 
-def _barrier_claim(key: str, claim: str, paths: list[tuple[dict[str, Any], Any]], thr: float, thr_txt: str) -> dict[str, Any]:
-    """Every path's paired barrier interval against the effect line: all above → holds, all below → does not."""
-    judged = [b for _, b in paths if b is not None]
-    if not paths:
-        return _claim(key, claim, "no interpolation path measured", UNSURE)
-    if len(judged) < len(paths) or thr != thr:
-        v = UNSURE
-    else:
-        vs = [versus(b[2], b[3], thr) for b in judged]
-        v = HOLDS if all(x == HOLDS for x in vs) else FAILS if all(x == FAILS for x in vs) else UNSURE
-    n = judged[0][4] if judged else 0
-    return _claim(key, claim, f"paired barrier [95%] {'; '.join(_fmt_barrier(p, b) for p, b in paths)} "
-                  f"({n} items; {thr_txt})", v)
+def _barrier_text(pair: tuple[str, str], best: tuple[float, Interval]) -> str:
+    lam, iv = best
+    return f"{pair[0]}→{pair[1]} {iv.mean:.3g} [{iv.lo:.3g}, {iv.hi:.3g}] at λ={lam:.2g}"
 
 
-def _layer_cos(summary: dict[str, Any], group: list[str]) -> dict[str, list[float]]:
-    """Per transformer layer (and `lm_head`), the cosines of every seed pair within `group`."""
-    cos = summary.get("cosine") or {}
-    labels = cos.get("models", [])
-    idx = [labels.index(m) for m in group if m in labels]
-    pairs = [(i, j) for k, i in enumerate(idx) for j in idx[k + 1:]]
-    out: dict[str, list[float]] = {}
-    mats = dict(cos.get("layers") or {})
-    modules = cos.get("modules") or {}
-    head = modules.get("lm_head") or modules.get("embeddings")  # tied: the unembedding is the embedding
-    if head is not None:
-        mats["lm_head"] = head
-    for layer, mat in mats.items():
-        vals = [mat[i][j] for i, j in pairs if mat[i][j] is not None and math.isfinite(mat[i][j])]
-        if vals:
-            out[layer] = vals
-    return out
+def _needed_items(ivs: Sequence[Interval], margin: float) -> str:
+    from evotune.stats import needed_n
+
+    worst = max((iv for iv in ivs if iv.defined), key=lambda iv: iv.sd_unit, default=None)
+    if worst is None:
+        return ""
+    n = needed_n(worst.sd_unit, margin, correction=worst.correction)
+    return f"; ~{n} items per point would give half-widths below the margin" if n else ""
 
 
-def _seeds_agree(summary: dict[str, Any], es: list[str], gr: list[str], enough: bool) -> dict[str, Any]:
-    """(7) ES seeds' updates agree more than GRPO seeds', per layer, except at the unembedding."""
-    ce, cg = _layer_cos(summary, es), _layer_cos(summary, gr)
-    layers = [k for k in ce if k in cg and k != "lm_head"]
-    claim = "ES runs agree with each other more than GRPO runs do, per layer, except at the unembedding"
-    if not layers:
-        return _claim("es_seeds_agree_more", claim, "no within-method update cosines", UNSURE)
-    diffs = [statistics.fmean(ce[k]) - statistics.fmean(cg[k]) for k in layers]
-    m, lo, hi = mean_ci(diffs)
-    ue = statistics.fmean(ce["lm_head"]) if "lm_head" in ce else math.nan
-    ug = statistics.fmean(cg["lm_head"]) if "lm_head" in cg else math.nan
-    exception = ue <= ug if ue == ue and ug == ug else None
-    layer_v = versus(lo, hi, 0.0)
-    if not enough or exception is None:
-        v = UNSURE
-    elif layer_v == FAILS or (layer_v == HOLDS and not exception):
+def _barrier_claim(E: Evidence, cross: list[tuple[str, str]], same: list[tuple[str, str]]) -> dict[str, Any]:
+    key = "barrier_between_solutions"
+    if not cross:
+        return _row(key, "needs ES and GRPO runs", NOT_RUN)
+    k = _interior(E, cross)
+    bars = _barriers(E, cross, max(1, k))
+    if len(bars) < len(cross):
+        return _row(key, f"per-item LMC paths for {len(bars)} of {len(cross)} ES↔GRPO pairs", NOT_RUN)
+    mb = E.margins["barrier"]
+    readings = {p: _pair_reading(ivs, mb, mb) for p, ivs in bars.items()}
+    vs = [r for r, _ in readings.values()]
+    v = HOLDS if all(x == HOLDS for x in vs) else FAILS if all(x == FAILS for x in vs) else \
+        UNDERPOWERED if UNDERPOWERED in vs else UNSURE
+    n_items = next(iter(bars.values()))[0][1].n if bars else 0
+    kind = next(iter(bars.values()))[0][1].kind
+    txt = (f"paired barrier at each pair's largest λ: {'; '.join(_barrier_text(p, b) for p, (_, b) in readings.items())} "
+           f"({kind}); line = margin {mb:g}; pairs with a barrier {vs.count(HOLDS)}, without {vs.count(FAILS)}, "
+           f"undecided {len(vs) - vs.count(HOLDS) - vs.count(FAILS)}")
+    if v == UNDERPOWERED:
+        txt += _needed_items([iv for ivs in bars.values() for _, iv in ivs], mb)
+    return _row(key, txt, v, items=n_items)
+
+
+def _same_basin(E: Evidence, cross: list[tuple[str, str]], same: list[tuple[str, str]]) -> dict[str, Any]:
+    key = "same_basin"
+    if not cross or not same:
+        return _row(key, "needs within- and across-method interpolation paths", NOT_RUN)
+    k = _interior(E, cross + same)
+    bars = _barriers(E, cross + same, max(1, k))
+    if len(bars) < len(cross) + len(same):
+        return _row(key, f"per-item LMC paths for {len(bars)} of {len(cross) + len(same)} pairs", NOT_RUN)
+    mb = E.margins["barrier"]
+    rs = {p: _pair_reading(bars[p], mb, mb) for p in same}
+    rc = {p: _pair_reading(bars[p], mb, mb) for p in cross}
+    vs, vc = [r for r, _ in rs.values()], [r for r, _ in rc.values()]
+    if HOLDS in vs or all(x == FAILS for x in vc):
         v = FAILS
+    elif all(x == FAILS for x in vs) and HOLDS in vc:
+        v = HOLDS
     else:
-        v = HOLDS if layer_v == HOLDS else UNSURE
-    wins = sum(d > 0 for d in diffs)
-    return _claim("es_seeds_agree_more", claim,
-                  f"mean over {len(layers)} layers of cos_ES − cos_GRPO {_ci(m, lo, hi)} (ES higher in {wins}); "
-                  f"unembedding ES {ue:.3g} vs GRPO {ug:.3g}; {len(es)}+{len(gr)} seeds", v)
+        v = UNDERPOWERED if UNDERPOWERED in vs + vc else UNSURE
+    worst = max(rs.items(), key=lambda kv: kv[1][1][1].mean)
+    kind = next(iter(bars.values()))[0][1].kind
+    txt = (f"largest same-method barrier {_barrier_text(worst[0], worst[1][1])}; same-method pairs without a barrier "
+           f"{vs.count(FAILS)}/{len(vs)}, ES↔GRPO pairs with one {vc.count(HOLDS)}/{len(vc)} ({kind}; line {mb:g})")
+    if v == UNDERPOWERED:
+        txt += _needed_items([iv for ivs in bars.values() for _, iv in ivs], mb)
+    return _row(key, txt, v)
 
 
-def _unembedding(summary: dict[str, Any], gr: list[str]) -> dict[str, Any]:
-    """(8) GRPO's unembedding changes correlate across runs far more than its other layers'."""
-    claim = "GRPO's unembedding changes correlate across runs far more (~4×) than its other layers'"
-    cg = _layer_cos(summary, gr)
-    layers = [k for k in cg if k != "lm_head"]
-    if "lm_head" not in cg or not layers:
-        return _claim("grpo_unembedding_correlates", claim, "no GRPO within-method update cosines", UNSURE)
-    u = cg["lm_head"]
-    o = [statistics.fmean(cg[k][p] for k in layers) for p in range(len(u))]  # per seed pair, over layers
-    m, lo, hi = mean_ci([a - 2 * b for a, b in zip(u, o, strict=True)])
-    mu, mo = statistics.fmean(u), statistics.fmean(o)
-    ratio = mu / mo if mo > 0 else math.inf if mu > 0 else math.nan
-    v = versus(lo, hi, 0.0) if len(gr) >= MIN_SEEDS else UNSURE
+def hacking_rate(E: Evidence, label: str, task: str | None = None) -> float | None:
+    """The largest detector rate above the base's on `task` (the trained task by default)."""
+    h = E.ev.get("hacking") or {}
+    t = task or E.primary
+    mine, base = (h.get(label) or {}).get(t), (h.get(BASE) or {}).get(t) or {}
+    if not mine:
+        return None
+    return max([0.0] + [max(0.0, float(v) - float(base.get(k) or 0.0)) for k, v in mine.items() if v is not None])
+
+
+def _top_detectors(E: Evidence, labels: list[str]) -> str:
+    h = E.ev.get("hacking") or {}
+    base = (h.get(BASE) or {}).get(E.primary) or {}
+    acc: dict[str, list[float]] = {}
+    for m in labels:
+        for k, v in ((h.get(m) or {}).get(E.primary) or {}).items():
+            if v is not None:
+                acc.setdefault(k, []).append(max(0.0, float(v) - float(base.get(k) or 0.0)))
+    top = sorted(((statistics.fmean(v), k) for k, v in acc.items()), reverse=True)[:2]
+    return ", ".join(f"{k.removeprefix('hack_')} +{m:.0%}" for m, k in top if m > 0) or "nothing above the base"
+
+
+def _hacking(E: Evidence, es: list[str], gr: list[str]) -> dict[str, Any]:
+    he, hg = [hacking_rate(E, m) for m in es], [hacking_rate(E, m) for m in gr]
+    if not es or not gr or any(x is None for x in he + hg):
+        return _row("es_hacks_less", "no hacking detectors for every ES and GRPO run", NOT_RUN)
+    iv = welch_interval(hg, he)
+    v, note = _v(read(iv, 0.0, E.margins["hacking"]), "seeds per method")
+    txt = (f"on {E.primary}: ES {statistics.fmean(he):.3g} ({_top_detectors(E, es)}) vs GRPO {statistics.fmean(hg):.3g} "  # type: ignore[arg-type]
+           f"({_top_detectors(E, gr)}); GRPO − ES {iv.text()}{note}")
+    off = [t for t in (E.ev.get("tasks") or []) if t != E.primary]
+    base_off = {t: E.mean(BASE, t) for t in off}
+    for t in off:
+        if base_off[t] is None:
+            continue
+        de = [E.mean(m, t) - base_off[t] for m in es if E.mean(m, t) is not None]  # type: ignore[operator]
+        dg = [E.mean(m, t) - base_off[t] for m in gr if E.mean(m, t) is not None]  # type: ignore[operator]
+        if de and dg:
+            txt += f"; off-task {t} reward change vs base (reported apart): ES {statistics.fmean(de):+.3g}, GRPO {statistics.fmean(dg):+.3g}"
+    return _row("es_hacks_less", txt, v)
+
+
+def _layer_pair_mean(E: Evidence, a: str, b: str) -> float | None:
+    vals = [E.cos(a, b, "layers", k) for k in E.layers()]
+    vals = [x for x in vals if x is not None]
+    return statistics.fmean(vals) if vals else None
+
+
+def _agree_verdict(E: Evidence, xs: list[str], gr: list[str]) -> tuple[str, str, Interval]:
+    ie = jackknife_pair_mean(xs, lambda a, b: _layer_pair_mean(E, a, b))
+    ig = jackknife_pair_mean(gr, lambda a, b: _layer_pair_mean(E, a, b))
+    d = _diff(ie, ig)
+    h = E.head()
+    ue = jackknife_pair_mean(xs, lambda a, b: E.cos(a, b, "modules", h)) if h else None
+    ug = jackknife_pair_mean(gr, lambda a, b: E.cos(a, b, "modules", h)) if h else None
+    exception = None if ue is None or ug is None or ue.mean != ue.mean or ug.mean != ug.mean else ue.mean <= ug.mean
+    r = read(d, 0.0, E.margins["cosine"])
+    if r.verdict == FAILS or (r.verdict == HOLDS and exception is False):
+        v = FAILS
+    elif r.verdict == HOLDS and exception:
+        v = HOLDS
+    else:
+        v = r.verdict if r.verdict in (UNDERPOWERED, UNSURE) else UNSURE
+    txt = (f"mean layer cos within seeds {_fmt(ie.mean)} vs GRPO {_fmt(ig.mean)}; difference {d.text()}; "
+           f"unembedding {_fmt(ue.mean if ue else None)} vs {_fmt(ug.mean if ug else None)}")
+    return v, txt + (f"; {r.note('seeds per method')}" if r.note("") else ""), d
+
+
+def _seeds_agree(E: Evidence, es: list[str], gr: list[str], nu: list[str]) -> dict[str, Any]:
+    key = "es_seeds_agree_more"
+    if len(es) < 2 or len(gr) < 2 or not E.layers():
+        return _row(key, "needs ≥ 2 seeds per method and update geometry", NOT_RUN)
+    v, txt, _ = _agree_verdict(E, es, gr)
+    if not _seeds_ok(es, gr) and v != NOT_RUN:
+        v = UNDERPOWERED
+    nv = None
+    if len(nu) >= 2:
+        nv, ntxt, _ = _agree_verdict(E, nu, gr)
+        txt += f"; with the null ES in ES's place: {ntxt}"
+    v, note = _null_check(v, nv, "null ES vs GRPO")
+    return _row(key, f"ES: {txt}{note}", v)
+
+
+def _unembedding(E: Evidence, gr: list[str]) -> dict[str, Any]:
+    key = "grpo_unembedding_correlates"
+    h = E.head()
+    if len(gr) < 2 or not h or not E.layers():
+        return _row(key, "needs ≥ 2 GRPO seeds and update geometry", NOT_RUN)
+
+    def stat(a: str, b: str) -> float | None:
+        u, o = E.cos(a, b, "modules", h), _layer_pair_mean(E, a, b)
+        return None if u is None or o is None else u - 2 * o
+
+    iv = jackknife_pair_mean(gr, stat)
+    mu = statistics.fmean(x for a, b in _pairs(gr) if (x := E.cos(a, b, "modules", h)) is not None)
+    mo = statistics.fmean(x for a, b in _pairs(gr) if (x := _layer_pair_mean(E, a, b)) is not None)
+    r = read(iv, 0.0, 2 * E.margins["cosine"])
+    v, note = _v(r, "GRPO seeds")
     if v == HOLDS and mu <= 0.1:
         v = UNSURE
-    return _claim("grpo_unembedding_correlates", claim,
-                  f"unembedding cos {mu:.3g} vs other layers {mo:.3g} (ratio {ratio:.3g}); u − 2·o {_ci(m, lo, hi)} "
-                  f"over {len(u)} seed pairs", v)
+    if not _seeds_ok(gr) and v in (HOLDS, FAILS, UNSURE):
+        v = UNDERPOWERED
+    ratio = mu / mo if mo > 0 else math.inf if mu > 0 else math.nan
+    return _row(key, f"unembedding cos {mu:.3g} vs other layers {mo:.3g} (ratio {ratio:.3g}); u − 2·o {iv.text()}{note}", v)
 
 
 def _half_way(p: dict[str, Any]) -> tuple[float, float]:
-    """(gain R(1) − R(0), fraction of it reached at the λ nearest ½) of one path."""
-    lams, r = p["lambdas"], p["reward"]
+    lams, r = p["lambdas"], p.get("reward") or [statistics.fmean(x) for x in p["reward_items"]]
     k = min(range(len(lams)), key=lambda i: abs(lams[i] - 0.5))
     g = r[-1] - r[0]
     return g, ((r[k] - r[0]) / g if g else math.nan)
 
 
-def _path_shape(summary: dict[str, Any], es: list[str], gr: list[str], thr: float) -> dict[str, Any]:
-    """(9) base→ES rises smoothly, base→GRPO stays flat then rises near the end."""
-    claim = "base→ES reward rises smoothly along the path; base→GRPO stays flat, then rises sharply near the end"
+def _path_shape(E: Evidence, es: list[str], gr: list[str]) -> dict[str, Any]:
+    key = "path_shape"
+    mr, mf = E.margins["reward"], E.margins["fraction"]
     f: dict[str, list[float]] = {"es": [], "grpo": []}
     for meth, group in (("es", es), ("grpo", gr)):
-        for p in _pairs_of(summary, {BASE_LABEL}, set(group)):
-            if p.get("a") != BASE_LABEL:
+        for m in group:
+            p = _path_items(E, BASE, m)
+            if p is None:
                 continue
             g, frac = _half_way(p)
-            if thr == thr and g > thr:
+            if g > mr and frac == frac:
                 f[meth].append(frac)
-    d, lo, hi = diff_ci(f["es"], f["grpo"])
-    ok = len(f["es"]) >= MIN_SEEDS and len(f["grpo"]) >= MIN_SEEDS
-    v = versus(lo, hi, 0.2) if ok else UNSURE
-    why = "" if ok else f" (needs ≥ {MIN_SEEDS} base→model paths per method that gained > 10% of the best gain)"
-    return _claim("path_shape", claim,
-                  f"half-way fraction f: ES {_fmt(*mean_se(f['es']))} vs GRPO {_fmt(*mean_se(f['grpo']))}; "
-                  f"f_ES − f_GRPO {_ci(d, lo, hi)}; {len(f['es'])}+{len(f['grpo'])} paths{why}", v)
+    if not f["es"] and not f["grpo"]:
+        return _row(key, "no base→model paths with a gain above the reward margin", NOT_RUN)
+    ie, ig = t_interval(f["es"]), t_interval(f["grpo"])
+    ra, rb = read(ie, 0.25, mf), read(ig, 0.25, mf)
+    va = ra.verdict
+    vb = {HOLDS: FAILS, FAILS: HOLDS}.get(rb.verdict, rb.verdict)  # GRPO's half holds when f is below the line
+    v = combine([va, vb])
+    if (len(f["es"]) < MIN_SEEDS or len(f["grpo"]) < MIN_SEEDS) and v != FAILS:
+        v = UNDERPOWERED
+    d = welch_interval(f["es"], f["grpo"])
+    txt = (f"half-way fraction f: ES {ie.text()} (smooth if above 0.25: {va}); GRPO {ig.text()} (flat-then-sharp if "
+           f"below 0.25: {vb}); f_ES − f_GRPO {d.text()}; {len(f['es'])}+{len(f['grpo'])} paths with gain > {mr:g}")
+    return _row(key, txt, v)
 
 
-def _same_basin(summary: dict[str, Any], es: list[str], gr: list[str], cross: list[tuple[dict[str, Any], Any]],
-                thr: float, thr_txt: str) -> dict[str, Any]:
-    """(10) ES↔ES and GRPO↔GRPO paths are flat, ES↔GRPO paths are not."""
-    claim = "ES↔ES and GRPO↔GRPO paths are flat (same basin), unlike ES↔GRPO"
-    same = [(p, path_barrier(p)) for grp in (es, gr) for p in _pairs_of(summary, set(grp), set(grp))]
-    if not same or not cross:
-        return _claim("same_basin", claim, "needs within- and across-method interpolation paths", UNSURE)
-    if any(b is None for _, b in same + cross) or thr != thr:
-        v = UNSURE
-    else:
-        vs = [versus(b[2], b[3], thr) for _, b in same]
-        vc = [versus(b[2], b[3], thr) for _, b in cross]
-        if any(x == HOLDS for x in vs) or all(x == FAILS for x in vc):
-            v = FAILS
-        else:
-            v = HOLDS if all(x == FAILS for x in vs) and any(x == HOLDS for x in vc) else UNSURE
-    worst = max((b for _, b in same if b is not None), key=lambda b: b[1], default=None)
-    return _claim("same_basin", claim,
-                  f"{len(same)} same-method paths, largest paired barrier "
-                  f"{_ci(worst[1], worst[2], worst[3]) if worst else 'n/a'}; {len(cross)} ES↔GRPO paths ({thr_txt})", v)
+def _robust_curves(E: Evidence, label: str) -> tuple[float | None, list[dict[str, Any]]]:
+    r = (E.ev.get("robustness") or {}).get(label) or {}
+    return r.get("baseline"), sorted(r.get("curves") or [], key=lambda c: c["sigma"])
 
 
-def _robustness(summary: dict[str, Any], es: list[str], gr: list[str], enough: bool) -> dict[str, Any]:
-    """(11) GRPO degrades less under small weight noise; ES can gain under larger noise."""
-    claim = "GRPO checkpoints are more robust to small weight perturbations than ES's; ES can improve under larger ones"
-    rob = summary.get("robustness") or {}
-    curves = {m: sorted((c for c in rob[m].get("curves", []) if c.get("sigma", 0) > 0), key=lambda c: c["sigma"])
-              for m in es + gr if m in rob}
-    if not curves or not all(curves.values()):
-        return _claim("grpo_more_robust", claim, "no robustness curves", UNSURE)
-    deg = {m: c[0]["degradation_mean"] for m, c in curves.items()}
-    small = min(c[0]["sigma"] for c in curves.values())
-    d, lo, hi = diff_ci([deg[m] for m in es if m in deg], [deg[m] for m in gr if m in deg])
-    best_gain: list[tuple[float, float, float, float]] = []  # (σ, mean, lo, hi) of ES's best-trial gain per larger σ
-    sigmas = sorted({c["sigma"] for m in es if m in curves for c in curves[m][1:]})
-    for sg in sigmas:
-        gains = [max(c["reward"]) - rob[m]["baseline"]["reward"] for m in es if m in curves
-                 for c in curves[m] if c["sigma"] == sg and c.get("reward")]
-        best_gain.append((sg, *mean_ci(gains)))
-    part_a = versus(lo, hi, 0.0)
-    part_b = any(versus(g[2], g[3], 0.0) == HOLDS for g in best_gain)
-    if not enough:
-        v = UNSURE
-    else:
-        v = FAILS if part_a == FAILS else HOLDS if part_a == HOLDS and part_b else UNSURE
-    top = max(best_gain, key=lambda g: g[1], default=None)
-    return _claim("grpo_more_robust", claim,
-                  f"degradation at σ={small:g}: ES − GRPO {_ci(d, lo, hi)}; ES best-trial gain "
-                  + (f"at σ={top[0]:g} {_ci(*top[1:])}" if top else "n/a (no larger σ)")
-                  + f"; {len(es)}+{len(gr)} seeds", v)
+def _robust_verdict(E: Evidence, xs: list[str], gr: list[str]) -> tuple[str, str] | None:
+    deg: dict[str, float] = {}
+    small = None
+    for m in xs + gr:
+        base, curves = _robust_curves(E, m)
+        if base is None or not curves or not curves[0].get("trials"):
+            return None
+        small = curves[0]["sigma"]
+        deg[m] = base - statistics.fmean(curves[0]["trials"])
+    iv = welch_interval([deg[m] for m in xs], [deg[m] for m in gr])
+    ra = read(iv, 0.0, E.margins["degradation"])
+    gains = []
+    for sg in sorted({c["sigma"] for m in xs for c in _robust_curves(E, m)[1][1:]}):
+        per = []
+        for m in xs:
+            base, curves = _robust_curves(E, m)
+            trials = next((c["trials"] for c in curves if c["sigma"] == sg), None)
+            if trials and base is not None:
+                per.append(statistics.fmean(trials) - base)
+        gains.append((sg, per))
+    gains = [(sg, t_interval(per, correction=len(gains))) for sg, per in gains]  # "at some larger σ": simultaneous
+    rb = max((read(iv_, 0.0, E.margins["degradation"]).verdict for _, iv_ in gains),
+             key=[FAILS, UNSURE, UNDERPOWERED, HOLDS].index, default=UNSURE)
+    v = FAILS if ra.verdict == FAILS else combine([ra.verdict, rb])
+    trials = len(_robust_curves(E, xs[0])[1][0]["trials"])
+    gtxt = "; ".join(f"σ={sg:g} {iv_.text()}" for sg, iv_ in gains) or "n/a (no larger σ)"
+    return v, (f"degradation at σ={small:g} (mean of {trials} trials), difference {iv.text()}"
+               f"{'; ' + ra.note('seeds per method') if ra.note('') else ''}; mean gain over trials at larger σ: {gtxt}")
 
 
-def _passk(res: dict[str, Any] | None) -> dict[str, Any]:
-    """(12) temperature sampling beats weight-perturbation sampling at every k (paired per prompt)."""
-    claim = "Temperature sampling beats weight-perturbation sampling at every k (pass@k, base model)"
+def _robustness(E: Evidence, es: list[str], gr: list[str], nu: list[str]) -> dict[str, Any]:
+    key = "grpo_more_robust"
+    res = _robust_verdict(E, es, gr) if es and gr else None
+    if res is None:
+        return _row(key, "no robustness curves for every ES and GRPO run", NOT_RUN)
+    v, txt = res
+    if not _seeds_ok(es, gr) and v in (HOLDS, UNSURE):
+        v = UNDERPOWERED
+    nv = None
+    if nu:
+        nres = _robust_verdict(E, nu, gr)
+        if nres:
+            nv = nres[0]
+            txt += f"; null ES in ES's place: {nres[1]}"
+    v, note = _null_check(v, nv, "null ES vs GRPO")
+    return _row(key, f"ES − GRPO {txt}{note}", v)
+
+
+def _passk(E: Evidence) -> dict[str, Any]:
+    key = "temperature_beats_perturbation"
+    res = E.ev.get("passk")
     if not res:
-        return _claim("temperature_beats_perturbation", claim,
-                      "not measured: set analysis.passk_n > 0 to run it", UNSURE)
+        return _row(key, "not measured: set analysis.passk_n > 0 to run it", NOT_RUN)
     n = int(res["n"])
     ct, cp = res["temperature"]["counts"], res["perturbation"]["counts"]
     if len(ct) != len(cp):
-        return _claim("temperature_beats_perturbation", claim, "temperature and perturbation prompts differ", UNSURE)
+        return _row(key, "temperature and perturbation prompts differ", NOT_RUN)
     ks = sorted({*(2**i for i in range(n.bit_length()) if 2**i <= n), n})
-    rows = []
-    for k in ks:
-        rows.append((k, *mean_ci([pass_at_k(n, a, k) - pass_at_k(n, b, k) for a, b in zip(ct, cp, strict=True)])))
-    vs = [versus(r[2], r[3], 0.0) for r in rows]
+    ivs = [(k, paired_interval([pass_at_k(n, a, k) for a in ct], [pass_at_k(n, b, k) for b in cp],
+                               correction=len(ks), unit="prompts")) for k in ks]
+    solved_t = statistics.fmean(pass_at_k(n, c, n) for c in ct)
+    solved_p = statistics.fmean(pass_at_k(n, c, n) for c in cp)
+    head = (f"on {res.get('task') or E.primary}, pass@{n}: T={res['temperature']['value']:g} {solved_t:.3g} vs "
+            f"σ={res['perturbation']['value']:g} {solved_p:.3g} over {len(ct)} prompts")
     if not any(ct) and not any(cp):
-        v, why = UNSURE, " (nothing solved by either: the model cannot support the claim at this scale)"
+        return _row(key, head + "; nothing solved at the largest k by either: not testable here", NOT_TESTABLE)
+    mk = E.margins["passk"]
+    readings = [read(iv, 0.0, mk) for _, iv in ivs]
+    vs = [r.verdict for r in readings]
+    v = HOLDS if all(x == HOLDS for x in vs) else FAILS if FAILS in vs else \
+        UNDERPOWERED if UNDERPOWERED in vs else UNSURE
+    txt = head + "; temperature − perturbation " + ", ".join(
+        f"k={k}: {iv.mean:.3g} [{iv.lo:.3g}, {iv.hi:.3g}]" for k, iv in ivs) + f" ({ivs[0][1].kind})"
+    return _row(key, txt, v)
+
+
+def _sampler(E: Evidence, es: list[str], gr: list[str], hy: list[str]) -> dict[str, Any]:
+    key = "es_sampling_gradient_update"
+    if not hy:
+        return _row(key, "not run: the study trained no grpo_es runs (add grpo_es to `methods`)", NOT_RUN)
+    measures = {
+        "reward": lambda m: E.mean(m),
+        "off-task KL": lambda m: _off_kl(E, m),
+        "hacking": lambda m: hacking_rate(E, m),
+    }
+    parts, vs = [], []
+    for name, fn in measures.items():
+        xe, xg, xh = ([fn(m) for m in g] for g in (es, gr, hy))
+        if any(x is None for x in xe + xg + xh):
+            parts.append(f"{name}: n/a")
+            continue
+        sep = welch_interval(xe, xg)
+        if not (sep.defined and (sep.lo > 0 or sep.hi < 0)):
+            parts.append(f"{name}: ES and GRPO not separated ({sep.text()}); H {statistics.fmean(xh):.3g}")  # type: ignore[arg-type]
+            continue
+        iv = fieller_position(xh, xe, xg)  # type: ignore[arg-type]
+        r = read(iv, 0.5, E.margins["position"])
+        vs.append(r.verdict if iv.defined else UNDERPOWERED)
+        parts.append(f"{name}: p {iv.text()} (ES {statistics.fmean(xe):.3g}, GRPO {statistics.fmean(xg):.3g}, "  # type: ignore[arg-type]
+                     f"H {statistics.fmean(xh):.3g})")  # type: ignore[arg-type]
+    ratio = [E.norm(h) / E.norm(g) for h in hy for g in gr if E.norm(h) and E.norm(g)]  # type: ignore[operator]
+    ce = [c for h in hy for o in es if (c := E.cos(h, o)) is not None]
+    cg = [c for h in hy for o in gr if (c := E.cos(h, o)) is not None]
+    geo = (f"‖Δ_H‖/‖Δ_GRPO‖ {statistics.fmean(ratio):.3g}" if ratio else "‖Δ_H‖ n/a") + \
+        (f"; cos(Δ_H, Δ_ES) {statistics.fmean(ce):.2g}, cos(Δ_H, Δ_GRPO) {statistics.fmean(cg):.2g}" if ce and cg else "")
+    if not vs:
+        v = UNSURE
+    elif all(x == HOLDS for x in vs):
+        v = HOLDS
+    elif all(x == FAILS for x in vs):
+        v = FAILS
     else:
-        v, why = (HOLDS if all(x == HOLDS for x in vs) else FAILS if FAILS in vs else UNSURE), ""
-    t, p = res["temperature"], res["perturbation"]
-    return _claim("temperature_beats_perturbation", claim,
-                  f"pass@{n} T={t['value']:g} {t[f'pass@{n}']:.3g} vs σ={p['value']:g} {p[f'pass@{n}']:.3g}; "
-                  f"temperature − perturbation " + ", ".join(f"k={r[0]}: {_ci(*r[1:])}" for r in rows)
-                  + f" over {len(ct)} prompts{why}", v)
-
-
-def _claim(key: str, claim: str, measured: str, verdict: str) -> dict[str, Any]:
-    return {"key": key, "claim": claim, "measured": measured, "verdict": verdict, "rule": CLAIM_RULES[key]}
+        v = UNDERPOWERED if UNDERPOWERED in vs else UNSURE
+    if not _seeds_ok(es, gr, hy) and v in (HOLDS, FAILS):
+        v = UNDERPOWERED
+    return _row(key, f"{'; '.join(parts)}; {geo}; {len(es)}+{len(gr)}+{len(hy)} seeds (ES+GRPO+H)", v)

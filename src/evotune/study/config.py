@@ -23,14 +23,35 @@ from evotune.config import (
 )
 
 
+class Margins(_Strict):
+    """The smallest effect that matters, per measure: fixed in the study config before the runs (pre-registered),
+    never derived from a run. An interval across a claim's line that reaches past its margin on both sides is
+    "underpowered"; "comparable" (claim 1) means inside ±margin."""
+
+    reward: float = Field(default=5.0, gt=0, description="held-out reward points (conciseness: characters)")
+    accuracy: float = Field(default=0.05, gt=0, description="held-out accuracy (fraction of items)")
+    barrier: float = Field(default=5.0, gt=0, description="LMC barrier in reward points: a barrier counts above it")
+    kl: float = Field(default=0.01, gt=0, description="per-token KL, nats")
+    hacking: float = Field(default=0.05, gt=0, description="hacking rate (fraction of completions)")
+    cosine: float = Field(default=0.05, gt=0, description="cosine between updates")
+    fraction: float = Field(default=0.15, gt=0, description="half-way fraction f of a base→model path (claim 9)")
+    degradation: float = Field(default=2.0, gt=0, description="reward lost or gained under weight noise")
+    position: float = Field(default=0.25, gt=0, description="claim 13's position p between GRPO (0) and ES (1)")
+    passk: float = Field(default=0.05, gt=0, description="pass@k difference")
+
+
 class StudyAnalysis(_Strict):
-    limit: int = Field(default=32, ge=1, description="held-out prompts per evaluation in compare")
-    kl_prompts: int = Field(default=8, ge=1)
-    off_tasks: list[str] = Field(default_factory=lambda: ["countdown"])
+    limit: int = Field(default=200, ge=1, description="held-out items every model is scored on (paired per item)")
+    kl_prompts: int = Field(default=32, ge=1, description="prompts per KL source (on-task, each off-task, general)")
+    off_tasks: list[str] = Field(default_factory=lambda: ["boolq"])
+    off_limit: int | None = Field(default=None, ge=1, description="held-out items per off-task evaluation (default: limit)")
     lmc_points: int = Field(default=5, ge=2)
-    lmc_limit: int = Field(default=16, ge=1)
+    lmc_limit: int = Field(default=200, ge=1, description="items per LMC point (≥ 200 resolves ~5-point barriers)")
     sigmas: list[float] = Field(default_factory=lambda: [0.001, 0.003])
-    trials: int = Field(default=2, ge=1)
+    trials: int = Field(default=8, ge=1, description="robustness trials per σ (the mean over them is used)")
+    robust_limit: int | None = Field(default=None, ge=1, description="held-out items per robustness trial (default: limit)")
+    robust_methods: list[str] = Field(default_factory=lambda: ["es", "grpo", "es_null"],
+                                      description="methods whose robustness is measured (claim 11 and its null check)")
     skip: list[str] = Field(default_factory=list)
     # claim 12 (temperature vs weight-perturbation sampling, on the base model); 0 leaves it unmeasured
     passk_n: int = Field(default=0, ge=0, description="samples per prompt for pass@k (0: not measured)")
@@ -69,6 +90,7 @@ class StudyConfig(_Strict):
     grpo: GRPOConfig = Field(default_factory=GRPOConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     analysis: StudyAnalysis = Field(default_factory=StudyAnalysis)
+    margins: Margins = Field(default_factory=Margins, description="pre-registered smallest effects that matter")
 
     @model_validator(mode="after")
     def _budget(self) -> StudyConfig:

@@ -25,51 +25,59 @@ from evotune.report.findings import findings_html
 from evotune.report.render import render_html
 from evotune.runs.rundir import atomic_write_json, atomic_write_text
 from evotune.runs.summary import run_facts
-from evotune.study.claims import findings
 from evotune.study.config import StudyConfig, study_yaml
+from evotune.study.evidence import build_evidence, read_evidence
+from evotune.study.judge import judge
 from evotune.sweep import run_state, train_run
 from evotune.tasks import build_task, get_task, task_modules
 
 
 def run_study(cfg: StudyConfig, progress: bool = True, log: Any = None, reuse_compare: bool = False) -> dict[str, Any]:
-    """Train ES and GRPO over seeds (resumable), run `compare`, write the findings report.
+    """Train every method over seeds (resumable), run `compare`, write the evidence file, judge, report.
 
-    `reuse_compare` judges the claims from the comparison already on disk instead of recomputing it
-    (e.g. after a change to the verdict rules); it is an error if there is none.
+    `reuse_compare` judges from the comparison already on disk instead of recomputing it (e.g. after a
+    change to the verdict rules); it is an error if there is none. The verdicts come from
+    `report/evidence.json` alone, which `rejudge` reads back without models.
     """
-
     out = cfg.out_dir
     saved = out / "report" / "compare" / "summary.json"
     if reuse_compare and not saved.is_file():  # before any training
         raise ConfigError(f"--reuse-compare: no comparison at {saved}; run the study without it first")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "study.yaml", study_yaml(cfg))
+    t0 = time.perf_counter()
     runs = train_all(cfg, progress, log)
     facts = [run_facts(r) for r in runs]
     a = cfg.analysis
     if reuse_compare:
         summary = json.loads(saved.read_text())
     else:
+        names = {r: Path(r).name for r in runs}
         cc = CompareConfig(
             base=cfg.model.name, tasks=[cfg.task.name, *[t for t in a.off_tasks if t != cfg.task.name]],
             out_dir=str(out / "report" / "compare"), limit=a.limit, kl_prompts=a.kl_prompts, lmc_points=a.lmc_points,
             lmc_limit=a.lmc_limit, sigmas=a.sigmas, trials=a.trials, skip=a.skip, device=cfg.model.device,
-            lmc_models=[Path(r).name for r, m in runs.items() if m in cfg.lmc_methods],
+            lmc_models=[names[r] for r, m in runs.items() if m in cfg.lmc_methods],
+            robust_models=[names[r] for r, m in runs.items() if m in a.robust_methods], robust_base=False,
+            robust_limit=a.robust_limit, off_limit=a.off_limit,
         )
         summary = compare(list(runs), cc, log=log)
-    summary["passk"] = _passk(cfg, out / "report" / "passk.json", log) if a.passk_n else None
+    passk = _passk(cfg, out / "report" / "passk.json", log) if a.passk_n else None
     by_name = {Path(r).name: m for r, m in runs.items()}  # the study's method (grpo_es is a grpo run)
     methods = {e["label"]: by_name.get(Path(str(e.get("run") or e["label"])).name) or e.get("method") or ""
                for e in summary["entries"]}
-    base_cell = (summary.get("rewards", {}).get("base", {}) or {}).get(summary.get("primary_task")) or {}
-    rows = findings(summary, methods, base_cell.get("reward_mean"))
-    budget = cfg.budget.model_dump(exclude_none=True)
-    result = {"name": cfg.name, "budget": budget, "seeds": cfg.seeds, "runs": facts, "findings": rows,
-              "methods": methods, "compare": str(out / "report" / "compare" / "summary.json")}
+    study = {"name": cfg.name, "budget": cfg.budget.model_dump(exclude_none=True), "seeds": cfg.seeds,
+             "methods": cfg.methods, "margins": cfg.margins.model_dump(), "model": cfg.model.name,
+             "task": cfg.task.name, "analysis": a.model_dump(mode="json"), "wall_s": time.perf_counter() - t0}
+    evidence = build_evidence(summary, methods, study, passk, wall={f["run"]: f["wall"] for f in facts})
+    atomic_write_json(out / "report" / "evidence.json", evidence)
+    result = judge(read_evidence(out / "report" / "evidence.json"), out / "report")  # exactly what --rejudge reads
+    result["runs"] = facts
     atomic_write_json(out / "report" / "study.json", result)
+    summary["passk"] = passk
     summary["entries"] = [{**e, "method": methods.get(e["label"]) or e.get("method")} for e in summary["entries"]]
     html = render_html(summary, extra_sections=[("findings", "Findings: seed-paper claims vs measured",
-                                                 findings_html(rows, str(budget)))])
+                                                 findings_html(result["findings"], str(study["budget"])))])
     atomic_write_text(out / "report" / "index.html", html)
     return result
 
