@@ -404,3 +404,23 @@ def test_correct_lost_flags_reward_gained_at_the_tasks_expense():
     assert "hack_correct_lost" not in hacking_rates(now)
     assert correct_lost(now, [row(7, 0, True)]) is None
     assert hacking_rates(base, base)["hack_correct_lost"] == 0.0
+
+
+def test_compare_limits_per_task_and_robustness_subset(models, tmp_path):
+    """Off-tasks get `off_limit` items, robustness its own item count and only the chosen models; per-item
+    correctness travels with per-item rewards (the study's evidence needs both)."""
+    from evotune.comparison import CompareConfig, compare
+
+    run = _fake_run(models, "run_lim", models["a"])
+    cfg = CompareConfig(
+        tasks=["toy_letters", "boolq"], out_dir=str(tmp_path / "rep"), limit=3, off_limit=2, kl_prompts=1,
+        max_new_tokens=3, lmc_points=2, sigmas=[0.01], trials=2, robust_limit=1, robust_models=["run_lim"],
+        robust_base=False, skip=["kl", "lmc"],
+    )
+    s = compare([str(run), str(models["b"])], cfg)
+    ev = s["evaluation"]["run_lim"]
+    assert len(ev["toy_letters"]["item_rewards"]) == 3 and len(ev["boolq"]["item_rewards"]) == 2
+    assert len(ev["boolq"]["item_correct"]) == 2 and all(isinstance(x, bool) for x in ev["boolq"]["item_correct"])
+    assert set(s["robustness"]) == {"run_lim"}
+    assert len(s["robustness"]["run_lim"]["curves"][-1]["reward"]) == 2  # trials
+    assert s["settings"]["robust_limit"] == 1 and s["settings"]["off_limit"] == 2

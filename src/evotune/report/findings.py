@@ -16,9 +16,13 @@ def findings_html(rows: Sequence[dict[str, Any]], budget: str) -> str:
         for i, r in enumerate(rows, 1)
     )
     return (
-        f"<p>Budget per run: {esc(budget)}. Verdicts come from the numbers in this report by the stated rule; "
-        "comparisons on the same held-out items (rewards, interpolation barriers) are paired per item, and a 95% "
-        "interval that straddles the rule's line is <i>inconclusive</i>.</p>"
-        "<table><tr><th>#</th><th>claim (seed papers)</th><th>measured here (mean ± SE over seeds; [95% interval])</th>"
+        f"<p>Budget per run: {esc(budget)}. Every verdict is computed from the study's evidence file "
+        "(<code>report/evidence.json</code>; <code>evotune study --rejudge</code> recomputes it without models) by "
+        "the stated rule. Each interval is printed with its kind (level, df, replicate, correction). "
+        "<i>holds</i> / <i>does not hold</i>: the interval lies on one side of the rule's line; <i>underpowered</i>: "
+        "it reaches past the pre-registered margin on both sides (the n that would decide is given); "
+        "<i>inconclusive</i>: it sits on the line; <i>not informative</i>: a null ES (fitness permuted, so nothing "
+        "learned) gets the same verdict; <i>not testable</i>: nothing to measure at this scale.</p>"
+        "<table><tr><th>#</th><th>claim (seed papers)</th><th>measured here (intervals with their kind)</th>"
         f"<th>verdict</th><th>rule</th></tr>{body}</table>"
     )
