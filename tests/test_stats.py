@@ -134,3 +134,24 @@ def test_barrier_items_picks_the_largest_interior_mean():
 def test_stats_module_needs_no_torch():
     code = "import sys, evotune.stats as s; s.t_interval([1.0, 2.0, 3.0]); assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_jackknife_pair_mean_treats_the_seed_as_the_replicate():
+    from evotune.stats import jackknife_pair_mean
+
+    c = {("a", "b"): 0.1, ("a", "c"): 0.3, ("b", "c"): 0.2}
+    iv = jackknife_pair_mean(["a", "b", "c"], lambda x, y: c[(x, y)])
+    assert iv.mean == pytest.approx(0.2) and iv.df == 2
+    # leave-one-out means are the single remaining pairs: 0.2, 0.3, 0.1 → jackknife SE = sqrt(2/3 · 0.02)
+    se = math.sqrt(2 / 3 * 0.02)
+    assert iv.hi - iv.mean == pytest.approx(t_quantile(2) * se)
+    # wider than the naive interval over 3 (dependent) pairs
+    naive = t_interval(list(c.values()))
+    assert iv.hi - iv.lo > naive.hi - naive.lo
+
+
+def test_shared_fraction():
+    from evotune.stats import shared_fraction
+
+    assert shared_fraction([[1.0, 2.0], [1.0, 2.0], [1.0, 2.0]]) == pytest.approx(1.0)
+    assert shared_fraction([[1.0, 0.0], [0.0, 1.0]]) == pytest.approx(0.0)

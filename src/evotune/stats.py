@@ -32,6 +32,11 @@ VERDICTS = (HOLDS, FAILS, UNSURE, UNDERPOWERED, NOT_INFORMATIVE, NOT_TESTABLE, N
 LEVEL = 0.95
 
 
+def _fmean(values: Any) -> float:
+    xs = list(values)
+    return math.fsum(xs) / len(xs)
+
+
 def _finite(values: Sequence[float | None]) -> list[float]:
     return [float(v) for v in values if v is not None and math.isfinite(v)]
 
@@ -337,6 +342,51 @@ def permutation_p(a: Sequence[Any], b: Sequence[Any], statistic: Callable[[list[
         else:
             hits += abs(x) >= abs(obs) - 1e-12 * abs(obs)
     return hits / len(splits), len(splits)
+
+
+def jackknife_pair_mean(labels: Sequence[Any], value: Callable[[Any, Any], float | None]) -> Interval:
+    """Mean of value(i, j) over seed pairs with a t interval whose SE is the jackknife over seeds.
+
+    Pairs that share a seed are dependent, so pairs are not the replicate: leaving one seed out at a
+    time gives n pseudo-estimates whose spread estimates the SE of the mean (df = seeds − 1).
+    """
+    labels = list(labels)
+    vals = {(a, b): value(a, b) for i, a in enumerate(labels) for b in labels[i + 1:]}
+    ok = [v for v in vals.values() if v is not None and math.isfinite(v)]
+    n = len(labels)
+    mean = _fmean(ok) if ok else math.nan
+    if n < 3 or len(ok) < len(vals):
+        return Interval(mean, math.nan, math.nan, math.nan, n, "seeds (jackknife)")
+    loo = []
+    for drop in labels:  # leave one seed out: the pairs without it
+        rest = [v for (a, b), v in vals.items() if drop not in (a, b)]
+        loo.append(_fmean(rest))
+    mbar = _fmean(loo)
+    se = math.sqrt((n - 1) / n * sum((x - mbar) ** 2 for x in loo))
+    half = t_quantile(n - 1) * se
+    return Interval(mean, mean - half, mean + half, n - 1, n, "seeds (jackknife)", sd_unit=se * math.sqrt(n))
+
+
+def diff_interval(a: Interval, b: Interval) -> Interval:
+    """a − b for two independent jackknife/t estimates: SEs in quadrature, Welch–Satterthwaite df."""
+    if not (a.defined and b.defined):
+        return Interval(a.mean - b.mean, math.nan, math.nan, math.nan, a.n + b.n, "seeds (jackknife)")
+    qa = (a.half / t_quantile(a.df)) ** 2
+    qb = (b.half / t_quantile(b.df)) ** 2
+    den = qa * qa / a.df + qb * qb / b.df
+    df = (qa + qb) ** 2 / den if den > 0 else a.df + b.df
+    half = t_quantile(df) * math.sqrt(qa + qb)
+    d = a.mean - b.mean
+    sd = math.sqrt(qa * a.n + qb * b.n)  # SE = sd/√n per group, as for Welch
+    return Interval(d, d - half, d + half, df, a.n + b.n, "seeds (jackknife, Welch df)", sd_unit=sd)
+
+
+def shared_fraction(vectors: Sequence[Sequence[float]]) -> float:
+    """φ = mean over pairs ⟨u_i, u_j⟩ / mean ‖u_i‖²: 1 if every u is the same, ≈ 0 for independent directions."""
+    sq = [math.fsum(x * x for x in u) for u in vectors]
+    dots = [math.fsum(x * y for x, y in zip(vectors[i], vectors[j], strict=True))
+            for i in range(len(vectors)) for j in range(i + 1, len(vectors))]
+    return _fmean(dots) / _fmean(sq) if dots and _fmean(sq) > 0 else math.nan
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

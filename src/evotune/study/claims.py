@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from evotune.stats import (
@@ -36,15 +36,17 @@ from evotune.stats import (
     Reading,
     barrier_at,
     combine,
+    diff_interval,
     fieller_position,
+    jackknife_pair_mean,
     mean_std,
     paired_interval,
     pass_at_k,
     permutation_p,
     read,
     read_equivalence,
+    shared_fraction,
     t_interval,
-    t_quantile,
     welch_interval,
 )
 
@@ -204,43 +206,6 @@ def _pairs(labels: Sequence[str]) -> list[tuple[str, str]]:
     return [(a, b) for i, a in enumerate(labels) for b in labels[i + 1:]]
 
 
-def jackknife_pair_mean(labels: Sequence[str], value: Callable[[str, str], float | None]) -> Interval:
-    """Mean of value(i, j) over seed pairs with a t interval whose SE is the jackknife over seeds.
-
-    Pairs that share a seed are dependent, so pairs are not the replicate: leaving one seed out at a
-    time gives n pseudo-estimates whose spread estimates the SE of the mean (df = seeds − 1).
-    """
-    labels = list(labels)
-    vals = {(a, b): value(a, b) for a, b in _pairs(labels)}
-    ok = [v for v in vals.values() if v is not None and math.isfinite(v)]
-    n = len(labels)
-    mean = statistics.fmean(ok) if ok else math.nan
-    if n < 3 or len(ok) < len(vals):
-        return Interval(mean, math.nan, math.nan, math.nan, n, "seeds (jackknife)")
-    loo = []
-    for drop in labels:
-        rest = [v for (a, b), v in vals.items() if drop not in (a, b)]
-        loo.append(statistics.fmean(rest))
-    mbar = statistics.fmean(loo)
-    se = math.sqrt((n - 1) / n * sum((x - mbar) ** 2 for x in loo))
-    half = t_quantile(n - 1) * se
-    return Interval(mean, mean - half, mean + half, n - 1, n, "seeds (jackknife)", sd_unit=se * math.sqrt(n))
-
-
-def _diff(a: Interval, b: Interval) -> Interval:
-    """a − b for two independent jackknife/t estimates: SEs in quadrature, Welch–Satterthwaite df."""
-    if not (a.defined and b.defined):
-        return Interval(a.mean - b.mean, math.nan, math.nan, math.nan, a.n + b.n, "seeds (jackknife)")
-    qa = (a.half / t_quantile(a.df)) ** 2
-    qb = (b.half / t_quantile(b.df)) ** 2
-    den = qa * qa / a.df + qb * qb / b.df
-    df = (qa + qb) ** 2 / den if den > 0 else a.df + b.df
-    half = t_quantile(df) * math.sqrt(qa + qb)
-    d = a.mean - b.mean
-    sd = math.sqrt(qa * a.n + qb * b.n)  # SE = sd/√n per group, as for Welch
-    return Interval(d, d - half, d + half, df, a.n + b.n, "seeds (jackknife, Welch df)", sd_unit=sd)
-
-
 def _fmt(x: float | None, digits: int = 3) -> str:
     return "n/a" if x is None or x != x else f"{x:.{digits}g}"
 
@@ -314,14 +279,6 @@ def _learned(E: Evidence, es: list[str], nu: list[str]) -> dict[str, Any]:
     if v == HOLDS and vs_null is not None and vs_null.verdict != HOLDS:
         v = vs_null.verdict if vs_null.verdict in (UNDERPOWERED, FAILS) else UNSURE
     return _row("es_learned", txt, v)
-
-
-def shared_fraction(vectors: Sequence[Sequence[float]]) -> float:
-    """φ = mean over pairs ⟨u_i, u_j⟩ / mean ‖u_i‖²: 1 if every u is the same, ≈ 0 for independent directions."""
-    sq = [math.fsum(x * x for x in u) for u in vectors]
-    dots = [math.fsum(x * y for x, y in zip(vectors[i], vectors[j], strict=True))
-            for i in range(len(vectors)) for j in range(i + 1, len(vectors))]
-    return statistics.fmean(dots) / statistics.fmean(sq) if dots and statistics.fmean(sq) > 0 else math.nan
 
 
 def _weight_shared(E: Evidence, labels: list[str]) -> float:
@@ -649,7 +606,7 @@ def _layer_pair_mean(E: Evidence, a: str, b: str) -> float | None:
 def _agree_verdict(E: Evidence, xs: list[str], gr: list[str]) -> tuple[str, str, Interval]:
     ie = jackknife_pair_mean(xs, lambda a, b: _layer_pair_mean(E, a, b))
     ig = jackknife_pair_mean(gr, lambda a, b: _layer_pair_mean(E, a, b))
-    d = _diff(ie, ig)
+    d = diff_interval(ie, ig)
     h = E.head()
     ue = jackknife_pair_mean(xs, lambda a, b: E.cos(a, b, "modules", h)) if h else None
     ug = jackknife_pair_mean(gr, lambda a, b: E.cos(a, b, "modules", h)) if h else None
