@@ -47,9 +47,9 @@ def test_noise_is_drawn_on_the_parameters_device(tiny_model, monkeypatch):
     seen: list[torch.device] = []
     real = noise_mod._generator
 
-    def spy(seed, device):
+    def spy(seed, device, version=noise_mod.NOISE_VERSION):
         seen.append(torch.device(device))
-        return real(seed, device)
+        return real(seed, device, version)
 
     monkeypatch.setattr(noise_mod, "_generator", spy)
     model, tok = load_model(str(tiny_model), device="cpu")
