@@ -53,10 +53,14 @@ def train_es(
 def run(cfg: Any, resume: bool, progress: bool, estimate: bool) -> None:
     """Train `cfg`, or with `estimate` only measure what training it would cost."""
     if estimate:
+        import json
+
         from evotune.trainers.estimate import estimate as measure
         from evotune.trainers.estimate import report
 
-        console.print(report(measure(cfg)), highlight=False, soft_wrap=True)
+        e = measure(cfg)
+        console.print(report(e), highlight=False, soft_wrap=True)
+        print(json.dumps(e.as_dict()))  # the numbers, machine-readable, on stdout
         return
     from evotune.trainers import make_trainer  # torch and transformers: loaded when a command runs
 

@@ -92,10 +92,10 @@ class RandOptTrainer(ESTrainer):
         """At the end: the top K's vote (from the base weights), then the best member's eval and checkpoint."""
         if k > 0 and self.chosen is None and (k >= self.total_steps or self.stop_reason is not None):
             rows = read_trajectory(self.run.trajectory)
-            _, fitness = scored_members(rows, self.cfg)
+            members, fitness = scored_members(rows, self.cfg)
             order = top_k(fitness, min(self.cfg.randopt.top_k, len(fitness)))
             if len(order) > 1:
-                self.vote_eval(k, [scored_members(rows, self.cfg)[0][i] for i in order], resumed)
+                self.vote_eval(k, [members[i] for i in order], resumed)
             self.chosen = select(self.params, rows, self.cfg)
         super().finish_step(k, resumed)
 
