@@ -29,7 +29,8 @@ from evotune.trainers.replay import replay
 
 def _params(es: ESConfig | None = None) -> EvolvingParams:
     g = torch.Generator().manual_seed(0)
-    named = [("w", torch.nn.Parameter(torch.randn(40, 30, generator=g))), ("b", torch.nn.Parameter(torch.randn(30, generator=g)))]
+    named = [(n, torch.nn.Parameter(torch.randn(*shape, generator=g), requires_grad=False))
+             for n, shape in (("w", (40, 30)), ("b", (30,)))]
     return EvolvingParams(named, noise, es)
 
 
