@@ -174,10 +174,40 @@ class ESConfig(_Strict):
     include: list[str] = Field(default_factory=lambda: ["*"])
     exclude: list[str] = Field(default_factory=list)
     prompts_per_iteration: int | None = Field(default=16, ge=1, description="None = the whole train split")
-    baseline: Literal["none", "prompt_mean", "prompt_zscore"] = Field(
+    baseline: Literal["none", "prompt_mean", "prompt_zscore", "center"] = Field(
         default="none",
         description="per-prompt fitness baseline over the population before averaging prompts "
-        "(prompt_zscore: easy and hard prompts weigh the same)",
+        "(prompt_zscore: easy and hard prompts weigh the same); center: z = (f − f_center)/std(f), the "
+        "unperturbed weights' fitness instead of the population mean (needs es.center_member, zscore shaping)",
+    )
+    clip_update_norm: float | None = Field(
+        default=None, gt=0,
+        description="clip the global L2 norm of the ES gradient ĝ = (1/N)·Σ cₛ ε(s) to this before the optimizer "
+        "(OpenRLHF es_clip_grad_norm; with sgd the weight step is α·ĝ); None = no clipping. The norm before and "
+        "after are logged as es/grad_norm and es/grad_norm_clipped",
+    )
+    center_member: bool = Field(
+        default=False,
+        description="also score the unperturbed weights on each iteration's prompts (one more member's completions); "
+        "logged as train/center_reward, recorded in the trajectory row",
+    )
+    samples_per_prompt: int = Field(
+        default=1, ge=1, description="completions per prompt and member (k > 1 needs es.temperature > 0)"
+    )
+    temperature: float = Field(
+        default=0.0, ge=0, lt=100,
+        description="sampling temperature of members' completions; 0 = greedy (the paper). Sampling is seeded by "
+        "(run seed, iteration), the same stream for every member (common random numbers)",
+    )
+    fitness: Literal["mean", "pass_at_k"] = Field(
+        default="mean",
+        description="a member's score on a prompt from its k samples: mean reward, or pass_at_k (1 if any of the "
+        "k completions is correct, else 0); fitness = the mean over prompts",
+    )
+    noise_reuse: int = Field(
+        default=1, ge=1,
+        description="use the same perturbation seeds for this many consecutive iterations (noise-reuse ES); "
+        "1 = fresh seeds every iteration",
     )
     optimizer: Literal["sgd", "momentum", "adam", "adamw"] = Field(
         default="sgd", description="torch.optim rule on the ES gradient; sgd is the paper's update"
@@ -221,6 +251,14 @@ class ESConfig(_Strict):
             if self.alpha * getattr(self, name) >= 1:
                 raise ValueError(f"alpha × {name} must be < 1 (it is the fraction removed per iteration), "
                                  f"got {self.alpha} × {getattr(self, name)}")
+        if self.samples_per_prompt > 1 and self.temperature == 0:
+            raise ValueError(f"samples_per_prompt={self.samples_per_prompt} needs temperature > 0: greedy samples are "
+                             "identical")
+        if self.noise == "lowrank" and (self.temperature > 0 or self.samples_per_prompt > 1):
+            raise ValueError("sampled fitness (temperature > 0) needs noise=full: batched low-rank generation "
+                             "shares one sampling stream across members")
+        if self.baseline == "center" and not (self.center_member and self.shaping == "zscore"):
+            raise ValueError("baseline=center needs center_member=true and shaping=zscore")
         if self.optimizer == "adam" and self.weight_decay:
             raise ValueError("weight_decay with Adam: use optimizer=adamw (decoupled decay)")
         # The decay horizon is fixed when the run is configured, so extending a run (--resume with
@@ -278,13 +316,31 @@ class GRPOConfig(_Strict):
     )
 
 
+class RandOptConfig(_Strict):
+    """RandOpt (Gan & Isola, arXiv 2603.12228): N = es.population perturbations of the base (σ = es.sigma), each
+    scored on the same es.prompts_per_iteration train prompts; the top K are kept, no update at all."""
+
+    top_k: int = Field(default=4, ge=1, description="members kept (K); the held-out majority vote is over them")
+    members_per_step: int = Field(
+        default=8, ge=1, description="members scored per step (a step is the unit of progress, budget and resume)"
+    )
+
+
+_METRIC = re.compile(r"^(min:|max:)?(eval/)?[A-Za-z0-9_]+$")
+
+
 class TrainConfig(_Strict):
-    method: Literal["es", "grpo"] = "es"
+    method: Literal["es", "grpo", "randopt"] = "es"
     run_dir: str = "runs/default"
     seed: int = 0
     threads: int | None = Field(default=None, ge=1, description="torch threads (default: all cores)")
     checkpoint_every: int = Field(default=10, ge=1)
     keep_checkpoints: int | None = Field(default=None, ge=1)
+    keep_best: str | None = Field(
+        default=None,
+        description="also keep the checkpoint with the best held-out value of this eval metric in "
+        "checkpoints/best (e.g. reward_mean, accuracy; min:mean_length to minimise); marked in summary.json",
+    )
     model: ModelConfig = Field(default_factory=ModelConfig)
     task: TaskConfig = Field(default_factory=TaskConfig)
     generation: GenerateConfig = Field(default_factory=GenerateConfig)
@@ -293,6 +349,7 @@ class TrainConfig(_Strict):
     es: ESConfig = Field(default_factory=ESConfig)
     grpo: GRPOConfig = Field(default_factory=GRPOConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+    randopt: RandOptConfig = Field(default_factory=RandOptConfig)
     report_to: list[Literal["tensorboard", "wandb", "trackio"]] = Field(
         default_factory=lambda: ["tensorboard"],
         description="experiment trackers besides metrics.jsonl (as TRL's report_to); [] or 'none' = none",
@@ -304,6 +361,19 @@ class TrainConfig(_Strict):
         if isinstance(v, str):
             v = [t.strip() for t in v.split(",") if t.strip()]
         return [] if v in (["none"], ["None"]) else v
+
+    @field_validator("keep_best")
+    @classmethod
+    def _metric(cls, v: str | None) -> str | None:
+        if v is not None and not _METRIC.match(v):
+            raise ValueError(f"keep_best must name an eval metric such as reward_mean or min:mean_length, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _randopt(self) -> TrainConfig:
+        if self.method == "randopt" and self.randopt.top_k > self.es.population:
+            raise ValueError(f"randopt.top_k={self.randopt.top_k} exceeds the population es.population={self.es.population}")
+        return self
 
     @field_validator("run_dir")
     @classmethod

@@ -16,7 +16,7 @@ from rich.table import Table
 from evotune.cli.common import assemble, console, parse_sets
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Evolution Strategies and GRPO post-training.")
-train_app = typer.Typer(no_args_is_help=True, help="Train a model (es | grpo).")
+train_app = typer.Typer(no_args_is_help=True, help="Train a model (es | grpo | randopt).")
 model_app = typer.Typer(no_args_is_help=True, help="Model utilities (tiny test model, embedded model cache).")
 app.add_typer(train_app, name="train")
 app.add_typer(model_app, name="model")

@@ -1,13 +1,13 @@
-"""`evotune train es|grpo`: one command per method, sharing every run flag (`app.shared_train_options`)."""
+"""`evotune train es|grpo|randopt`: one command per method, sharing every run flag (`app.shared_train_options`)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from evotune.cli.app import TrainArgs, print_summary, shared_train_options, train_app
-from evotune.cli.common import friendly, split_csv
+from evotune.cli.common import console, friendly, split_csv
 
 Opt = typer.Option
 
@@ -33,6 +33,8 @@ def train_es(
     ray_check_every: Annotated[int | None, Opt(help="compare replica checksums every K iterations")] = None,
     gpus_per_worker: Annotated[float | None, Opt(help="GPUs per Ray worker; fractions share a GPU")] = None,
     master_device: Annotated[str | None, Opt(help="device (beside the model) | cpu (fp32 master on the host)")] = None,
+    estimate: Annotated[bool, Opt(help="time one member, one update, one eval and one checkpoint here, print what "
+                                  "the run will cost, and exit without training")] = False,
     *,
     args: TrainArgs,
 ) -> None:
@@ -45,9 +47,49 @@ def train_es(
         "ray.workers": workers, "ray.address": ray_address, "ray.check_every": ray_check_every,
         "ray.gpus_per_worker": gpus_per_worker, "es.master_device": master_device,
     })
+    run(cfg, resume, args.progress, estimate)
+
+
+def run(cfg: Any, resume: bool, progress: bool, estimate: bool) -> None:
+    """Train `cfg`, or with `estimate` only measure what training it would cost."""
+    if estimate:
+        import json
+
+        from evotune.trainers.estimate import estimate as measure
+        from evotune.trainers.estimate import report
+
+        e = measure(cfg)
+        console.print(report(e), highlight=False, soft_wrap=True)
+        print(json.dumps(e.as_dict()))  # the numbers, machine-readable, on stdout
+        return
     from evotune.trainers import make_trainer  # torch and transformers: loaded when a command runs
 
-    print_summary(make_trainer(cfg, resume=resume, progress=args.progress).train())
+    print_summary(make_trainer(cfg, resume=resume, progress=progress).train())
+
+
+@train_app.command("randopt")
+@friendly
+@shared_train_options
+def train_randopt(
+    resume: Annotated[bool, Opt(help="continue the run in --run-dir where it stopped")] = False,
+    population: Annotated[int | None, Opt(help="perturbations sampled (N)")] = None,
+    sigma: Annotated[float | None, Opt(help="noise scale σ of the perturbations")] = None,
+    top_k: Annotated[int | None, Opt(help="members kept (K); the held-out majority vote is over them")] = None,
+    prompts: Annotated[int | None, Opt(help="train prompts every member is scored on")] = None,
+    members_per_step: Annotated[int | None, Opt(help="members scored per step (unit of progress and resume)")] = None,
+    noise: Annotated[str | None, Opt(help="full | lowrank")] = None,
+    rank: Annotated[int | None, Opt(help="rank of low-rank noise")] = None,
+    estimate: Annotated[bool, Opt(help="measure what the run will cost and exit without training")] = False,
+    *,
+    args: TrainArgs,
+) -> None:
+    """RandOpt: score N random perturbations of the base, keep the top K (no update); the best is the checkpoint."""
+    cfg = args.build(resume, {
+        "method": "randopt", "es.population": population, "es.sigma": sigma, "randopt.top_k": top_k,
+        "es.prompts_per_iteration": prompts, "randopt.members_per_step": members_per_step, "es.noise": noise,
+        "es.rank": rank,
+    })
+    run(cfg, resume, args.progress, estimate)
 
 
 @train_app.command("grpo")
@@ -81,6 +123,4 @@ def train_grpo(
         "grpo.scale_rewards": scale_rewards, "grpo.steps": steps, "grpo.gradient_accumulation_steps": grad_accum,
         "grpo.sampler": sampler,
     })
-    from evotune.trainers import make_trainer  # torch and transformers: loaded when a command runs
-
-    print_summary(make_trainer(cfg, resume=resume, progress=args.progress).train())
+    run(cfg, resume, args.progress, False)

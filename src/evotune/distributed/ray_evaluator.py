@@ -342,7 +342,7 @@ class RayEvaluator:
         return [list(members[i : i + size]) for i in range(0, len(members), size)]
 
     def _submit(self, w: WorkerSlot, unit: list[Member], index: int, batch_ref: Any) -> Any:
-        msg = [(m.index, m.seed, m.sign, m.sigma) for m in unit]
+        msg = [(m.index, m.seed, m.sign, m.sigma, m.sample_seed) for m in unit]
         ref = w.actor.evaluate.remote(msg, batch_ref, len(self.rows), index == 0)
         self._sent += message_bytes((msg, len(self.rows), index == 0))
         if not w.got_batch:
@@ -431,9 +431,12 @@ class RayEvaluator:
         }
         if self.cfg.es.baseline != "none":
             row["rewards"] = res.prompt_rewards
-        self.rows.append(row)
-        for w in self.workers:
-            self._send_rows(w)
+        # the centre's fitness and the clip factor are only known after the trainer's update: those rows
+        # reach the replicas from the committed trajectory at the next call (`_sync`)
+        if self.trajectory is None or (self.cfg.es.baseline != "center" and self.cfg.es.clip_update_norm is None):
+            self.rows.append(row)
+            for w in self.workers:
+                self._send_rows(w)
         res.times = {**times, "ray_dispatch": time.perf_counter() - t0, "ray_checksum": t_check}
         res.extra = {
             "ray/bytes_per_iteration": float(self._sent + self._received),

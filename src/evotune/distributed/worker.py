@@ -102,12 +102,12 @@ class ReplicaWorker:
 
     def evaluate(
         self,
-        unit: Sequence[tuple[int, int, int, float | None]],
+        unit: Sequence[tuple[int, int, int, float | None, int | None]],
         batch: tuple[list[Example], list[str]],
         rows: int,
         sample: bool,
     ) -> ResultDict:
-        """Fitness of the members in `unit` (index, seed, sign, σ), at the weights after `rows` iterations."""
+        """Fitness of the members in `unit` (index, seed, sign, σ, sample seed), at the weights after `rows` iterations."""
         self._ok()
         if self.applied != rows:
             raise ReplicaMismatchError(f"replica is at iteration {self.applied}, driver at {rows}")
@@ -171,6 +171,7 @@ def wire_row(row: Row) -> Row:
         "signs": list(row["signs"]),
         "fitness": list(row["fitness"]),
     }
-    if "rewards" in row:  # per-prompt baseline
-        wire["rewards"] = row["rewards"]
+    for key in ("rewards", "center", "clip_scale"):  # per-prompt baseline, centre baseline, clip factor
+        if key in row:
+            wire[key] = row[key]
     return wire

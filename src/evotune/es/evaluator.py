@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from evotune.backends.hf import generate
 from evotune.config import TrainConfig
 from evotune.es.params import EvolvingParams
-from evotune.es.strategy import Member
+from evotune.es.strategy import FitnessKind, Member, prompt_scores
 from evotune.evaluation import score_rows
 from evotune.runs.metrics import StepStats
 from evotune.tasks.base import Example, Task
@@ -24,9 +24,10 @@ from evotune.tasks.base import Example, Task
 
 @dataclass
 class PopulationResult(StepStats):
-    """Fitness per member (mean reward over its prompts, in `rewards`) and what it cost.
+    """Fitness per member (mean score over its prompts, in `rewards`) and what it cost.
 
-    `prompt_rewards` is the members × prompts reward matrix that per-prompt baselines need.
+    `prompt_rewards` is the members × prompts score matrix that per-prompt baselines need (a prompt's
+    score is its reward, or with k samples their mean or pass@k: `es.fitness`).
     """
 
     correct: int = 0
@@ -36,10 +37,14 @@ class PopulationResult(StepStats):
     def fitness(self) -> list[float]:
         return list(self.rewards)
 
-    def add_member(self, rows: Sequence[dict[str, Any]], prompt_tokens: int) -> None:
-        """Fold one member's scored rows in; its fitness is the mean reward over its prompts."""
-        self.rewards.append(statistics.fmean(r["reward"] for r in rows))
-        self.prompt_rewards.append([float(r["reward"]) for r in rows])
+    def add_member(
+        self, rows: Sequence[dict[str, Any]], prompt_tokens: int, k: int = 1, fitness: FitnessKind = "mean"
+    ) -> None:
+        """Fold one member's scored rows in (k per prompt, prompt-major); its fitness is the mean over prompts."""
+        scores = prompt_scores([r["reward"] for r in rows], [bool(r["correct"]) for r in rows], k, fitness)
+        greedy = k == 1 and fitness == "mean"  # the paper's fitness, computed exactly as before
+        self.rewards.append(statistics.fmean(r["reward"] for r in rows) if greedy else statistics.fmean(scores))
+        self.prompt_rewards.append(scores)
         self.correct += sum(1 for r in rows if r["correct"])
         self.completions += len(rows)
         self.completion_tokens += sum(r["n_tokens"] for r in rows)
@@ -72,6 +77,7 @@ class PopulationEvaluator:
         self.batch_size = cfg.generation.batch_size
         self.compile_backend = cfg.generation.compile_backend if cfg.generation.compile else None
         self.min_new_tokens = cfg.generation.min_new_tokens
+        self.samples, self.temperature, self.fitness = cfg.es.samples_per_prompt, cfg.es.temperature, cfg.es.fitness
 
     def prompt_tokens(self, prompts: Sequence[str]) -> int:
         """Prompt tokens one member reads, counted as generation feeds them (no special tokens added)."""
@@ -86,7 +92,10 @@ class SequentialEvaluator(PopulationEvaluator):
     ) -> PopulationResult:
         times = {"noise": 0.0, "generate": 0.0, "score": 0.0}
         res = PopulationResult(rewards=[])
-        n_prompt_tokens = self.prompt_tokens(prompts)
+        k = self.samples
+        n_prompt_tokens = self.prompt_tokens(prompts) * k  # every sample reads its prompt
+        rows_in = [p for p in prompts for _ in range(k)] if k > 1 else list(prompts)  # prompt-major
+        examples_in = [e for e in examples for _ in range(k)] if k > 1 else list(examples)
         try:
             for m in members:
                 t0 = time.perf_counter()
@@ -94,15 +103,16 @@ class SequentialEvaluator(PopulationEvaluator):
                 self.params.perturb(m.seed, m.sign, self.sigma if m.sigma is None else m.sigma)
                 t1 = time.perf_counter()
                 comps = generate(
-                    self.model, self.tokenizer, prompts, self.max_new_tokens, batch_size=self.batch_size,
+                    self.model, self.tokenizer, rows_in, self.max_new_tokens, batch_size=self.batch_size,
+                    temperature=self.temperature, seed=m.sample_seed,
                     compile_backend=self.compile_backend, min_new_tokens=self.min_new_tokens,
                 )
                 t2 = time.perf_counter()
-                rows = score_rows(self.task, examples, comps)
+                rows = score_rows(self.task, examples_in, comps)
                 times["noise"] += t1 - t0
                 times["generate"] += t2 - t1
                 times["score"] += time.perf_counter() - t2
-                res.add_member(rows, n_prompt_tokens)
+                res.add_member(rows, n_prompt_tokens, k, self.fitness)
         finally:
             t3 = time.perf_counter()
             self.params.restore()  # exact: the weights are bit-for-bit those before the population

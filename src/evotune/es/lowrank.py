@@ -430,7 +430,7 @@ class BatchedLowRankEvaluator(PopulationEvaluator):
         t1 = time.perf_counter()
         n_prompt_tokens = self.prompt_tokens(prompts)
         for mc in comps:
-            res.add_member(score_rows(self.task, examples, mc), n_prompt_tokens)
+            res.add_member(score_rows(self.task, examples, mc), n_prompt_tokens, 1, self.fitness)
         t2 = time.perf_counter()
         res.times = {"noise": t_noise, "generate": t1 - t0 - t_noise, "score": t2 - t1}
         return res

@@ -18,11 +18,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 
 from evotune.config import ESConfig
 
 _SEP = "::"  # state key in a checkpoint: "<parameter>::<state name>"
+
+
+def clip_scale(norm: float, max_norm: float | None) -> float:
+    """The factor that brings a global norm down to `max_norm` (1.0 when it is within it): clip_by_global_norm.
+
+    Rounded to fp32, the precision it multiplies at, so that a last-bit difference in how the norm was
+    summed cannot change the step.
+    """
+    if max_norm is None or not norm > max_norm:
+        return 1.0
+    return float(np.float32(max_norm / norm))
 
 
 class ESOptimizer:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +31,7 @@ import torch
 
 from evotune.config import ESConfig
 from evotune.errors import ConfigError
-from evotune.es.optimizers import ESOptimizer
+from evotune.es.optimizers import ESOptimizer, clip_scale
 from evotune.noise import NOISE_VERSION, FullNoise, LowRankNoise, noise
 
 # (seed, name, shape, device) -> fp32 ε on that device
@@ -165,7 +166,11 @@ class EvolvingParams:
         """Write master + sign·σ·ε(seed) into the model, tensor by tensor.
 
         The value depends only on the master, so consecutive members need no restore in between.
+        Sign 0 (or σ = 0) is the centre member: the master itself, copied, no noise drawn.
         """
+        if sign == 0 or sigma == 0:
+            self.restore()
+            return
 
         def one(name: str) -> None:
             p = self.params[name]
@@ -182,7 +187,9 @@ class EvolvingParams:
         self._each(lambda name: self.params[name].copy_(self.master[name], non_blocking=True))
 
     @torch.no_grad()
-    def apply_update(self, coeffs: Mapping[int, float], alpha: float) -> None:
+    def apply_update(
+        self, coeffs: Mapping[int, float], alpha: float, max_norm: float | None = None, scale: float | None = None,
+    ) -> dict[str, float]:
         """One optimizer step on Σ_s c_s ε(s) (accumulated in fp32) at rate α, then written to the model.
 
         With `sgd` this is master += (α/N) · Σ_s c_s ε(s), the paper's update.
@@ -190,22 +197,47 @@ class EvolvingParams:
         Seeds are visited in sorted order so the floating-point sum is a pure function of the
         coefficients (replay and resume reproduce it bit for bit). A noise fn with `weighted_sum`
         (low rank) builds Σ_s c_s ε(s) itself, e.g. as one GEMM instead of N outer products.
+
+        `max_norm` clips the global norm of ĝ = Σ_s c_s ε(s) / N first; that needs the norm before any
+        tensor steps, so the directions are built twice (a pass more of noise, no memory more).
+        A recorded `scale` (replay) skips the first pass. Returns ĝ's norm and the scale applied.
         """
         order = sorted(coeffs)
         pairs = [(s, float(coeffs[s])) for s in order]
         combine = getattr(self.noise_fn, "weighted_sum", None)
+        sq: dict[str, float] = {}
 
-        def one(name: str) -> None:
+        def direction(name: str) -> torch.Tensor:
             p = self.params[name]
             acc = combine(pairs, name, tuple(p.shape), device=p.device) if combine is not None else None
             if acc is None:
                 acc = torch.zeros(p.shape, dtype=torch.float32, device=p.device)
                 for s, c in pairs:
                     acc.add_(self._draw_into(s, name, p.data), alpha=c)  # p is scratch: rewritten below
+            sq[name] = float(torch.linalg.vector_norm(acc, dtype=torch.float64)) ** 2
+            return acc
+
+        def norm() -> float:  # summed in name order: a pure function of the per-tensor norms
+            return math.sqrt(math.fsum(sq[n] for n in sorted(sq))) / self.optimizer.population
+
+        def measure(name: str) -> None:
+            direction(name)  # the model tensor it used as scratch is rewritten by the second pass
+
+        if max_norm is not None and scale is None:
+            self._each(measure)
+            scale = clip_scale(norm(), max_norm)
+        factor = 1.0 if scale is None else scale
+
+        def one(name: str) -> None:
+            p = self.params[name]
+            acc = direction(name)
+            if factor != 1.0:
+                acc.mul_(factor)
             self.optimizer.step(name, self.master[name], acc.to(self.master[name].device), alpha)
             p.copy_(self.master[name])
 
         self._each(one)
+        return {"grad_norm": norm(), "clip_scale": factor}
 
     @torch.no_grad()
     def load_master(self, tensors: Mapping[str, torch.Tensor]) -> None:

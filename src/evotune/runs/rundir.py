@@ -32,6 +32,8 @@ from evotune.checkpoints import (
 )
 from evotune.errors import RunStateError
 
+BEST_DIR = "best"
+
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     path = Path(path)
@@ -145,6 +147,34 @@ class RunDir:
     def checkpoint_path(self, iteration: int) -> Path:
         return self.path / "checkpoints" / f"iter_{iteration:06d}"
 
+    @property
+    def best(self) -> Path:
+        """The best-by-eval checkpoint (`keep_best`): not an `iter_K`, so resume and pruning never use it."""
+        return self.path / "checkpoints" / BEST_DIR
+
+    def link_checkpoint(self, src: Path, dst: Path, state: dict[str, Any]) -> None:
+        """`dst` as a copy of checkpoint `src` made of hard links (no disk), its state file extended by `state`.
+
+        Falls back to copying where links are impossible; atomic like `save_checkpoint`.
+        """
+        tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+
+        def link(a: str, b: str) -> None:
+            try:
+                os.link(a, b)
+            except OSError:
+                shutil.copy2(a, b)
+
+        shutil.copytree(src, tmp, copy_function=link)
+        old = json.loads((src / STATE_FILE).read_text())
+        (tmp / STATE_FILE).unlink()  # a link to src's own state file: never written through
+        atomic_write_json(tmp / STATE_FILE, {**old, **state})
+        if dst.exists():
+            shutil.rmtree(dst)
+        os.replace(tmp, dst)
+        _fsync_dir(dst.parent)
+
     def exists(self) -> bool:
         return self.config.is_file()
 
@@ -158,6 +188,7 @@ class RunDir:
         keep_last: int | None = None,
         optimizer_tensors: dict[str, Any] | None = None,
         write_model: Callable[[Path], None] | None = None,
+        path: Path | None = None,
     ) -> Path:
         """Write an HF-loadable checkpoint atomically (temp dir, then rename).
 
@@ -166,10 +197,11 @@ class RunDir:
         `evotune_state.json` is written last inside the temp dir and marks the checkpoint complete.
         `extra_tensors` (e.g. fp32 master weights of a bf16 model) go to `evotune_extra.safetensors`,
         `optimizer_tensors` (ES momentum / Adam moments) to `evotune_optimizer.safetensors`.
+        `path` writes it elsewhere than `checkpoints/iter_K` (the best-by-eval checkpoint).
         """
         from safetensors.torch import save_file
 
-        final = self.checkpoint_path(iteration)
+        final = path or self.checkpoint_path(iteration)
         check_finite(model.state_dict().items(), f"iteration {iteration} (not saved)")
         check_finite((extra_tensors or {}).items(), f"iteration {iteration} master weights (not saved)")
         tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")

@@ -1,12 +1,14 @@
 """The ES trainer: one iteration of Evolution Strategies, top to bottom.
 
     members = ask(seed, k, N, σ_k)               # seeds only: noise is regenerated on demand
-    fitness = evaluate(members, prompts)         # perturb, greedy-generate, score, exact restore
-    coeffs  = tell(members, fitness, shaping)    # (per-prompt baseline), z-score or centered rank
-    θ       = optimizer(θ, Σ coeffs_s · ε(s), α_k)  # sgd: θ += (α/N)·Σ c ε, the paper; or momentum/Adam, decay
+    fitness = evaluate(members, prompts)         # perturb, generate (greedy or seeded samples), score, restore
+    centre  = evaluate(unperturbed, prompts)     # es.center_member: the weights themselves, logged
+    coeffs  = tell(members, fitness, shaping)    # (per-prompt or centre baseline), z-score or centered rank
+    θ       = optimizer(θ, clip(Σ coeffs_s · ε(s)), α_k)  # sgd: θ += (α/N)·Σ c ε, the paper; or momentum/Adam
     commit (seeds, fitness) to trajectory.jsonl  # replay and resume need nothing else
 
-α_k and σ_k come from their schedules (`es/schedules.py`), pure functions of k.
+α_k and σ_k come from their schedules (`es/schedules.py`), pure functions of k; with es.noise_reuse
+K the seeds of k are those of the first iteration of its block of K.
 
 Everything around it (run directory, budget, metrics, evals, checkpoints, summary) is the shared
 `Trainer` frame. Checkpoints are a cache: the weights of iteration k are a pure function of the
@@ -28,10 +30,10 @@ from evotune.backends.models import ARCH_PREFIX, load_model, resolve_model
 from evotune.checkpoints import check_finite
 from evotune.config import TrainConfig
 from evotune.es import local_evaluator
-from evotune.es.evaluator import Evaluator, EvaluatorFactory
+from evotune.es.evaluator import Evaluator, EvaluatorFactory, PopulationResult, SequentialEvaluator
 from evotune.es.params import EvolvingParams, make_params
 from evotune.es.schedules import sigma_at
-from evotune.es.strategy import ask
+from evotune.es.strategy import ask, center
 from evotune.es.trajectory import read_trajectory, rebuild, update, with_noise_version
 from evotune.runs.metrics import Budget, StepStats
 from evotune.runs.rundir import append_jsonl, keep_rows
@@ -87,27 +89,46 @@ class ESTrainer(Trainer):
         self.task = build_task(self.cfg.task)
         self.params = make_params(self.model, self.cfg.es, self.cfg.seed)
         self.evaluator = self.evaluator_factory(self.model, self.tok, self.task, self.params, self.cfg)
+        # the centre is scored in-process on the trainer's own weights, whichever evaluator scores members
+        self.center_evaluator = SequentialEvaluator(self.model, self.tok, self.task, self.params, self.cfg)
 
     def step(self, k: int) -> StepStats:
         es, seed = self.cfg.es, self.cfg.seed
-        members = ask(seed, k, es.population, es.antithetic, sigma_at(es, k))
+        members = ask(seed, k, es.population, es.antithetic, sigma_at(es, k), es.noise_reuse)
         batch = self.task.batch("train", es.prompts_per_iteration, seed, k)
-        res = self.evaluator(members, batch, [self.task.render(e, self.tok) for e in batch])
-        t0 = time.perf_counter()
+        prompts = [self.task.render(e, self.tok) for e in batch]
+        res = self.evaluator(members, batch, prompts)
         self.row = {"step": k, "seeds": [m.seed for m in members], "signs": [m.sign for m in members],
                     "fitness": res.fitness, "device": self.params.device_type,  # noise streams depend on it
                     "noise": self.params.noise_version}
-        if es.baseline != "none":  # what replay needs to recompute the baselined fitness
+        if es.baseline not in ("none", "center"):  # what replay needs to recompute the baselined fitness
             self.row["rewards"] = res.prompt_rewards
-        updated = update(self.params, members, self.row, self.cfg)
-        if not updated:
+        if es.center_member:
+            self.score_center(res, k, batch, prompts)
+        t0 = time.perf_counter()
+        info = update(self.params, members, self.row, self.cfg)
+        if info is None:
             warnings.warn(f"iteration {k}: all {es.population} members have equal fitness; no update", stacklevel=2)
         # Never commit an update that diverged: resume would replay it into the same NaN weights.
         check_finite(self.params.master.items(), f"iteration {k}: after the update (lower es.alpha)")
-        self.row["updated"] = updated
+        self.row["updated"] = info is not None
         res.times["update"] = time.perf_counter() - t0
-        res.extra["train/updated"] = int(updated)
+        res.extra["train/updated"] = int(info is not None)
+        if info is not None:
+            res.extra.update({"es/grad_norm": info["grad_norm"], "es/clip_scale": info["clip_scale"],
+                              "es/grad_norm_clipped": info["grad_norm"] * info["clip_scale"]})
         return res
+
+    def score_center(self, res: PopulationResult, k: int, batch: list[Any], prompts: list[str]) -> None:
+        """The unperturbed weights on the members' prompts and samples: a train-reward curve of the model
+        itself (`train/center_reward`), recorded in the row (es.baseline=center uses it); its completions count."""
+        c = self.center_evaluator([center(self.cfg.seed, k)], batch, prompts)
+        self.row["center"] = c.fitness[0]
+        res.extra.update({"train/center_reward": c.fitness[0], "train/center_accuracy": c.accuracy})
+        res.completions += c.completions
+        res.completion_tokens += c.completion_tokens
+        res.prompt_tokens += c.prompt_tokens
+        res.times["center"] = sum(c.times.values())
 
     def commit(self, k: int, stats: StepStats) -> None:
         state = {"task_state": self.task_state} if self.task_state else {}  # e.g. the safety task's λ

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import torch
 
 from evotune.backends.models import resolve_device
-from evotune.checkpoints import checkpoint_dirs
+from evotune.checkpoints import STATE_FILE, checkpoint_dirs
 from evotune.config import TrainConfig, load_run_config
 from evotune.errors import ConfigError, RunStateError
 from evotune.evaluation import evaluate
@@ -32,6 +32,20 @@ from evotune.runs.metrics import Budget, StepStats
 from evotune.runs.rundir import RunDir, atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
 
 BASE_EVAL = "iter_000000.jsonl"  # the starting model's held-out rows (the `correct_lost` reference)
+
+
+def best_rule(spec: str) -> tuple[str, bool]:
+    """`keep_best` → (metrics key, whether lower is better): `reward_mean` → (eval/reward_mean, False)."""
+    mode, _, name = spec.rpartition(":")
+    name = name if name.startswith("eval/") else f"eval/{name}"
+    return name, mode == "min"
+
+
+def is_better(value: float, best: float | None, lower: bool) -> bool:
+    """Strictly better (a tie keeps the earlier checkpoint); NaN is never better."""
+    if value != value:
+        return False
+    return best is None or (value < best if lower else value > best)
 
 
 def set_threads(threads: int | None) -> None:
@@ -165,6 +179,7 @@ class Trainer(ABC):
         self.bar: Any = None
         self.hook: Any = None
         self.task_state: dict[str, Any] = {}
+        self.best: dict[str, Any] | None = None  # keep_best: {iteration, metric, value} of checkpoints/best
 
     # -- what a method supplies ------------------------------------------------------------------
     @property
@@ -229,6 +244,7 @@ class Trainer(ABC):
                 set_threads(self.cfg.threads)
                 self.setup()
                 start = self.steps_done = self.restore()
+                self.best = self.read_best()
                 self.logger = MetricsLogger(self.run, start_step=start + 1, report_to=self.cfg.report_to,
                                             config=self.cfg.model_dump(mode="json"))
             except Exception:
@@ -317,15 +333,59 @@ class Trainer(ABC):
             evals = {r.get("step") for r in logged if "eval/reward_mean" in r}
             eval_due = eval_due and (k not in evals or not (self.run.evals / f"iter_{k:06d}.jsonl").is_file())
             ckpt_due = ckpt_due and k not in dict(checkpoint_dirs(self.run.path))
+        value = None
         if eval_due:
             self.last_eval = self.evaluate(k)
+            value = self.eval_value(self.last_eval, k)
+        elif resumed and self.cfg.keep_best:  # a crash between this step's eval and its best checkpoint
+            row = next((r for r in reversed(logged) if r.get("step") == k and "eval/reward_mean" in r), {})
+            value = self.eval_value({n[5:]: v for n, v in row.items() if n.startswith("eval/")}, k)
         if ckpt_due:
-            state, extra = self.checkpoint_state()
-            self.run.save_checkpoint(
-                k, self.model, self.tok, {"method": self.method, "budget": vars(self.budget).copy(), **state},
-                extra_tensors=extra, keep_last=self.cfg.keep_checkpoints, optimizer_tensors=self.optimizer_tensors(),
-                write_model=self.checkpoint_writer(),
-            )
+            self.save_checkpoint(k)
+        if value is not None and is_better(value, self.best and self.best["value"], best_rule(self.cfg.keep_best)[1]):
+            self.save_best(k, value)
+
+    def save_checkpoint(self, k: int, path: Path | None = None, state: dict[str, Any] | None = None) -> None:
+        extra_state, extra = self.checkpoint_state()
+        self.run.save_checkpoint(
+            k, self.model, self.tok, {"method": self.method, "budget": vars(self.budget).copy(), **extra_state,
+                                      **(state or {})},
+            extra_tensors=extra, keep_last=None if path else self.cfg.keep_checkpoints,
+            optimizer_tensors=self.optimizer_tensors(), write_model=self.checkpoint_writer(), path=path,
+        )
+
+    # -- keep_best ---------------------------------------------------------------------------------
+    def eval_value(self, summary: dict[str, Any], k: int) -> float | None:
+        """The `keep_best` metric of an eval summary (None without keep_best); a metric evals lack is an error."""
+        if not self.cfg.keep_best or not summary:
+            return None
+        key = best_rule(self.cfg.keep_best)[0][5:]
+        if key not in summary:
+            raise ConfigError(f"keep_best: the eval at step {k} has no metric {key!r}; "
+                              f"use one of {', '.join(sorted(n for n, v in summary.items() if isinstance(v, float)))}")
+        return float(summary[key])
+
+    def save_best(self, k: int, value: float) -> None:
+        """Point checkpoints/best at the weights of step k (hard links to iter_k when it was just written)."""
+        self.best = {"iteration": k, "metric": best_rule(self.cfg.keep_best or "")[0], "value": value}
+        ckpt = dict(checkpoint_dirs(self.run.path)).get(k)
+        if ckpt is not None:
+            self.run.link_checkpoint(ckpt, self.run.best, {"best": self.best})
+        else:
+            self.save_checkpoint(k, self.run.best, {"best": self.best})
+
+    def read_best(self) -> dict[str, Any] | None:
+        """What checkpoints/best holds (a resume continues from it); None when there is none or no keep_best."""
+        state = self.run.best / STATE_FILE
+        if not self.cfg.keep_best or not state.is_file():
+            return None
+        try:
+            best = json.loads(state.read_text()).get("best")
+        except ValueError:
+            return None
+        if not best or best.get("metric") != best_rule(self.cfg.keep_best)[0] or best["iteration"] > self.steps_done:
+            return None
+        return best
 
     def lost_row(self, k: int) -> dict[str, Any] | None:
         """The train metrics row of committed step k, rebuilt from what was committed (None: cannot)."""
@@ -352,11 +412,18 @@ class Trainer(ABC):
             **self.budget.as_metrics(),
             **{f"eval/{n}": v for n, v in self.last_eval.items()},
         }
+        if self.best is not None:
+            summary["best"] = {**self.best, "path": str(self.run.best.relative_to(self.run.path))}
+        summary.update(self.summary_extra())
         old = self.run.path / "summary.json"
         with contextlib.suppress(ValueError):  # a resume never drops what an earlier summary held; a damaged one is replaced
             summary = {**json.loads(old.read_text()), **summary} if old.is_file() else summary
         atomic_write_json(old, summary)
         return summary
+
+    def summary_extra(self) -> dict[str, Any]:
+        """Method-specific keys for summary.json (RandOpt: its vote and chosen members)."""
+        return {}
 
     def close(self) -> None:  # noqa: B027  (optional hook)
         """Release method resources (e.g. Ray workers)."""

@@ -41,8 +41,14 @@ def replay(
     model, tok = load_model(cfg.model.name, cfg.model.dtype, cfg.model.device)
     params = make_params(model, cfg.es, cfg.seed)
     check_device(rows[:k], params.device_type, allow_device_change or cfg.es.allow_device_change)
-    for row in rows[:k]:
-        apply_row(params, row, cfg)
+    if cfg.method == "randopt":  # no updates: the best member the first k steps scored
+        from evotune.trainers.randopt import select
+
+        if k:
+            select(params, rows[:k], cfg)
+    else:
+        for row in rows[:k]:
+            apply_row(params, row, cfg)
     checksum = params.checksum()
     ckpt = dict(checkpoint_dirs(run.path)).get(k)
     matches, problem = (None, None) if ckpt is None else _compare(ckpt, params)
