@@ -104,7 +104,7 @@ def update(
     """
     es = cfg.es
     rewards = row.get("rewards")
-    if es.baseline != "none" and rewards is None:
+    if es.baseline not in ("none", "center") and rewards is None:
         raise RunStateError(
             f"trajectory row {row['step']} has no per-prompt rewards, which es.baseline={es.baseline} needs"
         )
