@@ -170,3 +170,33 @@ def test_config_yaml_with_overrides(tmp_path):
 
 def test_member_equality_is_by_value():
     assert Member(0, 5, 1) == Member(0, 5, 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_perturb_restore_update_work_on_params_that_require_grad_in_worker_threads(monkeypatch, dtype):
+    """Grad mode is thread-local: a caller's no_grad does not reach the noise threads (issue 29, item 4)."""
+    monkeypatch.setenv("EVOTUNE_NOISE_THREADS", "2")
+
+    def model(grad: bool) -> torch.nn.Module:
+        m = torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.Linear(8, 4), torch.nn.LayerNorm(4))
+        with torch.no_grad():
+            for i, p in enumerate(m.parameters()):
+                p.copy_(torch.linspace(-1, 1, p.numel()).view(p.shape) * (i + 1))
+        return m.to(dtype).requires_grad_(grad)
+
+    m_grad, m_plain = model(True), model(False)
+    pg, pp = EvolvingParams(list(m_grad.named_parameters())), EvolvingParams(list(m_plain.named_parameters()))
+    assert len(pg.params) > 2
+    for params in (pg, pp):
+        params.perturb(5, -1, 0.1)
+    for (n, a), (_, b) in zip(m_grad.named_parameters(), m_plain.named_parameters(), strict=True):
+        assert torch.equal(a, b), n
+    pg.restore()
+    pp.restore()
+    for params in (pg, pp):
+        params.apply_update({3: 0.5, 9: -1.0}, 0.01)
+    for (n, a), (_, b) in zip(m_grad.named_parameters(), m_plain.named_parameters(), strict=True):
+        assert torch.equal(a, b) and a.requires_grad and a.is_leaf and a.grad_fn is None, n
+    assert pg.checksum() == pp.checksum()
+    m_grad(torch.ones(2, 16, dtype=dtype)).sum().backward()  # still trainable by gradients
+    assert all(p.grad is not None for p in m_grad.parameters())
