@@ -90,6 +90,42 @@ def test_k3_k2_nonnegative_on_random_logits():
     assert (t["k3"] >= 0).all() and (t["k2"] >= 0).all() and (t["exact"] >= -1e-6).all()
 
 
+def test_exact_kl_and_k1_of_nearly_identical_models_have_no_fp32_floor():
+    """KL of two models a 1e-4 logit jitter apart is ~4e-9 nats; fp32 read it as ~1e-7 with negative positions.
+
+    Reference: with δ = logits_b − logits_a and p = softmax(logits_a), KL = log E_p[e^δ] − E_p[δ]
+    = log1p(E_p[expm1(δ − E_p δ)]) and k1(x) = −(δ_x − E_p δ) + KL, free of cancellation in float64.
+    """
+    g = torch.Generator().manual_seed(3)
+    n, v = 24, 49152  # SmolLM2's vocabulary
+    la = torch.randn(n, v, generator=g) * 4
+    lb = la + torch.randn(n, v, generator=g) * 1e-4
+    tok = torch.randint(0, v, (n,), generator=g)
+    t = token_kl_terms(la, lb, tok)
+    p = torch.softmax(la.double(), -1)
+    d = lb.double() - la.double()
+    m = (p * d).sum(-1)
+    kl = torch.log1p((p * torch.expm1(d - m[:, None])).sum(-1))
+    k1 = -(d.gather(-1, tok.view(-1, 1)).squeeze(-1) - m) + kl
+    assert float(kl.min()) > 1e-9 and float(kl.max()) < 1e-7
+    assert (t["exact"] > 0).all()
+    assert torch.allclose(t["exact"], kl, rtol=0, atol=1e-13)  # fp32: 4e-7 off, means −3e-8 for a true 4e-9
+    assert torch.allclose(t["k1"], k1, rtol=0, atol=1e-12)
+    assert torch.equal(token_kl_terms(la, la.clone(), tok)["exact"], torch.zeros(n, dtype=torch.float64))
+
+
+def test_k3_is_trls_per_token_kl():
+    """TRL's GRPO loss writes per_token_kl = exp(ref − logp) − (ref − logp) − 1 (ref: the reference model's
+    log-probs, logp: the policy's); with π_A the policy and π_B the reference that is evotune's k3."""
+    g = torch.Generator().manual_seed(4)
+    la, lb = torch.randn(50, 40, generator=g) * 2, torch.randn(50, 40, generator=g) * 2
+    tok = torch.randint(0, 40, (50,), generator=g)
+    logp = torch.log_softmax(la.double(), -1).gather(-1, tok.view(-1, 1)).squeeze(-1)
+    ref = torch.log_softmax(lb.double(), -1).gather(-1, tok.view(-1, 1)).squeeze(-1)
+    trl_k3 = torch.exp(ref - logp) - (ref - logp) - 1
+    assert torch.allclose(token_kl_terms(la, lb, tok)["k3"], trl_k3, rtol=1e-12, atol=1e-15)
+
+
 def test_ratio_mean_se_is_per_token_and_clustered():
     mean, se = ratio_mean_se([2.0, 4.0], [2, 2])
     assert mean == pytest.approx(1.5)

@@ -170,3 +170,68 @@ def test_config_yaml_with_overrides(tmp_path):
 
 def test_member_equality_is_by_value():
     assert Member(0, 5, 1) == Member(0, 5, 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_perturb_restore_update_work_on_params_that_require_grad_in_worker_threads(monkeypatch, dtype):
+    """Grad mode is thread-local: a caller's no_grad does not reach the noise threads (issue 29, item 4)."""
+    monkeypatch.setenv("EVOTUNE_NOISE_THREADS", "2")
+
+    def model(grad: bool) -> torch.nn.Module:
+        m = torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.Linear(8, 4), torch.nn.LayerNorm(4))
+        with torch.no_grad():
+            for i, p in enumerate(m.parameters()):
+                p.copy_(torch.linspace(-1, 1, p.numel()).view(p.shape) * (i + 1))
+        return m.to(dtype).requires_grad_(grad)
+
+    m_grad, m_plain = model(True), model(False)
+    pg, pp = EvolvingParams(list(m_grad.named_parameters())), EvolvingParams(list(m_plain.named_parameters()))
+    assert len(pg.params) > 2
+    for params in (pg, pp):
+        params.perturb(5, -1, 0.1)
+    for (n, a), (_, b) in zip(m_grad.named_parameters(), m_plain.named_parameters(), strict=True):
+        assert torch.equal(a, b), n
+    pg.restore()
+    pp.restore()
+    for params in (pg, pp):
+        params.apply_update({3: 0.5, 9: -1.0}, 0.01)
+    for (n, a), (_, b) in zip(m_grad.named_parameters(), m_plain.named_parameters(), strict=True):
+        assert torch.equal(a, b) and a.requires_grad and a.is_leaf and a.grad_fn is None, n
+    assert pg.checksum() == pp.checksum()
+    m_grad(torch.ones(2, 16, dtype=dtype)).sum().backward()  # still trainable by gradients
+    assert all(p.grad is not None for p in m_grad.parameters())
+
+
+# -- shaping against the field's definitions (issue 29, item 5 and the cross-checks) -------------------
+def _evosax_standardize(f: np.ndarray) -> np.ndarray:
+    """evosax's z-score (`jax.nn.standardize(f, epsilon=1e-8)`), written out: (f − mean)/√(var + 1e-8)."""
+    return (f - f.mean()) / np.sqrt(f.var() + 1e-8)
+
+
+def test_zscore_divides_by_std_plus_eps_not_sqrt_var_plus_eps():
+    f = np.array([0.3, -1.2, 2.5, 0.0, 0.7, 1.1])
+    assert np.allclose(zscore(f), _evosax_standardize(f), rtol=1e-8, atol=0)  # same at ordinary scales
+    assert zscore(f).tolist() == pytest.approx(
+        [-0.23767036, -1.57456616, 1.72311014, -0.50504952, 0.11883518, 0.47534073], abs=1e-7
+    )  # frozen
+    tiny = 1e-4 * f  # fitness that differs by ~1e-4 (std 1.2e-4)
+    assert np.allclose(zscore(tiny), zscore(f), rtol=1e-3, atol=0)  # scale-free: the same shaping, the same step
+    shrink = _evosax_standardize(tiny) / _evosax_standardize(f)
+    assert shrink.max() < 0.8  # evosax's √(var + 1e-8) floors the std at 1e-4: its step shrinks
+    assert (zscore(f) ** 2).sum() == pytest.approx(len(f), rel=1e-7)  # Σ z² = N: the step RMS α/√N
+
+
+def test_centered_rank_is_evosax_rankdata_definition_and_one_member_is_zero():
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 7, 30, 101):
+        f = rng.integers(0, 5, n).astype(float) if n % 2 else rng.normal(size=n)  # with and without ties
+        evosax = (rankdata(f) - 1.0) / (n - 1) - 0.5  # evosax.core.fitness_shaping.centered_rank_fitness_shaping_fn
+        assert np.allclose(centered_rank(f), evosax, rtol=0, atol=1e-15), n
+    assert centered_rank([4.2]).tolist() == [0.0]  # evosax: 0/0 = NaN; a lone member carries no ranking
+    with np.errstate(invalid="ignore"):
+        assert np.isnan((rankdata([4.2]) - 1.0) / 0.0 - 0.5).all()
+    n = 30
+    c = centered_rank(np.arange(n, dtype=float))
+    assert (c**2).sum() == pytest.approx(n * (n + 1) / (12 * (n - 1)), rel=1e-12)

@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from typer.testing import CliRunner
 
-from evotune.analysis.judge import ELO_SCALE, Tournament, tournament_summary
+from evotune.analysis.judge import ELO_SCALE, PRIOR_SD, Observations, Tournament, fit_bt, tournament_summary
 from evotune.checkpoints import latest_checkpoint, read_state
 from evotune.cli.main import app as cli_app
 from evotune.config import build_config
@@ -433,6 +433,44 @@ def test_bradley_terry_recovers_known_strengths_with_covering_intervals():
     wr = s["overall"]["win_rate"]
     assert wr[2][3] > 0.75 and wr[3][2] < 0.25 and wr[0][0] is None
     assert abs(s["overall"]["position"]["first_rate"] - 0.5) < 0.05
+
+
+def _random_comparisons(n: int, m: int, seed: int, home: bool) -> tuple[Observations, list[tuple[int, int]]]:
+    rng = np.random.default_rng(seed)
+    true = rng.normal(size=n)
+    first = rng.integers(0, n, m)
+    second = (first + rng.integers(1, n, m)) % n
+    p = 1 / (1 + np.exp(-(true[first] - true[second] + (0.7 if home else 0.0))))
+    y = (rng.random(m) < p).astype(float)
+    if home:
+        y[:10] = 0.5  # ties (identical replies)
+    obs = Observations(first, second, y, np.full(m, 1.0 if home else 0.0), np.arange(m))
+    return obs, [(int(a), int(b)) if w == 1 else (int(b), int(a)) for a, b, w in zip(first, second, y, strict=True)]
+
+
+def test_bradley_terry_fit_matches_choix_and_scipy():
+    """fit_bt is the MAP of Bradley–Terry with a N(0, PRIOR_SD²) prior: choix's opt_pairwise with penalty
+    1/(2·PRIOR_SD²) (no position term, no ties), and scipy's minimiser of the same objective with both."""
+    import choix
+    from scipy.optimize import minimize
+
+    n = 5
+    obs, pairs = _random_comparisons(n, 400, 0, home=False)
+    beta, b = fit_bt(obs, n)
+    ref = choix.opt_pairwise(n, pairs, alpha=1 / (2 * PRIOR_SD**2), method="Newton-CG", tol=1e-10)
+    assert np.allclose(beta, ref - ref.mean(), atol=1e-6) and b == pytest.approx(0.0, abs=1e-12)
+
+    obs, _ = _random_comparisons(n, 400, 1, home=True)
+    beta, b = fit_bt(obs, n)
+
+    def neg_log_post(theta: np.ndarray) -> float:
+        z = theta[obs.first] - theta[obs.second] + theta[n] * obs.home
+        return float(np.sum(np.logaddexp(0, -z) * obs.y + np.logaddexp(0, z) * (1 - obs.y))
+                     + 0.5 * np.sum(theta**2) / PRIOR_SD**2)
+
+    ref = minimize(neg_log_post, np.zeros(n + 1), method="BFGS", options={"gtol": 1e-9}).x
+    assert np.allclose(beta, ref[:n] - ref[:n].mean(), atol=1e-5) and b == pytest.approx(ref[n], abs=1e-5)
+    assert b > 0.3  # the simulated first-position advantage (0.7) is found
 
 
 def test_position_bias_is_cancelled_and_measured():

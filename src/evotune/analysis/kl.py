@@ -9,7 +9,9 @@ token x (Schulman, "Approximating KL divergence"):
     k3 = (r − 1) − log r   unbiased, low variance, ≥ 0
 
 and `exact` = Σ_v π_A(v) (log π_A(v) − log π_B(v)), the full-vocabulary KL at each sampled
-position (what the estimators estimate, at the cost of two full softmaxes).
+position (what the estimators estimate, at the cost of two full softmaxes). All four are computed
+in float64 from the models' logits (error ~1e-14 nats per token), so the KL of nearly identical
+models is measured, not fp32 rounding; k3 is TRL's per-token KL term (`tests/test_analysis.py`).
 
 Prompt and completion are scored in one forward pass per model (right-padded, so positions are
 the natural ones) and only completion positions count, including the stop token: it was
@@ -49,14 +51,17 @@ def token_kl_terms(
     """Per-position KL terms for `tokens` sampled from A; logits are [n, V], tokens [n].
 
     Returns float64 tensors of shape [n] for k1, k2, k3 and the exact full-vocabulary KL.
+    Everything from the softmax on is float64: in fp32 the log-probabilities (magnitude ~10) carry
+    ~1e-6 absolute error, which is the whole KL of two nearly identical models (base vs itself, an
+    LMC point next to an endpoint) and made single positions negative. k3 = O(log r²) hid it.
     """
     if logits_a.shape != logits_b.shape:
         raise AnalysisError(f"logits shapes differ: {tuple(logits_a.shape)} vs {tuple(logits_b.shape)}")
-    la = torch.log_softmax(logits_a.float(), dim=-1)
-    lb = torch.log_softmax(logits_b.float(), dim=-1)
+    la = torch.log_softmax(logits_a.double(), dim=-1)
+    lb = torch.log_softmax(logits_b.double(), dim=-1)
     idx = tokens.long().view(-1, 1)
-    log_r = lb.gather(-1, idx).squeeze(-1).double() - la.gather(-1, idx).squeeze(-1).double()
-    exact = (la.exp() * (la - lb)).sum(-1).double()
+    log_r = lb.gather(-1, idx).squeeze(-1) - la.gather(-1, idx).squeeze(-1)
+    exact = (la.exp() * (la - lb)).sum(-1)
     return {
         "k1": -log_r,
         "k2": 0.5 * log_r.square(),

@@ -130,15 +130,24 @@ class EvolvingParams:
         self._order = sorted(self.params, key=lambda n: -self.params[n].numel())
 
     def _each(self, fn: Callable[[str], None]) -> None:
-        """Run `fn` on every parameter name, on a thread pool when it helps."""
+        """Run `fn` on every parameter name under `torch.no_grad`, on a thread pool when it helps.
+
+        Grad mode is thread-local: a caller's `no_grad` does not reach the pool's threads, where in-place
+        writes to parameters that require grad would fail. So every call enters `no_grad` itself.
+        """
+
+        def run(name: str) -> None:
+            with torch.no_grad():
+                fn(name)
+
         # a GPU queues kernels asynchronously: host threads only add contention there
         k = min(noise_threads(), len(self._order)) if self.device.type == "cpu" else 1
         if k <= 1:
             for n in self._order:
-                fn(n)
+                run(n)
             return
         with ThreadPoolExecutor(k) as pool:
-            for _ in pool.map(fn, self._order):
+            for _ in pool.map(run, self._order):
                 pass
 
     def _draw_into(self, seed: int, name: str, p: torch.Tensor) -> torch.Tensor:

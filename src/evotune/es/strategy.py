@@ -100,13 +100,26 @@ def prompt_scores(
 
 
 def zscore(fitness: Sequence[float]) -> np.ndarray:
-    """(f − mean) / (std + 1e-8), the paper's shaping. All-equal fitness gives zeros."""
+    """(f − mean) / (std + 1e-8) with the population std (ddof 0): the paper's shaping. All-equal fitness gives zeros.
+
+    evosax (`jax.nn.standardize`) divides by √(var + 1e-8) and EGGROLL by √(var + 1e-5): both floor the
+    std (at 1e-4 and 3e-3), so a population whose fitness differs by less than that gets z-scores shrunk
+    toward 0 and a smaller step. Here 1e-8 only guards 0/0 (`tell` skips all-equal fitness anyway), so
+    the z-scores, and the step, do not depend on the fitness scale. Kept: every recorded run replays
+    through this formula.
+    """
     f = np.asarray(fitness, dtype=np.float64)
     return (f - f.mean()) / (f.std() + 1e-8)
 
 
 def centered_rank(fitness: Sequence[float]) -> np.ndarray:
-    """Ranks mapped to [−0.5, 0.5]; ties share their mean rank so equal fitness gets equal weight."""
+    """Ranks mapped to [−0.5, 0.5]; ties share their mean rank so equal fitness gets equal weight.
+
+    evosax's definition (rankdata − 1)/(N − 1) − 0.5, except that one member gets 0 where evosax's 0/0
+    gives NaN: a lone member carries no ranking information, and NaN must never reach the weights.
+    Σ cᵢ² = N(N+1)/(12(N−1)) against N for z-scores, so at the same α the step is √(12(N−1)/(N+1))
+    times smaller (3.35× at N = 30; docs/algorithms.md).
+    """
     f = np.asarray(fitness, dtype=np.float64)
     n = len(f)
     if n == 1:
