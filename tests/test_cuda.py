@@ -34,8 +34,8 @@ MNT = 8
 
 
 @pytest.fixture(autouse=True)
-def _deterministic(monkeypatch):
-    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+def _deterministic():
+    # CUBLAS_WORKSPACE_CONFIG is set in conftest.py, before torch is imported (cuBLAS reads it once)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
 

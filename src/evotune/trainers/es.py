@@ -96,7 +96,7 @@ class ESTrainer(Trainer):
         t0 = time.perf_counter()
         self.row = {"step": k, "seeds": [m.seed for m in members], "signs": [m.sign for m in members],
                     "fitness": res.fitness, "device": self.params.device_type,  # noise streams depend on it
-                    "noise": self.params.noise_version}
+                    "noise": self.params.noise_version, **self.params.placement()}  # CUDA: GPU identity, master
         if es.baseline != "none":  # what replay needs to recompute the baselined fitness
             self.row["rewards"] = res.prompt_rewards
         updated = update(self.params, members, self.row, self.cfg)
