@@ -185,3 +185,46 @@ def test_keep_checkpoints_defaults_to_the_last_two_and_zero_keeps_all(es_config)
     longer = keep.model_copy(update={"keep_checkpoints": 2, "es": keep.es.model_copy(update={"iterations": 4})})
     ESTrainer(longer, resume=True, progress=False).train()
     assert [k for k, _ in checkpoint_dirs(keep.run_dir)] == [3, 4]
+
+
+# -- 7, 8: compiled (and CUDA) low rank: every generate call has one shape --------------------------------
+def test_compiled_lowrank_pads_every_call_to_one_shape(tiny_model, monkeypatch):
+    import evotune.es.lowrank as lowrank
+    from evotune.backends.hf import generate
+    from evotune.config import GenerateConfig, TrainConfig
+    from evotune.es.params import make_params
+    from evotune.es.strategy import ask
+    from evotune.tasks import get_task
+
+    model, tok = load_model(str(tiny_model), "float32", "cpu")
+    task = get_task("toy_letters")
+    prompts = [task.render(e, tok) for e in task.split("train")[:5]]
+    es = ESConfig(noise="lowrank", rank=2, sigma=0.5)
+    calls: list[tuple[int, int]] = []
+
+    def eager(model, tok, rows, mnt, **kw):  # records the call's shape; generates eagerly (fast, no dynamo)
+        enc = tok(rows, padding=True, add_special_tokens=False)["input_ids"]
+        calls.append((len(rows), max(len(max(enc, key=len)), kw.get("min_prompt_tokens") or 0)))
+        return generate(model, tok, rows, mnt, **{**kw, "compile_backend": None})
+
+    monkeypatch.setattr(lowrank, "generate", eager)
+
+    def run(n: int, n_prompts: int, batch: int, compile_: bool):
+        cfg = TrainConfig(es=es, generation=GenerateConfig(max_new_tokens=4, batch_size=batch, compile=compile_))
+        ev = lowrank.BatchedLowRankEvaluator(model, tok, task, make_params(model, cfg.es), cfg)
+        calls.clear()
+        comps, _ = ev.generate_members(ask(0, 1, n), prompts[:n_prompts])
+        assert all(len(mc) == n_prompts for mc in comps)
+        return [[c.token_ids for c in mc] for mc in comps], list(calls)
+
+    # 10 members, 8 per call: a last group of 2 (padded to 6 members by MIN_ROWS alone: another shape)
+    eager_tokens, eager_calls = run(10, 3, 24, False)
+    tokens, shapes = run(10, 3, 24, True)
+    assert len({r for r, _ in eager_calls}) > 1
+    assert len(set(shapes)) == 1 and shapes[0][1] % 32 == 0
+    assert tokens == eager_tokens  # null members are discarded, never scored
+    # 5 prompts at batch 4: chunks of 4 and 1, the last filled with repeats of its prompt
+    eager_tokens, _ = run(3, 5, 4, False)
+    tokens, shapes = run(3, 5, 4, True)
+    assert len(set(shapes)) == 1 and shapes[0][0] >= lowrank.MIN_ROWS
+    assert tokens == eager_tokens
