@@ -29,6 +29,7 @@ step() {  # name, then the command; its output goes to $RES/name.log
 # only what the image lacks: a wheel the image already has (peft, numpy, ...) would shadow it
 install_missing() {
   local wheels=() mod glob
+  rm -rf /tmp/evotune-site  # a warm machine may hold an earlier run's wheels (e.g. a peft that shadowed the image's)
   for pair in pydantic:pydantic-2 pydantic_core:pydantic_core- annotated_types:annotated_types- \
               typing_inspection:typing_inspection- trl:trl- datasets:datasets- dill:dill- multiprocess:multiprocess-; do
     mod=${pair%%:*}; glob=${pair#*:}
