@@ -374,7 +374,8 @@ def step_cuda(ctx: Ctx, timeout: float) -> None:
     for line in text.splitlines():
         word, _, test = line.partition(" ")
         if word in ("PASSED", "FAILED", "ERROR", "SKIPPED") and test:
-            outcome.setdefault(word.lower(), []).append(test.split(" - ")[0])
+            times = int(test[1:test.index("]")]) if word == "SKIPPED" and test.startswith("[") else 1  # "SKIPPED [3] f: why"
+            outcome.setdefault(word.lower(), []).extend([test.split(" - ")[0]] * times)
     ctx.emit("cuda", phase="tests", status=status if rc in (0, 5, None) or status == "timeout" else "error",
              returncode=rc, s=time.perf_counter() - t0, log=str(log),
              **{k: len(v) for k, v in outcome.items()}, failed_tests=outcome.get("failed", []) + outcome.get("error", []))
@@ -459,9 +460,10 @@ def summary(ctx: Ctx) -> dict[str, Any]:
         out[f"{spec}: low_rank_vs_naive"] = ratio(by.get(("eager", spec, "low_rank")), by.get(("eager", spec, "naive")))
         full = by.get(("eager", spec, "full_rank"))
         out[f"{spec}: full_rank_iteration_s"] = full["s"] if full else None
-    exact = [r for r in ctx.lines if r["step"] == "exact"]
-    out["exact_all_true"] = bool(exact) and all(r["status"] == "ok" and r.get("ok") for r in exact)
-    out["exact_false"] = [r.get("check") for r in exact if not (r["status"] == "ok" and r.get("ok"))]
+    exact = [r for r in ctx.lines if r["step"] == "exact" and "check" in r]
+    finished = all(r["status"] == "ok" for r in ctx.lines if r["step"] == "exact" and r.get("phase") == "done")
+    out["exact_all_true"] = bool(exact) and finished and all(r["status"] == "ok" and r.get("ok") for r in exact)
+    out["exact_false"] = [r["check"] for r in exact if not (r["status"] == "ok" and r.get("ok"))]
     out["errors"] = [f"{r['step']}/{r.get('model', '')}/{r.get('phase') or r.get('check')}"
                      for r in ctx.lines if r["status"] != "ok"]
     return out
