@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import pytest
-import torch
+# cuBLAS's workspace size is parsed once, when torch first makes a cuBLAS workspace
+# (`at::cuda::getChosenWorkspaceSize` keeps it in a function-local static): setting
+# CUBLAS_WORKSPACE_CONFIG in a test, after CUDA was used, has no effect. So it is set here,
+# before anything imports torch.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
-import toy_tasks  # noqa: F401  (registers toy_letters)
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import toy_tasks  # noqa: E402, F401  (registers toy_letters)
+
+CUDA_INITIALISED_AT_IMPORT = torch.cuda.is_initialized()  # must be False: see above
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -46,6 +55,7 @@ def es_config(tiny_model, tmp_path):
             "eval.every": 2,
             "checkpoint_every": 1,
             "threads": 2,
+            "keep_checkpoints": 0,  # every checkpoint: tests compare replays with earlier ones
         }
         base.update(over)
         return build_config(None, base)

@@ -34,8 +34,8 @@ MNT = 8
 
 
 @pytest.fixture(autouse=True)
-def _deterministic(monkeypatch):
-    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+def _deterministic():
+    # CUBLAS_WORKSPACE_CONFIG is set in conftest.py, before torch is imported (cuBLAS reads it once)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
 
@@ -84,6 +84,9 @@ def test_gpu_run_replays_bit_for_bit_and_resume_equals_uninterrupted(es_config, 
     ESTrainer(cfg, progress=False).train()
     rows = [json.loads(x) for x in (Path(cfg.run_dir) / "trajectory.jsonl").read_text().splitlines()]
     assert {r["device"] for r in rows} == {"cuda"} and any(r["updated"] for r in rows)
+    props = torch.cuda.get_device_properties(0)
+    assert all(r["gpu"] == {"name": props.name, "sms": props.multi_processor_count, "torch": torch.__version__}
+               and r["master"] == "cuda" for r in rows)
     for k in range(1, 4):
         assert replay(cfg.run_dir, k)["matches_checkpoint"] is True
     short = es_config(**over, **{"run_dir": str(tmp_path / "b"), "es.iterations": 2})
@@ -128,3 +131,31 @@ def test_compiled_lowrank_generation_applies_the_perturbation_on_gpu(tiny_model,
     again, _ = compiled.generate_members(ask(0, 1, 4), prompts)
     assert [[c.token_ids for c in mc] for mc in again] == got  # deterministic on its own
     compiled.close()
+
+
+def test_bf16_model_matches_master_and_anchor_lives_on_the_host(tiny_model):
+    model, _ = load_model(str(tiny_model), "bfloat16", "cuda")
+    params = EvolvingParams(select_params(model), es=ESConfig(anchor_decay=0.1))
+    params.apply_update({1: 1.0}, 1e-3)
+    assert params.model_matches_master()  # compared in bf16: widened it would differ
+    assert all(t.device.type == "cpu" for t in params.optimizer.base.values())
+    assert all(m.is_cuda for m in params.master.values())
+
+
+def test_grpo_on_cuda_keeps_fp32_weights_and_small_updates_land(tiny_model, tmp_path):
+    pytest.importorskip("trl")
+    from evotune.config import build_config
+    from evotune.trainers.grpo import GRPOTrainer
+
+    cfg = build_config(None, {
+        "method": "grpo", "run_dir": str(tmp_path / "g"), "model.name": str(tiny_model), "model.device": "cuda",
+        "task.name": "toy_letters", "grpo.num_generations": 4, "grpo.prompts_per_step": 2, "grpo.steps": 1,
+        "grpo.learning_rate": 1e-6, "grpo.beta": 0.0, "generation.max_new_tokens": 4, "eval.every": 0,
+        "eval.limit": 2, "checkpoint_every": 1})
+    base, _ = load_model(str(tiny_model), "float32", "cpu")
+    trainer = GRPOTrainer(cfg, progress=False)
+    trainer.train()
+    assert trainer.autocast == "bfloat16" and {p.dtype for p in trainer.model.parameters()} == {torch.float32}
+    after = dict(trainer.model.named_parameters())
+    moved = sum(int((after[n].detach().cpu() != p).sum()) for n, p in base.named_parameters())
+    assert moved > 0.5 * sum(p.numel() for p in base.parameters())  # lr 1e-6 moves fp32 weights; bf16 would round

@@ -23,7 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -70,21 +72,25 @@ def checkpoint_files(directory: str | Path) -> list[Path]:
     return sorted(f for f in Path(directory).rglob("*") if f.is_file())
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)  # hashlib releases the GIL on large buffers: files hash in parallel
+    return h.hexdigest()
+
+
 def file_hashes(directory: str | Path) -> dict[str, str]:
     """sha256 of every file of a checkpoint but its state file: the content it is verified against.
 
-    Keys are paths relative to the checkpoint (`adapter/adapter_model.safetensors`).
+    Keys are paths relative to the checkpoint (`adapter/adapter_model.safetensors`). Files are hashed
+    on a thread pool (a 7B checkpoint is ~45 GB in several files: tens of seconds on one thread).
     """
     d = Path(directory)
-    out = {}
-    for f in checkpoint_files(d):
-        if f.name != STATE_FILE:
-            h = hashlib.sha256()
-            with open(f, "rb") as fh:
-                for block in iter(lambda fh=fh: fh.read(1 << 22), b""):
-                    h.update(block)
-            out[f.relative_to(d).as_posix()] = h.hexdigest()
-    return out
+    files = [f for f in checkpoint_files(d) if f.name != STATE_FILE]
+    with ThreadPoolExecutor(max(1, min(len(files), os.cpu_count() or 1))) as pool:
+        digests = list(pool.map(_sha256, files))
+    return {f.relative_to(d).as_posix(): h for f, h in zip(files, digests, strict=True)}
 
 
 _VERIFIED: dict[str, tuple[tuple[str, int, int], ...]] = {}

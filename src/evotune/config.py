@@ -335,7 +335,11 @@ class TrainConfig(_Strict):
     seed: int = 0
     threads: int | None = Field(default=None, ge=1, description="torch threads (default: all cores)")
     checkpoint_every: int = Field(default=10, ge=1)
-    keep_checkpoints: int | None = Field(default=None, ge=1)
+    keep_checkpoints: int | None = Field(
+        default=2, ge=0,
+        description="keep the newest K checkpoints (resume and replay need only the newest: the trajectory rebuilds "
+        "the rest); 0 or null keeps every one, as before this default (a 7B checkpoint is ~45 GB)",
+    )
     keep_best: str | None = Field(
         default=None,
         description="also keep the checkpoint with the best held-out value of this eval metric in "

@@ -86,6 +86,7 @@ def generate(
     seed: int | None = None,
     compile_backend: str | None = None,
     min_new_tokens: int | None = None,
+    min_prompt_tokens: int | None = None,
 ) -> list[Completion]:
     """Generate one completion per prompt, in order. Greedy when temperature == 0.
 
@@ -93,7 +94,8 @@ def generate(
     thus every padded forward pass, is a pure function of the inputs: same inputs, same outputs.
     Sampling is plain temperature sampling (no top-k/top-p), seeded per call. `compile_backend`
     (e.g. "inductor") compiles the decode forward over a static cache; `min_new_tokens` forces
-    fixed-length completions (benchmarks with random weights).
+    fixed-length completions (benchmarks with random weights). `min_prompt_tokens` left-pads every
+    batch to at least that many prompt tokens, so a compiled caller keeps one static shape.
     """
     from transformers import GenerationConfig
 
@@ -131,6 +133,10 @@ def generate(
             enc = tokenizer(
                 chunk, return_tensors="pt", padding=True, add_special_tokens=False, pad_to_multiple_of=pad_to
             ).to(device)
+            short = (min_prompt_tokens or 0) - enc["input_ids"].shape[1]
+            if short > 0:  # left padding: positions come from the attention mask, so the prompt is unchanged
+                enc["input_ids"] = torch.nn.functional.pad(enc["input_ids"], (short, 0), value=pad)
+                enc["attention_mask"] = torch.nn.functional.pad(enc["attention_mask"], (short, 0), value=0)
             if isinstance(context, int) and enc["input_ids"].shape[1] + max_new_tokens > context:
                 longest = int(enc["attention_mask"].sum(1).max())
                 raise ModelError(

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from evotune.backends.hf import Completion, generate
+from evotune.backends.hf import COMPILE_PAD, Completion, generate
 from evotune.config import TrainConfig
 from evotune.es.evaluator import PopulationEvaluator, PopulationResult
 from evotune.es.params import EvolvingParams
@@ -381,8 +381,9 @@ class BatchedLowRankEvaluator(PopulationEvaluator):
     Rows are (member × prompt). Prompts are chunked exactly as `generate` chunks them for one member
     (`batch_size` prompts per call), and as many members as fit share a call; so each member sees
     the same padded prompt batches as under `SequentialEvaluator`, and any grouping of members
-    gives the same per-row computation. Factors are regenerated per group, so memory grows with the
-    rows of one call, not with the population.
+    gives the same per-row computation (on the CPU from MIN_ROWS rows on; on CUDA and when compiled
+    every call has one row count, `fixed_rows`, since cuBLAS may pick kernels by row count). Factors
+    are regenerated per group, so memory grows with the rows of one call, not with the population.
     """
 
     def __init__(self, model: Any, tokenizer: Any, task: Task, params: EvolvingParams, cfg: TrainConfig) -> None:
@@ -392,6 +393,14 @@ class BatchedLowRankEvaluator(PopulationEvaluator):
         self.forward = BatchedForward(
             model, params, self.sigma, params.noise_fn.rank, persistent=self.compile_backend is not None
         )
+        # One row count for every call (null members, repeated prompts): a compiled forward then sees one
+        # static shape per run (each new one costs a 30–110 s compile on a GPU and counts toward dynamo's
+        # recompile limit, past which it runs eager), and on CUDA, where cuBLAS picks GEMM kernels by row
+        # count, a member's logits cannot depend on how many members share its call (batch size, Ray
+        # workers). `benchmarks/gpu_quick.py` (exact) measures whether CUDA needs it. The CPU keeps
+        # MIN_ROWS, which suffices for its kernels.
+        self.fixed_rows = self.compile_backend is not None or params.device.type == "cuda"
+        self.prompt_len = 0  # compiled: every call is left-padded to the longest prompt bucket seen so far
 
     def generate_members(
         self, members: Sequence[Member], prompts: Sequence[str]
@@ -403,22 +412,32 @@ class BatchedLowRankEvaluator(PopulationEvaluator):
         if not chunks:
             return comps, t_noise
         per_call = members_per_call(self.batch_size, len(prompts))
+        width = len(chunks[0])
+        fixed = max(min(per_call, len(members)), -(-MIN_ROWS // width))  # members per call under fixed_rows
+        if self.compile_backend is not None:
+            longest = max(len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts)
+            self.prompt_len = max(self.prompt_len, -(-longest // COMPILE_PAD) * COMPILE_PAD)
         for start in range(0, len(members), per_call):
             group = list(members[start : start + per_call])
-            need = [max(0, -(-MIN_ROWS // len(c)) - len(group)) for c in chunks]
+            if self.fixed_rows:
+                need = [fixed - len(group)] * len(chunks)
+            else:
+                need = [max(0, -(-MIN_ROWS // len(c)) - len(group)) for c in chunks]
             t0 = time.perf_counter()
             full = self.forward.make_group(group, pad=max(need))
             t_noise += time.perf_counter() - t0
             for chunk, pad in zip(chunks, need, strict=True):
-                state = self.forward.head(full, len(group) + pad, len(chunk))
-                rows = [p for _ in range(state.members) for p in chunk]
+                fill = chunk + [chunk[-1]] * (width - len(chunk)) if self.fixed_rows else chunk
+                state = self.forward.head(full, len(group) + pad, len(fill))
+                rows = [p for _ in range(state.members) for p in fill]
                 with self.forward.active(state):
                     out = generate(
                         self.model, self.tokenizer, rows, self.max_new_tokens, batch_size=len(rows),
                         compile_backend=self.compile_backend, min_new_tokens=self.min_new_tokens,
+                        min_prompt_tokens=self.prompt_len or None,
                     )
                 for j in range(len(group)):
-                    comps[start + j].extend(out[j * len(chunk) : (j + 1) * len(chunk)])
+                    comps[start + j].extend(out[j * len(fill) : j * len(fill) + len(chunk)])
         return comps, t_noise
 
     def __call__(

@@ -45,7 +45,8 @@ class ESOptimizer:
         self.kind, self.population = (es.optimizer, es.population) if es is not None else ("sgd", 1)
         es = es or ESConfig()
         self.weight_decay, self.anchor_decay = es.weight_decay, es.anchor_decay
-        self.base = {n: t.clone() for n, t in master.items()} if self.anchor_decay else {}
+        # θ₀ is read once per update, tensor by tensor: on the host, so a GPU holds no second master (30 GB at 7B)
+        self.base = {n: t.detach().to("cpu", copy=True) for n, t in master.items()} if self.anchor_decay else {}
         self.optims: dict[str, torch.optim.Optimizer] = {}
         for n, t in master.items():
             t.requires_grad_(False)
@@ -75,7 +76,7 @@ class ESOptimizer:
         if self.weight_decay and self.kind != "adamw":
             master.mul_(1.0 - alpha * self.weight_decay)
         if self.anchor_decay:
-            master.lerp_(self.base[name], alpha * self.anchor_decay)
+            master.lerp_(self.base[name].to(master.device), alpha * self.anchor_decay)  # same lerp, same kernel
         opt = self.optims[name]
         opt.param_groups[0]["lr"] = self.lr(alpha)
         master.grad = direction.neg_()

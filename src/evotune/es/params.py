@@ -34,8 +34,26 @@ from evotune.errors import ConfigError
 from evotune.es.optimizers import ESOptimizer, clip_scale
 from evotune.noise import NOISE_VERSION, FullNoise, LowRankNoise, noise
 
+CHECKSUM_PREFIX = "p1:"  # `EvolvingParams.checksum`'s parallel form; unprefixed = the legacy serial one
+CHECKSUM_BLOCK = 1 << 26  # bytes per hashed block (64 MiB): a 7B master is ~470 blocks
+
 # (seed, name, shape, device) -> fp32 ε on that device
 NoiseFn = Callable[..., torch.Tensor]
+
+
+def gpu_identity(device: torch.device) -> dict[str, Any] | None:
+    """What a CUDA noise stream depends on besides (seed, name): the GPU model, its SM count, torch.
+
+    torch's CUDA `randn` (ATen `calc_execution_policy`, DistributionTemplates.h) launches
+    min(ceil(numel/256), SMs · maxThreadsPerSM/256) blocks of 256 threads, and thread t draws element
+    t, t + 256·grid·4, … from Philox subsequence t. Beyond that clamp (270,336 elements on a 132-SM
+    H100/H200: most weight matrices) which random number lands in which element depends on the SM
+    count and the GPU's threads per SM, and the kernel itself on torch's version. None on the CPU.
+    """
+    if device.type != "cuda":
+        return None
+    props = torch.cuda.get_device_properties(device)
+    return {"name": props.name, "sms": int(props.multi_processor_count), "torch": torch.__version__}
 
 
 def noise_threads() -> int:
@@ -166,6 +184,16 @@ class EvolvingParams:
         """The device type the noise is drawn on (its stream depends on it): what trajectories record."""
         return self.device.type
 
+    def placement(self) -> dict[str, Any]:
+        """What a trajectory row records beyond the device type so a resume or replay draws the same
+        noise and rounds the update alike: on CUDA the GPU identity (`gpu_identity`) and where the
+        fp32 master lives (CPU and CUDA elementwise kernels need not round alike). Nothing on the CPU."""
+        gpu = gpu_identity(self.device)
+        if gpu is None:
+            return {}
+        master = next(iter(self.master.values())).device.type if self.master else self.device.type
+        return {"gpu": gpu, "master": master}
+
     def _master_on_device(self, name: str) -> torch.Tensor:
         m = self.master[name]
         return m if m.device == self.device else m.to(self.device, non_blocking=True)
@@ -259,14 +287,50 @@ class EvolvingParams:
             p.copy_(self.master[name])
 
     def checksum(self) -> str:
-        """A hash of the master weights: equal checksums mean bit-identical weights."""
+        """A hash of the master weights: equal checksums mean bit-identical weights.
+
+        Blocks of at most `CHECKSUM_BLOCK` bytes are hashed on a thread pool (hashlib releases the GIL;
+        one blake2b stream over a 7B master's 30 GB takes ~30–40 s on one thread at every checkpoint,
+        resume and replay), then the block digests, in name order, are hashed once more. The result is
+        prefixed `p1:`; checkpoints written before carry `legacy_checksum`'s serial form, which
+        `checksum_matches` still accepts. The value does not depend on the number of threads.
+        """
+        blocks: list[tuple[str, int, torch.Tensor]] = []
+        for name in sorted(self.master):
+            flat = self.master[name].detach().reshape(-1)
+            step = max(1, CHECKSUM_BLOCK // flat.element_size())
+            blocks += [(name, i, flat[i:i + step]) for i in range(0, max(1, flat.numel()), step)]
+
+        def digest(block: tuple[str, int, torch.Tensor]) -> bytes:
+            return hashlib.blake2b(block[2].cpu().contiguous().numpy(), digest_size=16).digest()
+
+        threads = max(1, min(len(blocks), os.cpu_count() or 1))
+        with ThreadPoolExecutor(threads) as pool:
+            digests = list(pool.map(digest, blocks))
+        h = hashlib.blake2b(digest_size=16)
+        for (name, start, _), d in zip(blocks, digests, strict=True):
+            h.update(f"{name}@{start}".encode())
+            h.update(d)
+        return CHECKSUM_PREFIX + h.hexdigest()
+
+    def legacy_checksum(self) -> str:
+        """The serial checksum checkpoints recorded before `checksum` went parallel (one blake2b stream)."""
         h = hashlib.blake2b(digest_size=16)
         for name in sorted(self.master):
             h.update(name.encode())
             h.update(self.master[name].cpu().numpy().tobytes())
         return h.hexdigest()
 
+    def checksum_matches(self, recorded: str) -> bool:
+        """Whether `recorded` (either form) is the checksum of the master now."""
+        return recorded == (self.checksum() if recorded.startswith(CHECKSUM_PREFIX) else self.legacy_checksum())
+
     def model_matches_master(self) -> bool:
+        """Whether the model holds the master, compared in the model's dtype.
+
+        A bf16 model holds the master rounded to bf16 (`copy_` rounds), so widening the model to fp32
+        and comparing with the master would be false after any update that is not a bf16 value.
+        """
         return all(
-            torch.equal(p.detach().to(torch.float32), self._master_on_device(n)) for n, p in self.params.items()
+            torch.equal(p.detach(), self._master_on_device(n).to(p.dtype)) for n, p in self.params.items()
         )

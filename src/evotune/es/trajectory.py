@@ -9,6 +9,7 @@ before `rewards` existed are read as baseline none.
 
 from __future__ import annotations
 
+import json
 import shutil
 import warnings
 from collections.abc import Sequence
@@ -58,6 +59,41 @@ def check_device(rows: Sequence[dict[str, Any]], here: str, allow: bool = False)
             f"{msg}: run on --device {recorded[0]}, or set es.allow_device_change=true to accept other weights"
         )
     warnings.warn(f"{msg}: es.allow_device_change is set, so the weights will differ from the original run", stacklevel=2)
+
+
+def _describe(gpu: dict[str, Any]) -> str:
+    return f"{gpu.get('name')} ({gpu.get('sms')} SMs, torch {gpu.get('torch')})"
+
+
+def check_placement(rows: Sequence[dict[str, Any]], params: EvolvingParams, allow: bool = False) -> None:
+    """Stop (or, when `allow`, warn) if `rows` drew their CUDA noise on another GPU model, SM count or torch,
+    or updated a master that lived elsewhere than this process keeps it: the weights would differ.
+
+    CUDA `randn` places its random numbers by the launch grid, which depends on the SM count (see
+    `es.params.gpu_identity`); the master's device decides which kernels round the update. Rows without
+    these fields (CPU rows, CUDA rows written before they existed) are not checked.
+    """
+    check_device(rows, params.device_type, allow)
+    here = params.placement()
+    problems = []
+    gpus = {json.dumps(r["gpu"], sort_keys=True) for r in rows if isinstance(r.get("gpu"), dict)}
+    if gpus and here.get("gpu") is not None and gpus != {json.dumps(here["gpu"], sort_keys=True)}:
+        was = ", ".join(_describe(json.loads(g)) for g in sorted(gpus))
+        problems.append(f"the trajectory's noise was drawn on {was} but this process draws it on "
+                        f"{_describe(here['gpu'])}, and CUDA noise depends on the SM count and torch")
+    masters = sorted({str(r["master"]) for r in rows if "master" in r})
+    if masters and "master" in here and masters != [here["master"]]:
+        problems.append(f"the trajectory updated an fp32 master on {'/'.join(masters)} but this process keeps it on "
+                        f"{here['master']}, and CPU and CUDA kernels need not round the update alike "
+                        f"(set es.master_device={'cpu' if masters[0] == 'cpu' else 'device'})")
+    if not problems:
+        return
+    msg = "; ".join(problems)
+    if not allow:
+        raise RunStateError(f"{msg}: resume or replay where it ran, or set es.allow_device_change=true to accept "
+                            "other weights")
+    warnings.warn(f"{msg}: es.allow_device_change is set, so the weights will differ from the original run",
+                  stacklevel=2)
 
 
 def noise_version_of(rows: Sequence[dict[str, Any]], configured: int | None = None) -> int:
@@ -135,7 +171,7 @@ def load_checkpoint(params: EvolvingParams, ckpt: str | Path, recorded: str | No
     with CheckpointTensors(ckpt) as t:  # verifies the files' sha256 first
         params.load_master(t.as_dict(list(params.params)))
     check_finite(params.master.items(), f"checkpoint {ckpt}")
-    if recorded is not None and recorded != params.checksum():
+    if recorded is not None and not params.checksum_matches(recorded):
         raise RunStateError(f"checkpoint {ckpt} does not match its recorded checksum")
     if params.optimizer.stateful:
         opt_file = Path(ckpt) / OPTIMIZER_FILE
@@ -156,10 +192,11 @@ def rebuild(
     trajectory rebuilds the same weights exactly; with `repair` (the lock holder) it is deleted so the
     run writes it again. Returns the checkpoint's iteration (0 = rebuilt from the base model).
     """
-    check_device(rows, params.device_type, cfg.es.allow_device_change)
+    check_placement(rows, params, cfg.es.allow_device_change)
     done = 0
     ckpts = [(k, d) for k, d in checkpoint_dirs(run) if k <= len(rows)]
-    base = {n: t.clone() for n, t in params.master.items()} if ckpts else {}
+    # read only if a checkpoint fails to load: kept on the host, not beside a GPU master (+30 GB at 7B)
+    base = {n: t.to("cpu", copy=True) for n, t in params.master.items()} if ckpts else {}
     for k, ckpt in reversed(ckpts):
         try:
             load_checkpoint(params, ckpt, read_state(ckpt).get("checksum"))

@@ -303,8 +303,21 @@ def trl_classes() -> tuple[type, type]:
     return EvotuneGRPOTrainer, RunCallback
 
 
-def grpo_args(cfg: TrainConfig, run: RunDir, max_new_tokens: int, device_type: str = "cpu") -> Any:
-    """TRL's GRPOConfig for this run (on the model's device type); TRL's objections become ConfigErrors."""
+def grpo_precision(dtype: str) -> tuple[str, str | None]:
+    """(dtype to load the trained weights in, autocast dtype) for a resolved `model.dtype`.
+
+    GRPO keeps fp32 weights and runs bf16/fp16 through autocast: AdamW at lr 1e-6 moves a weight near
+    0.02 by ~1e-6 per step, far below half a bf16 ulp there (~6e-5), so updates applied to bf16
+    weights in place round away and GRPO silently stops learning. ES keeps its own fp32 master.
+    """
+    return ("float32", None) if dtype == "float32" else ("float32", dtype)
+
+
+def grpo_args(
+    cfg: TrainConfig, run: RunDir, max_new_tokens: int, device_type: str = "cpu", autocast: str | None = None
+) -> Any:
+    """TRL's GRPOConfig for this run (on the model's device type, `autocast` = bfloat16/float16 mixed
+    precision over fp32 weights, see `grpo_precision`); TRL's objections become ConfigErrors."""
     from trl import GRPOConfig
 
     g = cfg.grpo
@@ -313,8 +326,8 @@ def grpo_args(cfg: TrainConfig, run: RunDir, max_new_tokens: int, device_type: s
         return GRPOConfig(
             output_dir=str(run.path / "trl"),
             use_cpu=device_type == "cpu",
-            bf16=False,  # no autocast: the model already holds the dtype evotune loaded it in
-            fp16=False,
+            bf16=autocast == "bfloat16",  # autocast over the fp32 weights the optimizer updates
+            fp16=autocast == "float16",
             gradient_checkpointing=False,  # TRL's default trades ~20% speed for memory a CPU run does not need
             seed=cfg.seed,
             data_seed=cfg.seed,

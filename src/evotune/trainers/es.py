@@ -100,7 +100,7 @@ class ESTrainer(Trainer):
         res = self.evaluator(members, batch, prompts)
         self.row = {"step": k, "seeds": [m.seed for m in members], "signs": [m.sign for m in members],
                     "fitness": res.fitness, "device": self.params.device_type,  # noise streams depend on it
-                    "noise": self.params.noise_version}
+                    "noise": self.params.noise_version, **self.params.placement()}  # CUDA: GPU identity, master
         if es.baseline not in ("none", "center"):  # what replay needs to recompute the baselined fitness
             self.row["rewards"] = res.prompt_rewards
         if es.center_member:

@@ -68,7 +68,8 @@ def _changes(stored: dict[str, Any], given: dict[str, Any]) -> tuple[list[str], 
         if sec == "ray":  # where members run never changes the weights
             continue
         if not isinstance(val, dict):
-            if sec not in ("run_dir", "threads", "report_to") and stored.get(sec) != val:
+            # how many checkpoints stay on disk never changes the weights (runs stored before it defaulted to 2: null)
+            if sec not in ("run_dir", "threads", "report_to", "keep_checkpoints") and stored.get(sec) != val:
                 changed.append(f"{sec}: {stored.get(sec)!r} -> {val!r}")
             continue
         for k, v in val.items():

@@ -16,10 +16,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from evotune.backends.hf import generate, stop_ids
-from evotune.backends.models import load_model
+from evotune.backends.models import load_model, resolve_device, resolve_dtype
 from evotune.config import TrainConfig
 from evotune.es.params import EvolvingParams, select_params
 from evotune.es.strategy import ask
@@ -85,10 +83,9 @@ class GRPOTrainer(Trainer):
 
     def setup(self) -> None:
         cfg = self.cfg
-        self.model, self.tok = load_model(cfg.model.name, cfg.model.dtype, cfg.model.device)
-        dtype = next(self.model.parameters()).dtype
-        if dtype != torch.float32:
-            warnings.warn(f"GRPO updates the {dtype} weights in place (no fp32 master copy)", stacklevel=2)
+        # fp32 weights for the optimizer, the configured dtype (auto: bf16 on CUDA) through autocast
+        load_dtype, self.autocast = glue.grpo_precision(resolve_dtype(cfg.model.dtype, resolve_device(cfg.model.device)))
+        self.model, self.tok = load_model(cfg.model.name, load_dtype, cfg.model.device)
         self.max_new_tokens = self.task.max_new_tokens(cfg.generation.max_new_tokens)
         self.data = glue.build_step_data(cfg, self.task, self.tok)
         self.stops = stop_ids(self.model, self.tok)  # before TRL touches the generation config
@@ -129,7 +126,8 @@ class GRPOTrainer(Trainer):
         d = self.data
         ds = datasets.Dataset.from_dict({"prompt": d.prompts, "example_index": d.example_index, "step": d.step})
         reward = glue.make_reward_fn(self.task, self.tok, self.stops, self.max_new_tokens, d, self.rewards)
-        args = glue.grpo_args(self.cfg, self.run, self.max_new_tokens, next(self.model.parameters()).device.type)
+        args = glue.grpo_args(self.cfg, self.run, self.max_new_tokens, next(self.model.parameters()).device.type,
+                              self.autocast)
         self.model.requires_grad_(True)  # load_model freezes weights for inference
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*(experimental|deprecated).*")

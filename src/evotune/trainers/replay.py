@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from evotune.checkpoints import EXTRA_FILE, CheckpointTensors, checkpoint_dirs
 from evotune.config import load_run_config
 from evotune.errors import EvotuneError, RunStateError
 from evotune.es.params import make_params
-from evotune.es.trajectory import apply_row, check_device, read_trajectory, with_noise_version
+from evotune.es.trajectory import apply_row, check_placement, read_trajectory, with_noise_version
 from evotune.runs.rundir import RunDir
 from evotune.trainers.es import write_lora
 
@@ -40,7 +41,7 @@ def replay(
     cfg = with_noise_version(cfg, rows)
     model, tok = load_model(cfg.model.name, cfg.model.dtype, cfg.model.device)
     params = make_params(model, cfg.es, cfg.seed)
-    check_device(rows[:k], params.device_type, allow_device_change or cfg.es.allow_device_change)
+    check_placement(rows[:k], params, allow_device_change or cfg.es.allow_device_change)
     if cfg.method == "randopt":  # no updates: the best member the first k steps scored
         from evotune.trainers.randopt import select
 
@@ -67,14 +68,25 @@ def replay(
 
 
 def _compare(ckpt: Path, params: Any) -> tuple[bool, str | None]:
-    """Whether the checkpoint's files hold exactly the replayed weights (its bytes, not its recorded checksum)."""
-    try:
-        with CheckpointTensors(ckpt) as t:  # verifies the files' sha256 first
-            for name in params.params:
-                if not torch.equal(t.get(name), params.master[name]):
-                    return False, f"tensor {name} differs from the replayed weights"
-    except EvotuneError as exc:
-        return False, str(exc)
-    except Exception as exc:  # unreadable region of a file that recorded no hashes
-        return False, f"checkpoint {ckpt} cannot be read: {type(exc).__name__}: {exc}"
+    """Whether the checkpoint's files hold exactly the replayed weights (its bytes, not its recorded checksum).
+
+    Checkpoint tensors are read on the host; the master may live on a GPU, and `torch.equal` across
+    devices raises. So the two are compared on the master's device, and only *reading* the checkpoint is
+    guarded: a comparison that fails for another reason is a bug and must not pass as "differs".
+    """
+    with contextlib.ExitStack() as stack:
+        try:
+            t = stack.enter_context(CheckpointTensors(ckpt))  # verifies the files' sha256 first
+        except EvotuneError as exc:
+            return False, str(exc)
+        for name in params.params:
+            master = params.master[name]
+            try:
+                saved = t.get(name)
+            except EvotuneError as exc:
+                return False, str(exc)
+            except Exception as exc:  # unreadable region of a file that recorded no hashes
+                return False, f"checkpoint {ckpt} cannot be read: {type(exc).__name__}: {exc}"
+            if not torch.equal(saved.to(master.device), master):
+                return False, f"tensor {name} differs from the replayed weights"
     return True, None
