@@ -7,6 +7,7 @@ that goes further is `tests/test_fuzz.py`.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -103,3 +104,169 @@ def test_one_prompt_with_two_answers_is_refused_by_every_loader(task, tmp_path):
     with pytest.raises(TaskError, match="same prompt but different answers") as info:
         get_task(task, data=str(path)).split("train")
     assert "\n" not in str(info.value)
+
+
+# -- class 1: configuration text ---------------------------------------------------------------------
+SET_TEXTS = [
+    "es.sigma=[1", "es.sigma={a: [", "es.sigma='unclosed", "es.sigma=!!python/object:os.system x",
+    "es.sigma=" + "[" * 3000, "es.sigma=" + "9" * 5000, "es.sigma=a: b: c", "es..sigma=1", ".es=1",
+    "es.sigma=\t[", "es.sigma=*alias", "es.sigma=&a [*a]", "es=3", "es.sigma=.nan", "es.sigma=\"\\ud800\"",
+]
+
+
+@pytest.mark.parametrize("text", SET_TEXTS)
+def test_set_values_that_are_not_valid_yaml_or_config_are_one_line(text):
+    from evotune.cli.common import parse_sets
+    from evotune.config import build_config
+    from evotune.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        build_config(None, parse_sets([text]))
+    msg = str(info.value)
+    assert "\n" not in msg and len(msg) < 600, msg
+
+
+@pytest.mark.parametrize("text", [
+    "es:\n  sigma: [1\n", "es: {\n", "a: 1\na: 2\n", "- 1\n- 2\n", "es:\n  sigma: " + "[" * 3000 + "\n",
+    "x: " + "7" * 5000 + "\n", "run_dir: \"a\\0b\"\n", "run_dir: \"\\ud800\"\n", "\tes: 1\n", "es: !!binary x\n",
+])
+def test_config_files_that_are_not_valid_yaml_are_one_line(text, tmp_path):
+    from evotune.config import build_config
+    from evotune.errors import ConfigError
+
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="c.yaml") as info:
+        build_config(path)
+    assert "\n" not in str(info.value)
+    path.write_bytes(b"es:\n  sigma: \xff\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        build_config(path)
+
+
+def test_cli_yaml_and_include_errors_are_one_line(tiny_model, tmp_path):
+    """The CLI prints one line for a bad --set and for es.include patterns that match no parameter."""
+    from typer.testing import CliRunner
+
+    from evotune.cli.main import app
+
+    base = ["train", "es", "--task", "toy_letters", "--model", str(tiny_model), "--population", "2",
+            "--iterations", "1", "--no-progress", "--threads", "1"]
+    for extra in (["--set", "es.sigma=[1"], ["--set", "es.include=[nothing.matches]"],
+                  ["--set", "es.include=[nothing.matches]", "--set", "es.lora.enabled=true"]):
+        run = tmp_path / f"r{len(extra)}"
+        res = CliRunner().invoke(app, [*base, "--run-dir", str(run), *extra])
+        assert res.exit_code == 2, res.output
+        lines = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
+        assert len(lines) == 1 and "Traceback" not in res.output, res.output
+        assert "es.include" in lines[0] or "--set" in lines[0]
+        assert not run.exists()  # a refused start leaves nothing
+
+
+@pytest.mark.parametrize(("env", "msg"), [({"WANDB_MODE": "bogus"}, "WANDB_MODE='bogus'"),
+                                          ({"WANDB_MODE": "online"}, "needs a W&B API key")])
+def test_tracker_misconfiguration_is_one_line_before_the_run_starts(es_config, monkeypatch, tmp_path, env, msg):
+    from evotune.errors import ConfigError
+    from evotune.trainers import ESTrainer
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    cfg = es_config(report_to=["wandb"])
+    with pytest.raises(ConfigError, match=msg):
+        ESTrainer(cfg, progress=False).train()
+    assert not Path(cfg.run_dir).exists()
+
+
+# -- class 2: user plug-in code ----------------------------------------------------------------------
+PLUGIN = '''
+from evotune.tasks.base import Example, Reward, Task
+
+class Abstract(Task):
+    def build(self):
+        return [], []
+
+class InitRaises(Task):
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        raise RuntimeError("bad option")
+    def build(self):
+        return [], []
+    def reward(self, c, e):
+        return Reward(0.0, {}, False)
+
+class BuildRaises(InitRaises.__base__):
+    def build(self):
+        return {}["missing"]
+    def reward(self, c, e):
+        return Reward(0.0, {}, False)
+
+class RenderRaises(Task):
+    def build(self):
+        return [Example(str(i), f"q{i}", 1) for i in range(4)], [Example("e", "qe", 1)]
+    def render(self, e, tok):
+        return 1 / 0
+    def reward(self, c, e):
+        return Reward(0.0, {}, False)
+
+class RewardRaises(RenderRaises):
+    def render(self, e, tok):
+        return e.prompt
+    def reward(self, c, e):
+        return int("x")
+'''
+
+
+@pytest.mark.parametrize(("cls", "what"), [
+    ("Abstract", "does not implement reward"), ("InitRaises", "RuntimeError: bad option"),
+    ("BuildRaises", "build() raised KeyError"), ("RenderRaises", "ZeroDivisionError"),
+    ("RewardRaises", "ValueError: invalid literal"),
+])
+def test_a_plug_in_bug_is_one_line_naming_plug_in_exception_and_line(cls, what, tiny_model, tmp_path, monkeypatch):
+    """Class 2: every hook of a user's task; --debug adds the traceback; the failed start leaves nothing."""
+    from typer.testing import CliRunner
+
+    from evotune.cli.main import app
+
+    (tmp_path / "plug26.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("EVOTUNE_DEBUG", raising=False)
+    run = tmp_path / "run"
+    args = ["train", "es", "--task", f"plug26:{cls}", "--model", str(tiny_model), "--run-dir", str(run),
+            "--population", "2", "--iterations", "1", "--no-progress", "--threads", "1"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in res.output, res.output
+    assert what in lines[0]
+    if cls != "Abstract":
+        assert "plug26.py:" in lines[0] and "--debug" in lines[0]
+    assert not run.exists()
+    debug = CliRunner().invoke(app, ["--debug", *args])
+    assert debug.exit_code == 2 and "Traceback" in debug.output
+    assert cls == "Abstract" or "plug26.py" in debug.output.split("Traceback", 1)[1]
+    monkeypatch.delenv("EVOTUNE_DEBUG", raising=False)
+
+
+# -- class 5: checks that come too late --------------------------------------------------------------
+def test_a_train_prompt_longer_than_the_context_is_found_before_iteration_1(tiny_model, tmp_path):
+    """Every split is checked up front, so a run can never fail at iteration 20 on every --resume."""
+    from evotune.config import build_config
+    from evotune.errors import ConfigError
+    from evotune.trainers import ESTrainer
+
+    rows = [{"prompt": f"q{i}", "answer": "a"} for i in range(40)]
+    rows[37]["prompt"] = "word " * 3000  # past the tiny model's context, whichever split it lands in
+    for split_file in ("data", "eval_data"):
+        data = tmp_path / f"{split_file}.jsonl"
+        data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        other = tmp_path / f"other-{split_file}.jsonl"
+        other.write_text("".join(json.dumps({"prompt": f"z{i}", "answer": "a"}) + "\n" for i in range(4)))
+        files = {"task.data": str(data)} if split_file == "data" else {"task.data": str(other), "task.eval_data": str(data)}
+        cfg = build_config(None, {"run_dir": str(tmp_path / f"run-{split_file}"), "model.name": str(tiny_model),
+                                  "task.name": "jsonl", **files, "es.population": 2, "es.iterations": 20,
+                                  "es.prompts_per_iteration": 1, "threads": 1})
+        with pytest.raises(ConfigError, match=r"prompt .* tokens.*context of \d+ tokens.*before the first step"):
+            ESTrainer(cfg, progress=False).train()
+        assert not Path(cfg.run_dir).exists()
