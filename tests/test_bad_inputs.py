@@ -270,3 +270,135 @@ def test_a_train_prompt_longer_than_the_context_is_found_before_iteration_1(tiny
         with pytest.raises(ConfigError, match=r"prompt .* tokens.*context of \d+ tokens.*before the first step"):
             ESTrainer(cfg, progress=False).train()
         assert not Path(cfg.run_dir).exists()
+
+
+# -- class 6: the scoring service's lifecycle --------------------------------------------------------
+def _scorer(cfg, fn):
+    from evotune.serve.app import create_app
+
+    class Fake:
+        def __call__(self, prompts, completions):
+            return fn(prompts, completions)
+
+    return create_app(cfg, Fake())
+
+
+def test_scorer_checks_auth_before_the_body_and_answers_bad_json_in_one_line():
+    import httpx
+
+    from evotune.serve.app import BackgroundServer, ScorerConfig
+
+    calls = []
+    cfg = ScorerConfig(token="sesame", max_body_bytes=100_000)
+    with BackgroundServer(_scorer(cfg, lambda p, c: calls.append(p) or [(1.0, 0.0)] * len(p))) as srv:
+        for body in (b"{bad", b'{"items": NaN}', b"x" * 200_000):  # no token: 401 whatever the body
+            r = httpx.post(srv.url + "/score", content=body, headers={"content-type": "application/json"})
+            assert r.status_code == 401, (body[:20], r.text)
+        auth = {"Authorization": "Bearer sesame", "content-type": "application/json"}
+        for body, status in [
+            (b'{"items": NaN}', 400), (b'{"items": [{"prompt": "a", "completion": Infinity}]}', 400),
+            (b'{"items": [{"prompt": "a", "completion": "\\ud800"}]}', 400), (b"[" * 5000, 400),
+            (b'{"items": [' + b"7" * 5000 + b"]}", 400), (b"\xff\xfe", 400), (b'{"items": 3}', 422),
+            (b'{"items": [{"prompt": 1, "completion": null}]}', 422), (b'{"items": [], "x": NaN}', 400),
+        ]:
+            r = httpx.post(srv.url + "/score", content=body, headers=auth)
+            assert r.status_code == status, (body[:40], r.text)
+            detail = r.json()["detail"]
+            assert isinstance(detail, str) and "\n" not in detail and "Traceback" not in detail
+        assert not calls  # nothing refused ever reached the model
+
+
+def test_a_timed_out_request_does_not_keep_the_worker_busy():
+    import time
+
+    import httpx
+
+    from evotune.serve.app import BackgroundServer, ScorerConfig
+
+    def slow(p, c):
+        time.sleep(0.1 * len(p))
+        return [(1.0, 0.0)] * len(p)
+
+    cfg = ScorerConfig(timeout=1.0, batch_size=1, max_batch=64)
+    with BackgroundServer(_scorer(cfg, slow)) as srv:
+        big = {"items": [{"prompt": "p", "completion": "c"}] * 60}  # 6 s of work for a 1 s limit
+        assert httpx.post(srv.url + "/score", json=big, timeout=30).status_code == 504
+        r = httpx.post(srv.url + "/score", json={"items": big["items"][:2]}, timeout=30)
+        assert r.status_code == 200, r.text  # not queued behind the abandoned request's 5 s
+
+
+_SERVE_SLOW = '''
+import sys, time
+from evotune.serve.app import ScorerConfig, bind, create_app, run_app
+class Slow:
+    def __call__(self, p, c):
+        time.sleep(1.0 * len(p))
+        return [(1.0, 0.0)] * len(p)
+sock = bind("127.0.0.1", 0)
+print(sock.getsockname()[1], flush=True)
+run_app(create_app(ScorerConfig(batch_size=1, timeout=120), Slow()), sock)
+print("stopped", flush=True)
+'''
+
+
+def test_ctrl_c_stops_the_scorer_within_seconds_even_mid_batch():
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    import httpx
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-c", _SERVE_SLOW], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                httpx.get(url + "/health", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        items = {"items": [{"prompt": "p", "completion": "c"}] * 64}  # 64 s of work: one call of it would outlast the limit below
+        threading.Thread(target=lambda: httpx.post(url + "/score", json=items, timeout=120), daemon=True).start()
+        time.sleep(3)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=90)
+        assert time.monotonic() - t0 < 30  # graceful 2 s + one 1 s micro-batch (+ a loaded machine's slack)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_port_in_use_is_found_before_models_load():
+    import socket
+
+    from typer.testing import CliRunner
+
+    from evotune.cli.main import app
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen(1)
+        port = held.getsockname()[1]
+        res = CliRunner().invoke(app, ["serve", "scorer", "--reward", "seqcls:/no/such/model", "--cost", "none",
+                                       "--port", str(port)])
+    assert res.exit_code == 2, res.output
+    (line,) = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
+    assert f"127.0.0.1:{port}" in line and "--port" in line and "no/such" not in line  # not the model's error
+
+
+def test_seqcls_head_without_a_trained_classification_head_is_refused(tiny_model):
+    """A causal LM loads as seqcls with a random head: scores would change at every restart."""
+    from evotune.errors import ModelError
+    from evotune.serve.backends import HeadSpec, SeqClsHead
+
+    with pytest.raises(ModelError, match="no trained classification head"):
+        SeqClsHead(HeadSpec("seqcls", str(tiny_model)))
