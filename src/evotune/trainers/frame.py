@@ -349,7 +349,8 @@ class Trainer(ABC):
     def write_summary(self) -> dict[str, Any]:
         if not self.last_eval:  # nothing left to train (resumed after the end): report the last eval on file
             evals = [r for r in read_jsonl(self.run.metrics, skip_corrupt=True) if "eval/reward_mean" in r]
-            self.last_eval = {k[5:]: v for k, v in (evals[-1] if evals else {}).items() if k.startswith("eval/")}
+            self.last_eval = {k[5:]: v for k, v in (evals[-1] if evals else {}).items()
+                              if k.startswith("eval/") and not k.startswith("eval/sample_")}  # the keys evaluate returns
         summary = {
             "method": self.method,
             "steps": self.steps_done,
