@@ -340,7 +340,7 @@ def yaml_problem(exc: BaseException) -> str:
     problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or str(exc).splitlines()[0]
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-    return f"{problem}{where}"
+    return " ".join(f"{problem}{where}".split())
 
 
 def parse_yaml(text: str) -> Any:
@@ -386,20 +386,22 @@ def _set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
     for k in keys[:-1]:
         nxt = cur.setdefault(k, {})
         if not isinstance(nxt, dict):
-            raise ConfigError(f"cannot set {dotted}: {k} is not a section")
+            raise ConfigError(f"cannot set {dotted[:100]}: {k[:60]} is not a section")
         cur = nxt
     cur[keys[-1]] = value
 
 
 def format_validation_error(exc: ValidationError) -> str:
     parts = []
-    for e in exc.errors():
-        loc = ".".join(str(x) for x in e["loc"]) or "config"
+    errors = exc.errors()
+    for e in errors[:5]:
+        loc = (".".join(str(x) for x in e["loc"]) or "config")[:100]
         parts.append(
             f"{loc}: {e['msg']}"
             + (f" (got {e['input']!r:.120})" if "input" in e and not isinstance(e["input"], dict) else "")
         )
-    return " ".join(("invalid config — " + "; ".join(parts)).split("\n"))
+    more = f"; ... and {len(errors) - 5} more" if len(errors) > 5 else ""
+    return " ".join(("invalid config — " + "; ".join(parts) + more).split("\n"))
 
 
 def build_config(
@@ -426,9 +428,9 @@ def build_config(
         data = loaded
     for k, v in (overrides or {}).items():
         if not isinstance(k, str) or not k or any(not part for part in k.split(".")):
-            raise ConfigError(f"config key {k!r} is not a dotted field name such as es.sigma")
+            raise ConfigError(f"config key {k!r:.100} is not a dotted field name such as es.sigma")
         if (problem := text_value_problem(v)) is not None:
-            raise ConfigError(f"{k}: {problem}")
+            raise ConfigError(f"{k[:100]}: {problem}")
         if v is not None:  # a copy: a later dotted key must not write into the caller's dict
             _set_dotted(data, k, copy.deepcopy(v))
     try:

@@ -100,14 +100,14 @@ def parse_sets(sets: list[str] | None) -> dict[str, Any]:
     for s in sets or []:
         key, sep, val = s.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--set {s!r}: use KEY=VALUE, e.g. es.sigma=0.002")
+            raise ConfigError(f"--set {s!r:.100}: use KEY=VALUE, e.g. es.sigma=0.002")
         if key.strip() in out:
-            raise ConfigError(f"--set {key.strip()} is given twice; give each field once")
+            raise ConfigError(f"--set {key.strip()!r:.100} is given twice; give each field once")
         try:
             out[key.strip()] = parse_yaml(val)
         except ValueError as exc:
-            raise ConfigError(f"--set {s[:80]!r}: the value is not valid YAML: {exc}; quote it, e.g. "
-                              f"--set '{key.strip()}=\"text\"'") from None
+            raise ConfigError(f"--set {s!r:.100}: the value is not valid YAML: {exc}; quote it, e.g. "
+                              "--set 'KEY=\"text\"'") from None
     return out
 
 
