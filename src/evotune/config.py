@@ -405,26 +405,77 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def yaml_problem(exc: BaseException) -> str:
+    """A YAML parser's error as one line: what is wrong and where (PyYAML prints four)."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if not isinstance(exc, yaml.YAMLError):  # int() of a 4300+ digit number, a bad escape, ...
+        return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return " ".join(f"{problem}{where}".split())
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML with unique keys; every parser failure (syntax, nesting, huge numbers) is a ValueError of one line."""
+    depth = deepest = 0
+    for ch in text:  # PyYAML takes ~50 s to reach its RecursionError on 3000 nested brackets
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    if deepest > 64:
+        raise ValueError(f"nested {deepest} brackets deep (at most 64)")
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except (yaml.YAMLError, RecursionError, ValueError, TypeError) as exc:
+        raise ValueError(yaml_problem(exc)) from None
+
+
+def text_value_problem(value: Any, depth: int = 0) -> str | None:
+    """Why a parsed config value cannot be used: NUL or lone-surrogate text, or absurd nesting."""
+    if depth > 32:
+        return "nested deeper than 32 levels"
+    if isinstance(value, str):
+        if "\x00" in value:
+            return f"{value[:40]!r} holds a NUL character"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"{value[:40]!r} holds a lone surrogate (not valid Unicode)"
+        return None
+    items: Any = [x for kv in value.items() for x in kv] if isinstance(value, dict) else value
+    if isinstance(value, dict | list | tuple):
+        for v in items:
+            if (problem := text_value_problem(v, depth + 1)) is not None:
+                return problem
+    return None
+
+
 def _set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     cur = d
     for k in keys[:-1]:
         nxt = cur.setdefault(k, {})
         if not isinstance(nxt, dict):
-            raise ConfigError(f"cannot set {dotted}: {k} is not a section")
+            raise ConfigError(f"cannot set {dotted[:100]}: {k[:60]} is not a section")
         cur = nxt
     cur[keys[-1]] = value
 
 
 def format_validation_error(exc: ValidationError) -> str:
     parts = []
-    for e in exc.errors():
-        loc = ".".join(str(x) for x in e["loc"]) or "config"
+    errors = exc.errors()
+    for e in errors[:5]:
+        loc = (".".join(str(x) for x in e["loc"]) or "config")[:100]
         parts.append(
             f"{loc}: {e['msg']}"
-            + (f" (got {e['input']!r})" if "input" in e and not isinstance(e["input"], dict) else "")
+            + (f" (got {e['input']!r:.120})" if "input" in e and not isinstance(e["input"], dict) else "")
         )
-    return "invalid config — " + "; ".join(parts)
+    more = f"; ... and {len(errors) - 5} more" if len(errors) > 5 else ""
+    return " ".join(("invalid config — " + "; ".join(parts) + more).split("\n"))
 
 
 def build_config(
@@ -437,19 +488,31 @@ def build_config(
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist")
         try:
-            loaded = yaml.load(p.read_text(), Loader=_UniqueKeyLoader) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
+            text = p.read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {p} is not UTF-8 text (byte offset {exc.start}); re-save it as UTF-8") from None
+        try:
+            loaded = parse_yaml(text) or {}
+        except ValueError as exc:
+            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
         if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {p} must hold a mapping at top level")
+            raise ConfigError(f"config file {p} must hold a mapping at top level, got {type(loaded).__name__}")
+        if (problem := text_value_problem(loaded)) is not None:
+            raise ConfigError(f"config file {p}: {problem}")
         data = loaded
     for k, v in (overrides or {}).items():
+        if not isinstance(k, str) or not k or any(not part for part in k.split(".")):
+            raise ConfigError(f"config key {k!r:.100} is not a dotted field name such as es.sigma")
+        if (problem := text_value_problem(v)) is not None:
+            raise ConfigError(f"{k[:100]}: {problem}")
         if v is not None:  # a copy: a later dotted key must not write into the caller's dict
             _set_dotted(data, k, copy.deepcopy(v))
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc)) from None
+    except (TypeError, ValueError, RecursionError) as exc:  # a validator met a value no field expects
+        raise ConfigError(f"invalid config — {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
 
 
 def load_run_config(run_dir: str | Path) -> TrainConfig:

@@ -23,6 +23,10 @@ class ExampleTypeError(TaskError, TypeError):
     """An `Example` field, or an answer a task cannot grade, has the wrong type."""
 
 
+class PluginError(TaskError):
+    """User code (a `--task module:Class` plug-in, its reward or build) raised; the message names it and where."""
+
+
 class RewardTimeout(TaskError):
     """A reward function ran past its time limit."""
 
@@ -49,3 +53,23 @@ class ReplicaMismatchError(RunStateError):
 
 class MatrixError(EvotuneError, ValueError):
     """A continual-learning accuracy matrix is malformed."""
+
+
+DEBUG_HINT = "run with --debug (or EVOTUNE_DEBUG=1) for the traceback"
+
+
+def raised_at(exc: BaseException, modules: set[str] | None = None) -> str:
+    """`file:line in function` of the deepest frame that raised `exc` (among `modules`, when given)."""
+    tb, where = exc.__traceback__, ""
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if modules is None or tb.tb_frame.f_globals.get("__name__") in modules:
+            where = f"{code.co_filename}:{tb.tb_lineno} in {code.co_name}"
+        tb = tb.tb_next
+    return where
+
+
+def describe(exc: BaseException) -> str:
+    """`Type: first line of the message`, short enough for one line."""
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

@@ -139,6 +139,18 @@ def merged_state_dict(model: nn.Module, adapter: Mapping[str, torch.Tensor], sca
     return {n: t.detach().contiguous().cpu() for n, t in out.items()}
 
 
+def _canonical_json(path: Path) -> None:
+    """Rewrite a JSON file with sorted keys and sorted lists of names: peft writes `target_modules` from a
+    set, whose order changes with the hash seed, so the same run would write different bytes."""
+    import json
+
+    data = json.loads(path.read_text())
+    for k, v in data.items():
+        if isinstance(v, list) and all(isinstance(x, str) for x in v):
+            data[k] = sorted(v)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
 def save_lora(
     out: str | Path, model: Any, adapter: Mapping[str, torch.Tensor], lora: LoRAConfig, base: str,
     merged: bool = False,
@@ -154,6 +166,7 @@ def save_lora(
     save_file({peft_key(n): t.detach().to(torch.float32).contiguous().cpu() for n, t in adapter.items()},
               str(adir / ADAPTER_WEIGHTS), metadata={"format": "pt"})
     cfg.save_pretrained(str(adir))
+    _canonical_json(adir / "adapter_config.json")
     scaling = lora_scaling(adapter_config(out))
     if merged:
         save_file(merged_state_dict(model, adapter, scaling), str(out / "model.safetensors"), metadata={"format": "pt"})

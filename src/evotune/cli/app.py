@@ -6,6 +6,7 @@ module, so the CLI has no import circle.
 
 import functools
 import inspect
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,6 +17,15 @@ from rich.table import Table
 from evotune.cli.common import assemble, console, parse_sets
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Evolution Strategies and GRPO post-training.")
+
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="errors also print their traceback (or EVOTUNE_DEBUG=1)")]
+          = False) -> None:
+    """Evolution Strategies and GRPO post-training."""
+    if debug:
+        os.environ["EVOTUNE_DEBUG"] = "1"
+
 train_app = typer.Typer(no_args_is_help=True, help="Train a model (es | grpo | randopt).")
 model_app = typer.Typer(no_args_is_help=True, help="Model utilities (tiny test model, embedded model cache).")
 app.add_typer(train_app, name="train")

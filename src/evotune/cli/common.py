@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+import os
+import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
-import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -34,8 +36,34 @@ def one_line(exc: BaseException) -> str:
     return str(exc)
 
 
+def debugging() -> bool:
+    """`--debug` or EVOTUNE_DEBUG=1: errors print their traceback as well as their one line."""
+    return os.environ.get("EVOTUNE_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _print_error(text: str, exc: BaseException) -> None:
+    if debugging():
+        traceback.print_exception(exc)
+    console.print(f"[bold red]error:[/] {' '.join(text.splitlines())}", highlight=False, soft_wrap=True)
+
+
+def plugin_failure(exc: BaseException) -> str | None:
+    """One line for an exception raised inside user plug-in code (any hook), or None when it did not."""
+    from evotune.errors import DEBUG_HINT, describe, raised_at
+    from evotune.tasks.base import plugin_modules
+
+    mods = plugin_modules()
+    where = raised_at(exc, mods) if mods else ""
+    if not where:
+        return None
+    return f"plug-in code raised {describe(exc)} (at {where}); {DEBUG_HINT}"
+
+
 def friendly(fn: F) -> F:
-    """Turn expected user errors into a one-line message and exit code 2 (no traceback); Ctrl-C exits 130."""
+    """Turn expected user errors into a one-line message and exit code 2 (no traceback); Ctrl-C exits 130.
+
+    A user plug-in's bug is one line naming the plug-in file and line; `--debug` shows tracebacks.
+    """
 
     @functools.wraps(fn)
     def wrapper(*a: Any, **kw: Any) -> Any:
@@ -46,9 +74,12 @@ def friendly(fn: F) -> F:
                           "continue it with the same command plus --resume", highlight=False, soft_wrap=True)
             raise typer.Exit(130) from None
         except user_errors() as exc:
-            console.print(f"[bold red]error:[/] {one_line(exc)}", highlight=False, soft_wrap=True)
+            _print_error(one_line(exc), exc)
             raise typer.Exit(2) from None
         except Exception as exc:
+            if "evotune.tasks.base" in sys.modules and (line := plugin_failure(exc)) is not None:
+                _print_error(line, exc)
+                raise typer.Exit(2) from None
             if not type(exc).__module__.startswith("ray."):
                 raise  # anything else is a bug and keeps its traceback
             first = (str(exc).strip().splitlines() or [""])[0]
@@ -63,14 +94,20 @@ def friendly(fn: F) -> F:
 def parse_sets(sets: list[str] | None) -> dict[str, Any]:
     """`--set es.sigma=0.002` pairs; values are parsed as YAML scalars (numbers, bools, lists)."""
 
+    from evotune.config import parse_yaml  # pydantic: loaded when a command runs, not for --help
+
     out: dict[str, Any] = {}
     for s in sets or []:
         key, sep, val = s.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--set {s!r}: use KEY=VALUE, e.g. es.sigma=0.002")
+            raise ConfigError(f"--set {s!r:.100}: use KEY=VALUE, e.g. es.sigma=0.002")
         if key.strip() in out:
-            raise ConfigError(f"--set {key.strip()} is given twice; give each field once")
-        out[key.strip()] = yaml.safe_load(val)
+            raise ConfigError(f"--set {key.strip()!r:.100} is given twice; give each field once")
+        try:
+            out[key.strip()] = parse_yaml(val)
+        except ValueError as exc:
+            raise ConfigError(f"--set {s!r:.100}: the value is not valid YAML: {exc}; quote it, e.g. "
+                              "--set 'KEY=\"text\"'") from None
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -124,15 +125,21 @@ def runs_cmd(directory: Annotated[Path, typer.Argument(help="directory holding r
     """List runs: method, task, budget spent, best and final held-out reward."""
     from evotune.runs.summary import list_runs
 
-    rows = list_runs(directory)
+    cols = ("run", "method", "task", "steps", "completions", "tokens", "wall s", "eval reward (first→final)", "best")
+    rows = [
+        (str(r["run"]), str(r["method"]), str(r["task"]), str(r["steps"]), str(r["completions"]), str(r["tokens"]),
+         f"{r['wall']:.0f}", f"{_fmt(r['first_reward'])} → {_fmt(r['final_reward'])}", _fmt(r["best_reward"]))
+        for r in list_runs(directory)
+    ]
+    if not sys.stdout.isatty():  # a pipe or a file: every value whole, tab-separated, never cut to a width
+        for row in (cols, *rows):
+            print("\t".join(v.replace("\t", " ") for v in row))
+        return
     t = Table(title=f"runs in {directory}")
-    for col in ("run", "method", "task", "steps", "completions", "tokens", "wall s", "eval reward (first→final)", "best"):
-        t.add_column(col)
-    for r in rows:
-        t.add_row(
-            r["run"], r["method"], r["task"], str(r["steps"]), str(r["completions"]), str(r["tokens"]),
-            f"{r['wall']:.0f}", f"{_fmt(r['first_reward'])} → {_fmt(r['final_reward'])}", _fmt(r["best_reward"]),
-        )
+    for col in cols:
+        t.add_column(col, overflow="fold")
+    for row in rows:
+        t.add_row(*row)
     console.print(t)
 
 

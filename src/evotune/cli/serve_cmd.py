@@ -51,7 +51,11 @@ def scorer(
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc)) from None
     console.print(f"scorer: reward {cfg.reward}, cost {cfg.cost} on http://{cfg.host}:{cfg.port}", highlight=False)
-    serve(cfg)
+    try:
+        serve(cfg)
+    except KeyboardInterrupt:
+        console.print("scorer stopped (Ctrl-C)", highlight=False)
+        raise typer.Exit(130) from None
 
 
 def register(app: typer.Typer) -> None:

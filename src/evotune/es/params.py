@@ -73,7 +73,11 @@ def select_params(
         and not any(fnmatch.fnmatchcase(n, g) for g in exclude)
     ]
     if not chosen:
-        raise ValueError(f"no parameters match include={list(include)} exclude={list(exclude)}")
+        names = [n for n, _ in model.named_parameters()]
+        raise ConfigError(
+            f"es.include={list(include)} / es.exclude={list(exclude)} select none of the model's {len(names)} "
+            f"parameters (named like {names[0] if names else '?'!r}); widen es.include or narrow es.exclude"
+        )
     return chosen
 
 
@@ -84,7 +88,8 @@ def lowrank_param_filter(named: Iterable[tuple[str, torch.nn.Parameter]], vector
     named = list(named)
     kept = named if vectors == "full" else [(n, p) for n, p in named if p.dim() == 2]
     if not kept:
-        raise ValueError("low-rank ES found no weight matrices among the selected parameters")
+        raise ConfigError("low-rank ES found no weight matrices among the parameters es.include/es.exclude select; "
+                          "widen es.include, or set es.lowrank_vectors=full")
     return kept
 
 

@@ -10,11 +10,38 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from evotune.backends.hf import Completion, generate
-from evotune.errors import TaskError
+from evotune.backends.hf import COMPILE_PAD, Completion, generate
+from evotune.errors import ConfigError, TaskError
 from evotune.evaluation.collapse import collapse_rates
 from evotune.evaluation.hacking import hacking_rates
 from evotune.tasks.base import Example, Task
+
+
+def check_prompts_fit(
+    model: Any, tokenizer: Any, task: Task, max_new_tokens: int, eval_limit: int | None = None,
+    compiled: bool = False,
+) -> None:
+    """Every prompt of every split, rendered, plus `max_new_tokens` fits the model's context.
+
+    Checked before the first step: found at generation time, a long train prompt ends the run at
+    whatever iteration first draws it, and every `--resume` fails again at the same iteration.
+    """
+    context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if not isinstance(context, int):
+        return
+    for split in ("train", "eval"):
+        examples = list(task.split(split))  # type: ignore[arg-type]
+        if split == "eval" and eval_limit is not None:
+            examples = examples[:eval_limit]
+        for e in examples:
+            n = len(tokenizer(task.render(e, tokenizer), add_special_tokens=False)["input_ids"])
+            width = -(-n // COMPILE_PAD) * COMPILE_PAD if compiled else n
+            if width + max_new_tokens > context:
+                raise ConfigError(
+                    f"task {task.name!r}: {split} prompt {e.id!r:.80} is {n} tokens; with max_new_tokens "
+                    f"{max_new_tokens} it exceeds the model's context of {context} tokens — shorten or remove "
+                    "it, or lower --max-new-tokens (checked before the first step)"
+                )
 
 
 def score_rows(

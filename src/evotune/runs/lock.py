@@ -19,6 +19,28 @@ from evotune.errors import RunStateError
 LOCK_FILE = ".lock"
 
 
+def _openers(path: Path) -> list[int]:
+    """Pids of this host's processes that hold `path` under flock (Linux /proc; [] elsewhere or unreadable)."""
+    try:
+        st = os.stat(path)
+        locked = {int(f[4]) for f in (ln.split() for ln in Path("/proc/locks").read_text().splitlines())
+                  if len(f) > 5 and f[1] == "FLOCK" and f[5].rsplit(":", 1)[-1] == str(st.st_ino)}
+    except (OSError, ValueError):
+        return []
+    target = os.path.realpath(path)
+    holders: set[int] = set()
+    for proc in Path("/proc").iterdir():  # every process with the file open: the lock follows the open file
+        if not proc.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd) == target for fd in (proc / "fd").iterdir()):
+                holders.add(int(proc.name))
+        except OSError:
+            continue
+    # a process that has it open while a flock on its inode is held; without /proc fd access, the flock's pid
+    return sorted(holders) if locked and holders else sorted(locked)
+
+
 class RunLock:
     """Exclusive, non-blocking lock on a run directory; use as a context manager or call release()."""
 
@@ -44,7 +66,15 @@ class RunLock:
         return self
 
     def holder(self) -> str:
-        """'pid N on HOST' as the holder recorded it (best effort: the lock, not this text, is the truth)."""
+        """'pid N on HOST': the process that holds the lock now, found by the kernel's view of open files.
+
+        The pid written in the file is only the last acquirer's: a child that inherited the lock (a
+        forked worker outliving its trainer) or a lock taken by another tool holds it under another
+        pid, so the live holders are looked up in /proc first and the file is the fallback.
+        """
+        live = [pid for pid in _openers(self.path) if pid != os.getpid()]
+        if live:
+            return "pid " + ", ".join(map(str, sorted(live))) + f" on {socket.gethostname()}"
         try:
             info: dict[str, Any] = json.loads(self.path.read_text() or "{}")
         except (OSError, ValueError):

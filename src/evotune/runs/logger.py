@@ -18,6 +18,34 @@ from evotune.hashing import stable_int
 from evotune.runs.rundir import RunDir, append_jsonl
 
 TRACKERS = ("tensorboard", "wandb", "trackio")
+WANDB_MODES = ("online", "offline", "disabled", "dryrun", "run", "shared")
+
+
+def _wandb_key_known() -> bool:
+    """Whether W&B can find an API key without asking (the environment, or `wandb login`'s netrc entry)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    import netrc
+
+    try:
+        rc = netrc.netrc(os.environ.get("NETRC") or None)
+    except (OSError, netrc.NetrcParseError):
+        return False
+    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("//")[-1].split("/")[0]
+    return rc.authenticators(host) is not None
+
+
+def check_trackers(report_to: list[str] | tuple[str, ...]) -> None:
+    """A misconfigured tracker is one line naming the setting, before a run directory is touched."""
+    if "wandb" not in report_to:
+        return
+    mode = os.environ.get("WANDB_MODE")
+    if mode is not None and mode not in WANDB_MODES:
+        raise ConfigError(f"WANDB_MODE={mode!r} is not one of {', '.join(WANDB_MODES)}; unset it (evotune then "
+                          "logs offline) or drop wandb from --report-to")
+    if mode in ("online", "run", "shared") and not _wandb_key_known():
+        raise ConfigError(f"WANDB_MODE={mode} needs a W&B API key (WANDB_API_KEY or `wandb login`); set one, "
+                          "use WANDB_MODE=offline, or drop wandb from --report-to")
 
 
 def _scalars(row: dict[str, Any]) -> dict[str, float]:
@@ -38,6 +66,7 @@ class MetricsLogger:
         self._trackio: Any = None
         name, run_id = run.path.resolve().name, f"evotune-{stable_int(str(run.path.resolve())):x}"
         project = os.environ.get("EVOTUNE_PROJECT", "evotune")
+        check_trackers(report_to)
         try:
             if "tensorboard" in report_to:
                 from torch.utils.tensorboard import SummaryWriter
@@ -60,6 +89,13 @@ class MetricsLogger:
             self.close()
             raise ConfigError(
                 f"report_to needs the package {exc.name!r}: pip install {exc.name} (or drop it from --report-to)"
+            ) from None
+        except Exception as exc:  # the tracker's own start failed: name it and its settings, not its internals
+            self.close()
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise ConfigError(
+                f"report_to: a tracker failed to start ({type(exc).__name__}: {first}); check its settings "
+                "(WANDB_*, TRACKIO_*), or drop it from --report-to"
             ) from None
 
     def log(self, row: dict[str, Any], step: int, file: Path | None = None) -> None:

@@ -13,11 +13,12 @@ line by line with fsync; readers drop a torn last line left by a kill -9.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,20 @@ def keep_rows(path: str | Path, keep: Callable[[dict[str, Any]], bool]) -> None:
         write_jsonl(path, [r for r in read_jsonl(path, skip_corrupt=True) if keep(r)])
 
 
+@contextlib.contextmanager
+def _no_hf_progress_bars() -> Iterator[None]:
+    """transformers' "Writing model shards" bars would break into the trainer's own progress bar."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
 class RunDir:
     """Paths and writers of one run directory."""
 
@@ -207,24 +222,29 @@ class RunDir:
         tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        if write_model is not None:
-            write_model(tmp)
-        else:
-            model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        if extra_tensors:
-            save_file(
-                {k: v.contiguous() for k, v in extra_tensors.items()}, str(tmp / EXTRA_FILE)
-            )
-        if optimizer_tensors:
-            save_file({k: v.contiguous() for k, v in optimizer_tensors.items()}, str(tmp / OPTIMIZER_FILE))
-        for f in checkpoint_files(tmp):  # fsync files before the rename makes them visible
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        atomic_write_json(tmp / STATE_FILE, {"iteration": iteration, **state, "files": file_hashes(tmp)})
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        try:  # Ctrl-C or an error mid-write leaves no temp folder behind (kill -9: the next resume removes it)
+            with _no_hf_progress_bars():
+                if write_model is not None:
+                    write_model(tmp)
+                else:
+                    model.save_pretrained(tmp, safe_serialization=True)
+                tokenizer.save_pretrained(tmp)
+            if extra_tensors:
+                save_file(
+                    {k: v.contiguous() for k, v in extra_tensors.items()}, str(tmp / EXTRA_FILE)
+                )
+            if optimizer_tensors is not None:  # even empty (every iteration a no-op): resume needs the file
+                save_file({k: v.contiguous() for k, v in optimizer_tensors.items()}, str(tmp / OPTIMIZER_FILE))
+            for f in checkpoint_files(tmp):  # fsync files before the rename makes them visible
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+            atomic_write_json(tmp / STATE_FILE, {"iteration": iteration, **state, "files": file_hashes(tmp)})
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         _fsync_dir(final.parent)
         if keep_last:
             for _, d in checkpoint_dirs(self.path)[:-keep_last]:

@@ -27,10 +27,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from evotune.errors import ConfigError
-from evotune.serve.backends import COST_RUBRIC, REWARD_RUBRIC, HeadSpec, build_scorer
 from evotune.serve.client import TOKEN_ENV
 
 LOOPBACK_NAMES = ("localhost",)
@@ -107,20 +108,26 @@ def token_ok(header: str | None, token: str | None) -> bool:
     return hmac.compare_digest(header[len("Bearer ") :].encode(), token.encode())
 
 
-class _BodyLimit:
-    """ASGI middleware: 413 for a body over the limit, by Content-Length or by the bytes actually sent.
+class _Gate:
+    """ASGI middleware in front of the app: auth, then size, then strict JSON, each a one-line 4xx.
 
-    The body is read here (at most `limit` bytes are ever held) and replayed to the app, so a
-    chunked upload without Content-Length is refused before the app parses any of it.
+    Auth comes first, so a client without the token learns nothing about the body rules. The body is
+    read here (at most `limit` bytes are ever held, chunked uploads included) and checked as strict
+    JSON (no NaN/Infinity literals, no nesting past 32 levels, no lone surrogates: each would
+    otherwise reach pydantic or a tokenizer and end in a 500), then replayed to the app.
     """
 
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app: Any, limit: int, token: str | None) -> None:
+        self.app, self.limit, self.token = app, limit, token
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        length = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        auth = headers.get(b"authorization")
+        if not token_ok(auth.decode("latin-1") if auth is not None else None, self.token):
+            return await _send_json(send, 401, "missing or wrong bearer token", [(b"www-authenticate", b"Bearer")])
+        length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
             return await _send_json(send, 413, f"request body of {int(length)} bytes exceeds {self.limit}")
         chunks, seen = [], 0
@@ -135,6 +142,8 @@ class _BodyLimit:
             if not msg.get("more_body"):
                 break
         body = b"".join(chunks)
+        if scope.get("method") == "POST" and (problem := body_problem(body)) is not None:
+            return await _send_json(send, 400, problem)
         replayed = False
 
         async def replay() -> Any:
@@ -147,12 +156,29 @@ class _BodyLimit:
         await self.app(scope, replay, send)
 
 
-async def _send_json(send: Any, status: int, detail: str) -> None:
+def body_problem(body: bytes) -> str | None:
+    """Why a request body is not strict JSON text a scorer can use, in one line (None: it is)."""
+    from evotune.tasks.records import parse_json, value_problem
+
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"request body is not UTF-8 (byte offset {exc.start})"
+    try:
+        parsed = parse_json(text)
+    except ValueError as exc:
+        return f"request body is not valid JSON: {exc}"
+    problem = value_problem(parsed)
+    return None if problem is None else f"request body: {problem}"
+
+
+async def _send_json(send: Any, status: int, detail: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
     import json
 
     body = json.dumps({"detail": detail}).encode()
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *(extra or [])]})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -164,12 +190,22 @@ def create_app(cfg: ScorerConfig, scorer: Any) -> Any:
     async def lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
         # one inference thread per server run (lifespan state): a restarted server gets a fresh one
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evotune-scorer")
+        stop = threading.Event()
         try:
-            yield {"pool": pool}
-        finally:
+            yield {"pool": pool, "stop": stop}
+        finally:  # Ctrl-C: no new micro-batch starts; the exit waits for at most the one running
+            stop.set()
             pool.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="evotune scorer", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = [f"{'.'.join(str(x) for x in e.get('loc', ()) if x != 'body') or 'body'}: {e.get('msg', '')}"
+                 for e in exc.errors()[:5]]
+        more = f"; ... and {len(exc.errors()) - 5} more" if len(exc.errors()) > 5 else ""
+        detail = "invalid request — " + "; ".join(parts) + more + ' (send {"items": [{"prompt": str, "completion": str}]})'
+        return JSONResponse(status_code=422, content={"detail": " ".join(detail.split())})
     describe = scorer.describe() if hasattr(scorer, "describe") else {}
 
     def auth(request: Request) -> None:
@@ -195,24 +231,47 @@ def create_app(cfg: ScorerConfig, scorer: Any) -> Any:
         prompts = [it.prompt for it in req.items]
         comps = [it.completion for it in req.items]
         t0 = time.perf_counter()
+        deadline = time.monotonic() + cfg.timeout
         loop = asyncio.get_running_loop()
-        try:
-            out = await asyncio.wait_for(loop.run_in_executor(request.state.pool, scorer, prompts, comps), cfg.timeout)
-        except TimeoutError:
-            raise HTTPException(504, f"scoring {n} items took longer than {cfg.timeout:g} s") from None
-        except Exception as exc:  # a backend failure is the service's fault: say what it was
-            raise HTTPException(500, f"scorer failed: {type(exc).__name__}: {exc}") from None
+        out: list[tuple[float, float]] = []
+        # One micro-batch per executor call: a request past its deadline (or a server told to stop)
+        # starts no further work, so the worker is free for the next request within one micro-batch.
+        for i in range(0, n, cfg.batch_size):
+            left = deadline - time.monotonic()
+            if request.state.stop.is_set():
+                raise HTTPException(503, "the scorer is shutting down")
+            if left <= 0:
+                raise HTTPException(504, f"scoring {n} items took longer than {cfg.timeout:g} s")
+            try:
+                part = await asyncio.wait_for(
+                    loop.run_in_executor(request.state.pool, scorer, prompts[i : i + cfg.batch_size],
+                                         comps[i : i + cfg.batch_size]), left)
+            except TimeoutError:
+                raise HTTPException(504, f"scoring {n} items took longer than {cfg.timeout:g} s") from None
+            except RuntimeError as exc:
+                if request.state.stop.is_set() or "shutdown" in str(exc):  # the pool was shut down under us
+                    raise HTTPException(503, "the scorer is shutting down") from None
+                raise HTTPException(500, f"scorer failed: {type(exc).__name__}: {str(exc)[:300]}") from None
+            except Exception as exc:  # a backend failure is the service's fault: say what it was
+                raise HTTPException(500, f"scorer failed: {type(exc).__name__}: {str(exc)[:300]}") from None
+            out.extend(part)
         if len(out) != n or not all(math.isfinite(r) and math.isfinite(c) for r, c in out):
             raise HTTPException(500, "scorer produced a wrong number of scores or a non-finite one")
         return ScoreResponse(
             scores=[ItemScore(reward=float(r), cost=float(c)) for r, c in out], seconds=time.perf_counter() - t0
         )
 
-    return _BodyLimit(app, cfg.max_body_bytes)
+    return _Gate(app, cfg.max_body_bytes, cfg.token)
 
 
 def build_app(cfg: ScorerConfig) -> Any:
     """Load the heads `cfg` names and wrap them in the app."""
+    from evotune.serve.backends import (  # torch: only to load models
+        COST_RUBRIC,
+        REWARD_RUBRIC,
+        HeadSpec,
+        build_scorer,
+    )
 
     check_bind(cfg.host, cfg.token)  # before minutes of model loading
     if cfg.threads:
@@ -228,12 +287,42 @@ def build_app(cfg: ScorerConfig) -> Any:
     return create_app(cfg, scorer)
 
 
-def serve(cfg: ScorerConfig) -> None:
-    """Run the service in the foreground until interrupted."""
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, taken before any model loads: a port in use is one line at once, not after minutes."""
+    check_bind_host = host.strip("[]")
+    fam = socket.AF_INET6 if ":" in check_bind_host else socket.AF_INET
+    sock = socket.socket(fam, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((check_bind_host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port "
+                          "or stop what holds it") from None
+    except (OverflowError, UnicodeError, ValueError) as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc}); pass an IP address or host name") from None
+    sock.setblocking(False)
+    return sock
+
+
+def run_app(app: Any, sock: socket.socket, graceful_s: float = 2.0) -> None:
+    """uvicorn on an already bound socket, in the foreground; Ctrl-C stops it within a few seconds."""
     import uvicorn
 
-    app = build_app(cfg)
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning", timeout_graceful_shutdown=5)
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=graceful_s)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def serve(cfg: ScorerConfig) -> None:
+    """Run the service in the foreground until interrupted."""
+    check_bind(cfg.host, cfg.token)
+    sock = bind(cfg.host, cfg.port)
+    try:
+        run_app(build_app(cfg), sock)
+    finally:
+        sock.close()
 
 
 class BackgroundServer:

@@ -98,11 +98,19 @@ class SeqClsHead:
         path = resolve_model(spec.model)
         try:
             self.tok = AutoTokenizer.from_pretrained(path)
-            self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch_dtype(dtype))
+            self.model, info = AutoModelForSequenceClassification.from_pretrained(
+                path, dtype=torch_dtype(dtype), output_loading_info=True
+            )
         except (OSError, ValueError) as exc:
             raise ModelError(
                 f"cannot load sequence-classification model {spec.model!r}: {str(exc).splitlines()[0]}"
             ) from exc
+        missing = sorted(info.get("missing_keys") or [])
+        if missing:  # transformers fills them at random: scores would change on every restart
+            raise ModelError(
+                f"{spec}: the model has no trained classification head (its files lack {', '.join(missing[:3])}); "
+                "a causal LM is not a reward model: use a trained sequence-classification model, or judge:MODEL"
+            )
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
         if self.model.config.pad_token_id is None:  # the head reads the last non-pad token

@@ -302,6 +302,7 @@ def local_splits(
     if task.options.get("eval_data"):
         opts["eval_data"] = task.options["eval_data"]
     inner = JsonlTask(task.seed, n_train_given, n_eval_given, **opts)
+    inner.name = task.name  # its errors name the task the user chose
     tr, ev = inner.build()
     errors: list[str] = []
 
@@ -318,9 +319,9 @@ def local_splits(
 
     tr, ev = conv(tr), conv(ev)
     if errors:
-        shown = "\n  ".join(errors[:10])
-        more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
-        raise TaskError(f"{task.name}: {len(errors)} row(s) with answers it cannot grade:\n  {shown}{more}")
+        shown = "; ".join(errors[:10])
+        more = f"; ... and {len(errors) - 10} more" if len(errors) > 10 else ""
+        raise TaskError(f"{task.name}: {len(errors)} row(s) with answers it cannot grade: {shown}{more} — fix or remove them")
     task.n_train, task.n_eval = len(tr), len(ev)
     return tr, ev
 

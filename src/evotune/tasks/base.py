@@ -18,12 +18,39 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from evotune.errors import ExampleTypeError, RewardTimeout, TaskError
+from evotune.errors import (
+    DEBUG_HINT,
+    EvotuneError,
+    ExampleTypeError,
+    PluginError,
+    RewardTimeout,
+    TaskError,
+    describe,
+    raised_at,
+)
 from evotune.hashing import stable_int
 
 MAX_SCORE = 1e100  # larger scores overflow the float sums of ES fitness shaping and summaries
+# Text far beyond any model's context is refused before a tokenizer sees it: a 30 MB prompt took
+# 79 s and 5.6 GB to tokenize before its context error.
+MAX_TEXT_CHARS = 1_000_000
 
 Split = Literal["train", "eval"]
+
+
+def text_problem(text: str) -> str | None:
+    """Why `text` cannot be model input (too long, or a lone surrogate), or None.
+
+    A lone surrogate (`"\\ud800"`) is valid JSON but not Unicode: it loads, then crashes the
+    tokenizer or the writer of a results file mid-run, so every place text enters refuses it.
+    """
+    if len(text) > MAX_TEXT_CHARS:
+        return f"a text of {len(text):,} characters exceeds {MAX_TEXT_CHARS:,}"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"text holds a lone surrogate {text[exc.start]!r} at character {exc.start} (not valid Unicode)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -174,7 +201,15 @@ class Task(ABC):
 
     def split(self, split: Split) -> list[Example]:
         if self._splits is None:
-            tr, ev = self.build()
+            try:
+                tr, ev = self.build()
+            except Exception as exc:
+                if isinstance(exc, EvotuneError) or not is_plugin(type(self)):
+                    raise  # a built-in task's bug keeps its traceback
+                raise plugin_error(f"task plug-in {type(self).__module__}:{type(self).__name__}: build()", exc) from exc
+            for e in (*tr, *ev):  # every task, a plug-in's too: bad text never reaches a tokenizer
+                if (problem := text_problem(e.prompt)) is not None:
+                    raise TaskError(f"{self.name}: example {e.id!r:.80} cannot be a prompt: {problem}; fix the data")
             overlap = {e.prompt for e in tr} & {e.prompt for e in ev}
             if overlap:
                 raise TaskError(f"{self.name}: {len(overlap)} prompts are in both train and eval splits")
@@ -240,9 +275,11 @@ class Task(ABC):
                 r = self.reward(text, example)
         except TaskError:
             raise
-        except Exception as exc:  # a user reward that raises must name itself and the item
-            raise TaskError(
-                f"reward of task {self.name!r} raised on example {example.id!r}: {exc!r}"
+        except Exception as exc:  # a user reward that raises must name itself, the item and where
+            label = f"{type(self).__module__}:{type(self).__name__}" if is_plugin(type(self)) else self.name
+            raise PluginError(
+                f"reward of task {label!r} raised on example {example.id!r}: {describe(exc)} "
+                f"(at {raised_at(exc)}); {DEBUG_HINT}"
             ) from exc
         if not isinstance(r, Reward):
             raise TaskError(f"reward of task {self.name!r} returned {type(r).__name__}, expected Reward")
@@ -295,6 +332,22 @@ def _time_limit(seconds: float, what: str) -> Iterator[None]:
 
 # -- registry ---------------------------------------------------------------------------------
 _REGISTRY: dict[str, type[Task]] = {}
+_PLUGIN_MODULES: set[str] = set()  # modules named by `--task module:Class`
+
+
+def plugin_modules() -> set[str]:
+    """Modules of user code: `--task module:Class` modules and those that registered a task outside evotune."""
+    return _PLUGIN_MODULES | set(task_modules()) | {c.__module__ for c in _REGISTRY.values() if c.__module__ == "__main__"}
+
+
+def is_plugin(cls: type) -> bool:
+    return not cls.__module__.startswith("evotune.")
+
+
+def plugin_error(what: str, exc: BaseException) -> PluginError:
+    """One line for a plug-in's bug: which plug-in and hook, the exception, and the line that raised it."""
+    where = raised_at(exc, plugin_modules()) or raised_at(exc)
+    return PluginError(f"{what} raised {describe(exc)} (at {where}); {DEBUG_HINT}")
 
 
 def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
@@ -338,10 +391,27 @@ def get_task(name: str, **kwargs: Any) -> Task:
             raise TaskError(f"cannot import task {name!r}: importing {mod} raised {exc!r}") from None
         if not (isinstance(cls, type) and issubclass(cls, Task)):
             raise TaskError(f"{name!r} is not a Task subclass")
-        return cls(**kwargs)
+        _PLUGIN_MODULES.add(mod)
+        return _construct(cls, name, kwargs)
     if name not in _REGISTRY:
         raise TaskError(f"unknown task {name!r}; known: {', '.join(sorted(_REGISTRY))} (or module:Class)")
-    return _REGISTRY[name](**kwargs)
+    return _construct(_REGISTRY[name], name, kwargs)
+
+
+def _construct(cls: type[Task], name: str, kwargs: dict[str, Any]) -> Task:
+    """`cls(**kwargs)`; a plug-in that cannot be built (abstract, or its __init__ raises) is one line."""
+    if not is_plugin(cls):
+        return cls(**kwargs)
+    abstract = sorted(getattr(cls, "__abstractmethods__", ()))
+    if abstract:
+        raise PluginError(f"task plug-in {name!r} ({cls.__module__}:{cls.__name__}) does not implement "
+                          f"{', '.join(abstract)}; define {'them' if len(abstract) > 1 else 'it'} in the class")
+    try:
+        return cls(**kwargs)
+    except EvotuneError:
+        raise
+    except Exception as exc:
+        raise plugin_error(f"task plug-in {name!r}: {cls.__name__}(...)", exc) from exc
 
 
 def _load_builtin() -> None:

@@ -20,7 +20,7 @@ from typing import Any
 from evotune.errors import TaskError
 from evotune.tasks.base import Example, Reward, Task, disjoint_split, register_task, stable_int
 from evotune.tasks.jsonl_task import normalize_text
-from evotune.tasks.records import SPLIT_RULES, convert_rows, file_splits, read_records, row_id
+from evotune.tasks.records import SPLIT_RULES, check_unique, convert_rows, file_splits, read_records, row_id
 from evotune.tasks.records import value as row_value
 
 _OPTIONS = ("data", "eval_data", "split")
@@ -503,7 +503,10 @@ class Conciseness(Task):
             return Example(id=row_id(row, p, pos), prompt=question, answer=accepted, meta=meta)
 
         required = {"question": QUESTION_FIELDS, "answer": ANSWER_FIELDS}
-        return convert_rows("conciseness", p, read_records(p, "conciseness"), required, convert)
+        records = read_records(p, "conciseness")
+        items = convert_rows("conciseness", p, records, required, convert)
+        check_unique("conciseness", p, items, records[1])
+        return items
 
     def build(self) -> tuple[list[Example], list[Example]]:
         if (splits := file_splits(self)) is not None:

@@ -28,7 +28,7 @@ from typing import Any
 
 from evotune.errors import TaskError
 from evotune.tasks.base import Example, PromptStyle, Reward, Task, register_task, stable_int
-from evotune.tasks.records import SPLIT_RULES, convert_rows, file_splits, read_records, row_id
+from evotune.tasks.records import SPLIT_RULES, check_unique, convert_rows, file_splits, read_records, row_id
 from evotune.tasks.records import value as row_value
 from evotune.tasks.safe_expr import PY_CHARS, ExprError, evaluate_expr, python_value
 
@@ -509,7 +509,10 @@ class Countdown(Task):
 
         required = {"numbers": NUMBER_FIELDS, "target": TARGET_FIELDS}
         hint = "; the reference data: " + REFERENCE_DATA_URL if p.name == "countdown.json" else ""
-        return convert_rows("countdown", p, read_records(p, "countdown", hint), required, convert)
+        records = read_records(p, "countdown", hint)
+        items = convert_rows("countdown", p, records, required, convert)
+        check_unique("countdown", p, items, records[1])
+        return items
 
     def build(self) -> tuple[list[Example], list[Example]]:
         """From `data` under the split rule, or generated: eval and train from separate seeded streams.

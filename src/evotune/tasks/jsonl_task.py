@@ -15,7 +15,7 @@ from typing import Any
 
 from evotune.errors import TaskError
 from evotune.tasks.base import Example, Reward, Task, disjoint_split, register_task
-from evotune.tasks.records import convert_rows, read_records, row_id, value
+from evotune.tasks.records import check_unique, convert_rows, read_records, row_id, value
 
 REWARD_KINDS = ("exact", "numeric", "contains", "regex")
 # Field names accepted for each role, first match wins (published data sets use `question`/`problem`).
@@ -111,24 +111,6 @@ def compile_answer_pattern(pattern: str) -> re.Pattern[str]:
     return compiled
 
 
-def _check_duplicates(examples: list[Example], path: Path, where: str) -> None:
-    """A repeated prompt must repeat its answer, and ids must be unique: else one row silently wins."""
-    answers: dict[str, Example] = {}
-    ids: dict[str, Example] = {}
-    for e in examples:
-        first = answers.setdefault(e.prompt, e)
-        if first.answer != e.answer:
-            raise TaskError(
-                f"jsonl: {path} {where}s {first.meta['row']} and {e.meta['row']} have the same prompt but different "
-                f"answers ({first.answer!r} vs {e.answer!r}); keep one answer per prompt"
-            )
-        other = ids.setdefault(e.id, e)
-        if other is not e:
-            raise TaskError(
-                f"jsonl: {path} {where}s {other.meta['row']} and {e.meta['row']} share the id {e.id!r}; ids must be unique"
-            )
-
-
 @register_task("jsonl")
 class JsonlTask(Task):
     """Rows from `data` (and optionally `eval_data`); `reward` is exact | numeric | contains | regex."""
@@ -159,13 +141,13 @@ class JsonlTask(Task):
     def load(self, path: Path) -> list[Example]:
         """Validated examples of one file; raises one TaskError naming up to 10 bad rows."""
         examples = convert_rows(
-            "jsonl",
+            self.name,
             path,
-            read_records(path, "jsonl"),
+            read_records(path, self.name),
             {"prompt": PROMPT_FIELDS, "answer": ANSWER_FIELDS},
             lambda row, pos: self._example(row, path, pos),
         )
-        _check_duplicates(examples, path, "row")
+        check_unique(self.name, path, examples, "row")
         return examples
 
     def _example(self, row: dict[str, Any], path: Path, pos: int) -> Example:

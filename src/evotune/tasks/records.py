@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from evotune.errors import TaskError
-from evotune.tasks.base import Example, disjoint_split
+from evotune.tasks.base import Example, disjoint_split, text_problem
 
 SPLIT_RULES = ("seeded", "reference")
 _MAX_REPORTED = 10
+# Rows nested deeper than any data set needs are refused as they are read (text limits: base.text_problem).
+MAX_DEPTH = 32
 
 T = TypeVar("T")
 
@@ -37,6 +39,48 @@ def _decode(path: Path, data: bytes, task: str) -> str:
 Rows = tuple[list[tuple[int, Any]], str, list[str]]
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number (write null or a finite number)")
+
+
+def parse_json(text: str) -> Any:
+    """Strict `json.loads`: NaN/Infinity literals are refused; any failure is a ValueError with one line.
+
+    Python's parser also raises RecursionError (nesting past the interpreter's limit) and a plain
+    ValueError (integers longer than 4300 digits); both become ValueErrors that say what is wrong.
+    """
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"invalid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except RecursionError:
+        raise ValueError("invalid JSON (nested too deeply to parse)") from None
+    except ValueError as exc:  # int too long for int(), or a refused NaN literal
+        raise ValueError(f"invalid JSON ({str(exc).splitlines()[0][:160]})") from None
+
+
+def value_problem(value: Any, depth: int = 0) -> str | None:
+    """Why a parsed row cannot be used as text data (nesting, lone surrogates, size), or None.
+
+    A lone surrogate (`"\\ud800"`) is valid JSON but not Unicode: it loads, then crashes the
+    tokenizer mid-run or writing a results file, so it is refused here, where the data enters.
+    """
+    if depth > MAX_DEPTH:
+        return f"nested deeper than {MAX_DEPTH} levels"
+    if isinstance(value, str):
+        return text_problem(value)
+    if isinstance(value, dict):
+        items: Any = [x for kv in value.items() for x in kv]
+    elif isinstance(value, list | tuple):
+        items = value
+    else:
+        return None
+    for v in items:
+        if (problem := value_problem(v, depth + 1)) is not None:
+            return problem
+    return None
+
+
 def read_records(path: str | Path, task: str, hint: str = "") -> Rows:
     """(position, raw row) pairs of a data file, the word for a position, and JSON-lines syntax errors.
 
@@ -52,39 +96,53 @@ def read_records(path: str | Path, task: str, hint: str = "") -> Rows:
             f"{task}: data file {str(p)!r} not found; check the path (relative to {Path.cwd()}){hint}"
         )
     if p.is_dir():
-        return _read_dataset_dir(p, task), "row", []
+        return _checked(_read_dataset_dir(p, task), "row")
     if p.suffix.lower() == ".parquet":
-        return _read_parquet(p, task), "row", []
+        return _checked(_read_parquet(p, task), "row")
     text = _decode(p, p.read_bytes(), task)
     if text.lstrip()[:1] == "[":
         try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as exc:
+            rows = parse_json(text)
+        except ValueError as exc:
             first = text.lstrip().split("\n", 1)[0]
             if not _parses(first) or len(text.strip().splitlines()) < 2:
                 raise TaskError(
-                    f"{task}: {p} is not a valid JSON array (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+                    f"{task}: {p} is not a valid JSON array {str(exc).removeprefix('invalid JSON ')}; "
                     "fix the JSON or write one object per line (JSON lines)"
                 ) from None
         else:
             if isinstance(rows, list):
-                return [(i + 1, row) for i, row in enumerate(rows)], "row", []
+                return _checked([(i + 1, row) for i, row in enumerate(rows)], "row")
     out: list[tuple[int, Any]] = []
     errors: list[str] = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            out.append((lineno, json.loads(line)))
-        except json.JSONDecodeError as exc:
-            errors.append(f"line {lineno}: invalid JSON ({exc.msg})")
-    return out, "line", errors
+            out.append((lineno, parse_json(line)))
+        except ValueError as exc:
+            errors.append(f"line {lineno}: {exc}")
+    rows_ok, _, problems = _checked(out, "line")
+    return rows_ok, "line", errors + problems
+
+
+def _checked(rows: list[tuple[int, Any]], where: str) -> Rows:
+    """Rows that pass `value_problem`; the others become errors naming their position."""
+    ok: list[tuple[int, Any]] = []
+    errors: list[str] = []
+    for pos, row in rows:
+        problem = value_problem(row)
+        if problem is None:
+            ok.append((pos, row))
+        else:
+            errors.append(f"{where} {pos}: {problem}")
+    return ok, where, errors
 
 
 def _parses(text: str) -> bool:
     try:
-        json.loads(text)
-    except json.JSONDecodeError:
+        parse_json(text)
+    except ValueError:
         return False
     return True
 
@@ -185,6 +243,29 @@ def convert_rows(
     if not out:
         raise TaskError(f"{task}: {path} has no rows")
     return out
+
+
+def check_unique(task: str, path: Path | str, examples: Sequence[Example], where: str) -> None:
+    """Every loader's rule: ids are unique, and a repeated prompt repeats its answer.
+
+    Otherwise one row silently wins: the seeded split keeps one of two answers, and the hacking
+    detector, which matches rows by id, compares the wrong ones.
+    """
+    answers: dict[str, Example] = {}
+    ids: dict[str, Example] = {}
+    for e in examples:
+        first = answers.setdefault(e.prompt, e)
+        if first.answer != e.answer:
+            raise TaskError(
+                f"{task}: {path} {where}s {first.meta.get('row')} and {e.meta.get('row')} have the same prompt but "
+                f"different answers ({first.answer!r:.80} vs {e.answer!r:.80}); keep one answer per prompt"
+            )
+        other = ids.setdefault(e.id, e)
+        if other is not e:
+            raise TaskError(
+                f"{task}: {path} {where}s {other.meta.get('row')} and {e.meta.get('row')} share the id {e.id!r:.80}; "
+                "ids must be unique"
+            )
 
 
 def row_id(row: dict[str, Any], path: Path, pos: int) -> str:

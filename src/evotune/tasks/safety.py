@@ -90,6 +90,7 @@ def load_prompts(path: str | Path) -> list[Example]:
     rows, where, errors = read_records(path, "safety")
     out: list[Example] = []
     seen: set[str] = set()
+    ids: dict[str, int] = {}
     for pos, row in rows:
         if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
             errors.append(f"{where} {pos}: needs a non-empty string 'prompt'")
@@ -109,9 +110,15 @@ def load_prompts(path: str | Path) -> list[Example]:
         if not cat and isinstance(harm, dict):  # PKU-SafeRLHF: the first harm category flagged
             cat = next((k for k, v in harm.items() if v), "")
         meta = {"kind": kind or "unknown", "category": str(cat or "")}
-        out.append(Example(str(row.get("id", f"{where}{pos}")), prompt, meta))
+        rid = str(row.get("id", f"{where}{pos}"))
+        if rid in ids:  # results are matched by id: two prompts under one id would be mixed up
+            errors.append(f"{where} {pos}: id {rid!r:.60} was already used by {where} {ids[rid]}; ids must be unique")
+            continue
+        ids[rid] = pos
+        out.append(Example(rid, prompt, meta))
     if errors:
-        raise TaskError(f"safety: {len(errors)} malformed row(s) in {path}: " + "; ".join(errors[:5]))
+        raise TaskError(f"safety: {len(errors)} malformed row(s) in {path}: " + "; ".join(errors[:5])
+                        + " — fix or remove them")
     if not out:
         raise TaskError(f"safety: {path} has no prompts")
     return out

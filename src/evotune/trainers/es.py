@@ -85,8 +85,8 @@ class ESTrainer(Trainer):
         # the noise version a resumed run recorded (else the newest), so its rows replay bit for bit
         self.cfg = with_noise_version(self.cfg, read_trajectory(self.run.trajectory))
         m = self.cfg.model
+        self.task = build_task(self.cfg.task)  # a task that cannot be built fails before the model loads
         self.model, self.tok = load_model(m.name, m.dtype, m.device)
-        self.task = build_task(self.cfg.task)
         self.params = make_params(self.model, self.cfg.es, self.cfg.seed)
         self.evaluator = self.evaluator_factory(self.model, self.tok, self.task, self.params, self.cfg)
         # the centre is scored in-process on the trainer's own weights, whichever evaluator scores members

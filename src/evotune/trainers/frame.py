@@ -25,9 +25,9 @@ from evotune.backends.models import resolve_device
 from evotune.checkpoints import STATE_FILE, checkpoint_dirs
 from evotune.config import TrainConfig, load_run_config
 from evotune.errors import ConfigError, RunStateError
-from evotune.evaluation import evaluate
+from evotune.evaluation import check_prompts_fit, evaluate
 from evotune.runs.lock import LOCK_FILE, RunLock
-from evotune.runs.logger import MetricsLogger
+from evotune.runs.logger import MetricsLogger, check_trackers
 from evotune.runs.metrics import Budget, StepStats
 from evotune.runs.rundir import RunDir, atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
 
@@ -236,6 +236,7 @@ class Trainer(ABC):
         committed step is removed, so the corrected command can simply be run again.
         """
         resolve_device(self.cfg.model.device)  # no GPU for --device cuda: fail before a run directory exists
+        check_trackers(self.cfg.report_to)  # a tracker misconfigured: one line, before anything is written
         fresh = not self.resume_run
         created = not Path(self.cfg.run_dir).exists()
         self.cfg, self.run, lock = open_run(self.cfg, self.resume_run)
@@ -244,6 +245,8 @@ class Trainer(ABC):
             try:
                 set_threads(self.cfg.threads)
                 self.setup()
+                check_prompts_fit(self.model, self.tok, self.task, self.task.max_new_tokens(self.cfg.generation.max_new_tokens),
+                                  self.cfg.eval.limit, self.cfg.generation.compile)
                 start = self.steps_done = self.restore()
                 self.best = self.read_best()
                 self.logger = MetricsLogger(self.run, start_step=start + 1, report_to=self.cfg.report_to,
@@ -310,8 +313,10 @@ class Trainer(ABC):
         if self.hook is not None:
             self.hook.begin(k + 1)
         if self.bar is not None:
-            ev = self.last_eval.get("reward_mean", float("nan"))
-            self.bar.set_postfix({"reward": f"{row['train/reward_mean']:.3f}", "eval": f"{ev:.3f}"}, refresh=False)
+            post = {"reward": f"{row['train/reward_mean']:.3f}"}
+            if "reward_mean" in self.last_eval:  # no eval yet (a resume between evals): show none, not nan
+                post["eval"] = f"{self.last_eval['reward_mean']:.3f}"
+            self.bar.set_postfix(post, refresh=False)
             self.bar.update(1)
 
     def finish_step(self, k: int, resumed: bool = False) -> None:
@@ -405,7 +410,8 @@ class Trainer(ABC):
     def write_summary(self) -> dict[str, Any]:
         if not self.last_eval:  # nothing left to train (resumed after the end): report the last eval on file
             evals = [r for r in read_jsonl(self.run.metrics, skip_corrupt=True) if "eval/reward_mean" in r]
-            self.last_eval = {k[5:]: v for k, v in (evals[-1] if evals else {}).items() if k.startswith("eval/")}
+            self.last_eval = {k[5:]: v for k, v in (evals[-1] if evals else {}).items()
+                              if k.startswith("eval/") and not k.startswith("eval/sample_")}  # the keys evaluate returns
         summary = {
             "method": self.method,
             "steps": self.steps_done,
