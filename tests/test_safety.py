@@ -33,9 +33,9 @@ from evotune.serve.app import (
     is_loopback,
     token_ok,
 )
-from evotune.serve.client import ScorerClient, ScorerError
 from evotune.tasks import get_task
 from evotune.tasks.safety import SafetyTask, is_refusal, lagrangian_step
+from evotune.tasks.scorer_client import ScorerClient, ScorerError
 from evotune.trainers import ESTrainer
 
 

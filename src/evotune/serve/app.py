@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from evotune.errors import ConfigError
 from evotune.serve.backends import COST_RUBRIC, REWARD_RUBRIC, HeadSpec, build_scorer
-from evotune.serve.client import TOKEN_ENV
+from evotune.tasks.scorer_client import TOKEN_ENV
 
 LOOPBACK_NAMES = ("localhost",)
 

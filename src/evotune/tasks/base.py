@@ -294,6 +294,9 @@ def _time_limit(seconds: float, what: str) -> Iterator[None]:
 
 
 # -- registry ---------------------------------------------------------------------------------
+# Filled by `register_task` as the built-in modules load. Python runs `evotune/tasks/__init__.py`
+# (which imports every built-in) before any of its submodules, this one included, so a lookup here
+# always sees the built-ins without importing the package back (no circle).
 _REGISTRY: dict[str, type[Task]] = {}
 
 
@@ -315,13 +318,11 @@ def task_modules() -> list[str]:
 
 
 def available_tasks() -> list[str]:
-    _load_builtin()
     return sorted(_REGISTRY)
 
 
 def get_task(name: str, **kwargs: Any) -> Task:
     """Build a task by registered name, or `package.module:ClassName` for a user's own task."""
-    _load_builtin()
     if ":" in name:
         mod, _, attr = name.partition(":")
         try:
@@ -342,7 +343,3 @@ def get_task(name: str, **kwargs: Any) -> Task:
     if name not in _REGISTRY:
         raise TaskError(f"unknown task {name!r}; known: {', '.join(sorted(_REGISTRY))} (or module:Class)")
     return _REGISTRY[name](**kwargs)
-
-
-def _load_builtin() -> None:
-    from evotune import tasks  # noqa: F401  (importing the package registers the built-ins)

@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from evotune.errors import TaskError
-from evotune.serve.client import RemoteReward, ScorerClient
 from evotune.tasks.base import Example, Reward, Task, disjoint_split, register_task
 from evotune.tasks.records import read_records
+from evotune.tasks.scorer_client import RemoteReward, ScorerClient
 
 KINDS = ("harmful", "benign")
 _OPTIONS = {
