@@ -20,9 +20,9 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from evotune.analysis.common import resolve_entries
 from evotune.backends.hf import generate
 from evotune.backends.models import load_model, make_tiny
+from evotune.backends.resolve import resolve_entries
 from evotune.checkpoints import read_state
 from evotune.cli.app import TrainArgs
 from evotune.cli.main import app
