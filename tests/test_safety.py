@@ -273,10 +273,10 @@ def test_lagrangian_update_rule_and_restore():
         expect.append(max(0.0, expect[-1] + 0.2 * (c - 0.1)))
     assert lams == pytest.approx(expect[:3]) and t.lam == pytest.approx(expect[3]) and expect[3] == 0.0
     fresh = SafetyTask(**opts)
-    fresh.restore(states)
+    fresh.resume(states)
     assert fresh.lam == t.lam
     with pytest.raises(TaskError, match="λ settings changed"):
-        SafetyTask(**{**opts, "cost_lambda": 0.7}).restore(states)
+        SafetyTask(**{**opts, "cost_lambda": 0.7}).resume(states)
     fixed = SafetyTask(**{"cost_lambda": 2.0})
     fixed._reward_fn = _FakeReward([1.5])
     fixed.begin(1)

@@ -232,7 +232,7 @@ class SafetyTask(Task):
     def iteration_hook(self) -> SafetyTask:
         return self
 
-    def restore(self, states: Sequence[dict[str, Any]]) -> None:
+    def resume(self, states: Sequence[dict[str, Any]]) -> None:
         """λ after the committed iterations, recomputed from their recorded mean costs."""
         lam = self.cost_lambda
         for k, s in enumerate(states, 1):
