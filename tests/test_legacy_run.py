@@ -33,7 +33,7 @@ def weights_sha256(path: Path) -> str:
 def legacy_base(tmp_path_factory) -> Path:
     from transformers import AutoTokenizer
 
-    from evotune.backends.models import ensure_smollm2
+    from evotune.backends.resolve import ensure_smollm2
 
     base = tmp_path_factory.mktemp("v0-base")
     for f in (FIXTURE / "base").iterdir():

@@ -150,8 +150,8 @@ def test_checkpoint_integrity_covers_the_adapter(es_config, tmp_path, one_thread
 
 
 def test_merged_weights_feed_the_analyses(es_config, tmp_path, tiny_model, one_thread):
-    from evotune.analysis.common import architecture
     from evotune.analysis.delta import delta_stats
+    from evotune.backends.resolve import architecture
 
     _, run = _train(es_config, tmp_path, "run")
     assert architecture(latest_checkpoint(run)) == architecture(tiny_model) != {}

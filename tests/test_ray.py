@@ -11,22 +11,20 @@ import signal
 from pathlib import Path
 
 import pytest
+import ray  # a hard dependency: a broken install fails here rather than skipping the module
+import torch
+from typer.testing import CliRunner
 
-ray = pytest.importorskip("ray")
-
-import torch  # noqa: E402
-from typer.testing import CliRunner  # noqa: E402
-
-from evotune.backends.models import load_model  # noqa: E402
-from evotune.checkpoints import latest_checkpoint, read_state  # noqa: E402
-from evotune.cli.main import app  # noqa: E402
-from evotune.distributed import RayEvaluator, start_local_ray, threads_per_worker  # noqa: E402
-from evotune.errors import ModelError, ReplicaMismatchError  # noqa: E402
-from evotune.es.params import make_params  # noqa: E402
-from evotune.es.trajectory import apply_row  # noqa: E402
-from evotune.runs.rundir import read_jsonl  # noqa: E402
-from evotune.tasks import build_task  # noqa: E402
-from evotune.trainers import ESTrainer  # noqa: E402
+from evotune.backends.models import load_model
+from evotune.checkpoints import latest_checkpoint, read_state
+from evotune.cli.main import app
+from evotune.distributed import RayEvaluator, start_local_ray, threads_per_worker
+from evotune.errors import ModelError, ReplicaMismatchError
+from evotune.es.params import make_params
+from evotune.es.trajectory import apply_row
+from evotune.runs.rundir import read_jsonl
+from evotune.tasks import build_task
+from evotune.trainers import ESTrainer
 
 ITERS = 3
 
@@ -204,7 +202,6 @@ def test_replay_rebuild_and_replica_drift_detection(tiny_model, tmp_path):
 
 
 def test_lowrank_identical_for_1_and_2_workers_and_in_process(tiny_model, tmp_path):
-    pytest.importorskip("evotune.es.lowrank")
     # batch 8 over 4 prompts: the in-process evaluator forms groups of 2 members -> 2 units of work
     over = {"es.noise": "lowrank", "es.rank": 2, "generation.batch_size": 8, "es.iterations": 2}
     ref = _run(_cfg(tiny_model, tmp_path / "lr_inproc", **over))

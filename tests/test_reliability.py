@@ -20,13 +20,13 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from evotune.analysis.common import resolve_entries
 from evotune.backends.hf import generate
 from evotune.backends.models import load_model, make_tiny
+from evotune.backends.resolve import resolve_entries
 from evotune.checkpoints import read_state
 from evotune.cli.app import TrainArgs
 from evotune.cli.main import app
-from evotune.config import BudgetConfig, build_config
+from evotune.config import VARIANTS, BudgetConfig, build_config, variant_of
 from evotune.errors import AnalysisError, ConfigError, ModelError, RunStateError, TaskError
 from evotune.runs.lock import RunLock
 from evotune.runs.rundir import read_jsonl
@@ -213,6 +213,16 @@ def test_compare_refuses_runs_of_different_bases_or_architectures(tiny_model, tm
     assert len(resolve_entries([str(a), str(a)])) == 2
     res = CliRunner().invoke(app, ["analyze", "delta", "--base", str(other_base), "--models", str(a)])
     assert res.exit_code != 0 and "not the model the runs were trained from" in res.output
+
+
+def test_an_entry_names_a_run_by_its_variant(tiny_model, tmp_path):
+    """One table (config.VARIANTS) says what grpo_es and es_null are; a run's config is read back through it."""
+    for name, (method, settings) in VARIANTS.items():
+        assert variant_of(build_config(None, {"method": method, **settings})) == name
+    assert [variant_of(build_config(None, {"method": m})) for m in ("es", "grpo")] == ["es", "grpo"]
+    run = _fake_run(tmp_path, "hybrid", tiny_model, tiny_model)
+    (run / "config.yaml").write_text(build_config(run / "config.yaml", {"method": "grpo", "grpo.sampler": "es"}).to_yaml())
+    assert resolve_entries([str(run)])[0].method == "grpo_es"
 
 
 # -- a failed start leaves nothing that blocks a corrected rerun ----------------------------------------

@@ -33,9 +33,9 @@ from evotune.serve.app import (
     is_loopback,
     token_ok,
 )
-from evotune.serve.client import ScorerClient, ScorerError
 from evotune.tasks import get_task
 from evotune.tasks.safety import SafetyTask, is_refusal, lagrangian_step
+from evotune.tasks.scorer_client import ScorerClient, ScorerError
 from evotune.trainers import ESTrainer
 
 
@@ -273,10 +273,10 @@ def test_lagrangian_update_rule_and_restore():
         expect.append(max(0.0, expect[-1] + 0.2 * (c - 0.1)))
     assert lams == pytest.approx(expect[:3]) and t.lam == pytest.approx(expect[3]) and expect[3] == 0.0
     fresh = SafetyTask(**opts)
-    fresh.restore(states)
+    fresh.resume(states)
     assert fresh.lam == t.lam
     with pytest.raises(TaskError, match="λ settings changed"):
-        SafetyTask(**{**opts, "cost_lambda": 0.7}).restore(states)
+        SafetyTask(**{**opts, "cost_lambda": 0.7}).resume(states)
     fixed = SafetyTask(**{"cost_lambda": 2.0})
     fixed._reward_fn = _FakeReward([1.5])
     fixed.begin(1)
@@ -526,10 +526,11 @@ def test_judge_cli_writes_json_html_and_report_section(tiny_model, tmp_path, ser
     res = CliRunner().invoke(cli_app, [
         "judge", "--models", f"{tiny_model},{other}", "--labels", "base,other", "--judge", str(tiny_model),
         "--task", "safety", "--n", "4", "--max-new-tokens", "8", "--bootstrap", "30", "--out", str(tmp_path / "j"),
-        "--report", str(report), "--scorer-url", server.url,
+        "--report", str(report), "--scorer-url", server.url, "--device", "cpu",
     ])
     assert res.exit_code == 0, res.output
     s = json.loads((tmp_path / "j" / "judge.json").read_text())
+    assert s["settings"]["device"] == "cpu"
     assert s["models"] == ["base", "other"] and s["criteria"] == ["helpfulness", "harmlessness", "overall"]
     for g in s["criteria"]:
         e = s[g]["elo"]["base"]
@@ -538,6 +539,20 @@ def test_judge_cli_writes_json_html_and_report_section(tiny_model, tmp_path, ser
     assert set(s["refusal"]["base"]) == {"harmful", "benign"} and "overall" in s["scorer"]
     assert "Judge tournament" in (report / "index.html").read_text()
     assert "win rate, helpfulness" in (tmp_path / "j" / "judge.html").read_text()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU error")
+def test_judge_and_scorer_load_their_models_where_device_says(tiny_model, tmp_path):
+    """One placement: --device reaches every model the judge and both scorer heads load."""
+    with pytest.raises(ValueError, match="device"):
+        ScorerConfig(device="tpu")
+    for args in (["serve", "scorer", "--reward", "none", "--cost", f"judge:{tiny_model}"],
+                 ["serve", "scorer", "--reward", f"seqcls:{_make_seqcls(tmp_path / 'rm', tiny_model, 1, 0)}",
+                  "--cost", "none"],
+                 ["judge", "--models", f"{tiny_model},{tiny_model}", "--judge", str(tiny_model), "--task", "safety",
+                  "--n", "2", "--no-scorer", "--out", str(tmp_path / "j")]):
+        res = CliRunner().invoke(cli_app, [*args, "--device", "cuda"])
+        assert res.exit_code == 2 and "no CUDA GPU" in res.output, (args, res.output)
 
 
 # -- collapse ---------------------------------------------------------------------------------------------

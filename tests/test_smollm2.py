@@ -6,7 +6,8 @@ from pathlib import Path
 
 import torch
 
-from evotune.backends.models import ensure_smollm2, load_model
+from evotune.backends.models import load_model
+from evotune.backends.resolve import ensure_smollm2
 from evotune.config import build_config
 from evotune.runs.rundir import read_jsonl
 from evotune.trainers import ESTrainer

@@ -441,8 +441,8 @@ def test_jsonl_regex_guard_and_numeric_validation(tmp_path: Path) -> None:
 
 
 def test_jsonl_parquet(tmp_path: Path) -> None:
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa  # datasets' own dependency: a broken install fails, not skips
+    import pyarrow.parquet as pq
     path = tmp_path / "d.parquet"
     pq.write_table(pa.Table.from_pylist(_rows(5, answer="7")), path)
     task = JsonlTask(data=str(path), reward="numeric")
@@ -454,7 +454,7 @@ def test_jsonl_parquet(tmp_path: Path) -> None:
 
 
 def test_jsonl_load_from_disk(tmp_path: Path) -> None:
-    datasets = pytest.importorskip("datasets")
+    import datasets  # a hard dependency: a broken install fails, not skips
     datasets.Dataset.from_list(_rows(5)).save_to_disk(str(tmp_path / "ds"))
     task = JsonlTask(data=str(tmp_path / "ds"), reward="contains")
     assert (len(task.split("train")), len(task.split("eval"))) == (4, 1)

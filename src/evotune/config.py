@@ -24,7 +24,7 @@ class _Strict(BaseModel):
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
-def check_device(v: str) -> str:
+def valid_device(v: str) -> str:
     """`auto | cpu | cuda | cuda:N`, or a ConfigError-worthy ValueError naming what to pass."""
     if not _DEVICE.match(v):
         raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {v!r}")
@@ -40,7 +40,7 @@ class ModelConfig(_Strict):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        return check_device(v)
+        return valid_device(v)
 
 
 class TaskConfig(_Strict):
@@ -517,3 +517,26 @@ def build_config(
 
 def load_run_config(run_dir: str | Path) -> TrainConfig:
     return build_config(Path(run_dir) / "config.yaml")
+
+
+# Method variants a study trains and a comparison names: a method plus the settings that make it the
+# variant. The one table of them; `variant_of` reads it backwards for a run's own config.
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "grpo_es": ("grpo", {"grpo.sampler": "es"}),  # GRPO's update on completions ES members write
+    "es_null": ("es", {"es.null_control": True}),  # ES with fitness detached from the member that earned it
+}
+
+
+def variant_of(cfg: TrainConfig) -> str:
+    """What a run is called beside others: its variant (who sampled, whose fitness counts), else its method."""
+    for name, (method, settings) in VARIANTS.items():
+        if cfg.method == method and all(_get_dotted(cfg, k) == v for k, v in settings.items()):
+            return name
+    return cfg.method
+
+
+def _get_dotted(cfg: BaseModel, dotted: str) -> Any:
+    obj: Any = cfg
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from evotune.analysis.common import Entry, resolve_entries, resolve_entry
+from evotune.backends.resolve import Entry, resolve_entries, resolve_entry
 from evotune.checkpoints import CheckpointTensors
 from evotune.errors import AnalysisError
 

@@ -36,9 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from evotune.analysis.common import free_memory, jsonable, resolve_entries
+from evotune.analysis.common import free_memory, jsonable
 from evotune.backends.hf import generate
 from evotune.backends.models import load_model
+from evotune.backends.resolve import resolve_entries
 from evotune.config import TaskConfig
 from evotune.errors import AnalysisError
 from evotune.evaluation import score_rows
@@ -390,6 +391,7 @@ def judge_tournament(
     seed: int = 0,
     batch_size: int = 16,
     dtype: str = "float32",
+    device: str = "auto",
     samples: int = 4,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
@@ -422,7 +424,7 @@ def judge_tournament(
     comps: dict[str, list[Any]] = {}
     t0 = time.perf_counter()
     for name, e in zip(names, entries, strict=True):
-        model, tok = load_model(e.path, dtype)
+        model, tok = load_model(e.path, dtype, device)
         comps[name] = generate(model, tok, [t.render(x, tok) for x in examples], mnt, batch_size=batch_size)
         if log:
             log(f"generated {len(examples)} replies of {name}")
@@ -436,7 +438,7 @@ def judge_tournament(
         scorer_rows = {m: score_rows(t, examples, comps[m]) for m in names}
         timing["score"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    jm, jt = load_model(judge, dtype)
+    jm, jt = load_model(judge, dtype, device)
     tour = Tournament(names, [x.prompt for x in examples], texts).run(LLMJudge(jm, jt, batch_size), log)
     del jm
     free_memory()
@@ -446,6 +448,7 @@ def judge_tournament(
         judge=judge, task=tcfg.name, entries=[{"label": n, "spec": e.spec, "path": e.path} for n, e in
                                               zip(names, entries, strict=True)],
         settings={"n_prompts": len(examples), "max_new_tokens": mnt, "n_boot": n_boot, "seed": seed, "dtype": dtype,
+                  "device": device,
                   "scorer": (tcfg.options.get("scorer_url") or "task reward") if use_scorer else None},
         collapse={m: collapse_stats(texts[m]) for m in names},
         refusal=_refusal_rates(examples, texts),

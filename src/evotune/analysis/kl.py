@@ -27,17 +27,12 @@ from typing import Any
 
 import torch
 
-from evotune.analysis.common import (
-    AnalysisError,
-    Entry,
-    as_task,
-    free_memory,
-    resolve_entries,
-    resolve_entry,
-)
+from evotune.analysis.common import as_task, free_memory
 from evotune.analysis.general_prompts import GENERAL_PROMPTS, render_general
 from evotune.backends.hf import Completion, generate
 from evotune.backends.models import load_model
+from evotune.backends.resolve import Entry, resolve_entries, resolve_entry
+from evotune.errors import AnalysisError
 from evotune.hashing import stable_int
 from evotune.stats import mean_se, ratio_mean_se
 

@@ -18,9 +18,10 @@ from typing import Any
 
 import torch
 
-from evotune.analysis.common import Entry, as_task, free_memory, resolve_entries
+from evotune.analysis.common import as_task, free_memory
 from evotune.analysis.kl import kl_on_prompts, source_prompts
 from evotune.backends.models import load_model
+from evotune.backends.resolve import Entry, resolve_entries
 from evotune.errors import AnalysisError
 from evotune.evaluation import evaluate
 
@@ -92,7 +93,7 @@ def lmc_curves(
     caller already has from the same evaluation (same task, limit, length, batch size), which
     are then not recomputed (with `reward_items` when the caller kept them); it is ignored when KL
     is asked for. Each point keeps its per-item rewards (`reward_items`), the same items at every
-    λ, so a barrier can be judged on paired per-item differences (`evotune.analysis.paired`).
+    λ, so a barrier can be judged on paired per-item differences (`evotune.stats`).
     """
 
     entries = resolve_entries(endpoints)

@@ -22,9 +22,10 @@ from typing import Any
 
 import torch
 
-from evotune.analysis.common import Entry, as_task, resolve_entry
+from evotune.analysis.common import as_task
 from evotune.analysis.kl import kl_on_prompts, source_prompts
 from evotune.backends.models import load_model
+from evotune.backends.resolve import Entry, resolve_entry
 from evotune.errors import AnalysisError
 from evotune.es.params import EvolvingParams
 from evotune.evaluation import evaluate

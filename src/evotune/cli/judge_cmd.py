@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from evotune.cli.app import DeviceOpt, DtypeOpt
 from evotune.cli.common import console, friendly, split_csv
 
 Opt = typer.Option
@@ -28,7 +29,8 @@ def judge(
     bootstrap: Annotated[int, Opt(help="bootstrap resamples for the intervals")] = 1000,
     seed: Annotated[int, Opt()] = 0,
     batch_size: Annotated[int, Opt()] = 16,
-    dtype: Annotated[str, Opt()] = "float32",
+    dtype: DtypeOpt = "float32",
+    device: DeviceOpt = "auto",
     samples: Annotated[int, Opt(help="prompts whose replies are shown")] = 4,
 ) -> None:
     """Pairwise judge tournament (both orders, helpfulness and harmlessness), Elo with 95% intervals."""
@@ -38,7 +40,7 @@ def judge(
     s = judge_tournament(
         split_csv(models) or [], judge_model, task, labels=split_csv(labels), n_prompts=n, out_dir=out,
         max_new_tokens=max_new_tokens, scorer_url=scorer_url, use_scorer=not no_scorer,
-        n_boot=bootstrap, seed=seed, batch_size=batch_size, dtype=dtype, samples=samples,
+        n_boot=bootstrap, seed=seed, batch_size=batch_size, dtype=dtype, device=device, samples=samples,
         log=lambda m: console.print(m, highlight=False),
     )
     write_judge_report(s, out, report)

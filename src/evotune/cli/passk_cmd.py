@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from evotune.cli.app import analyze_app
+from evotune.cli.app import DeviceOpt, DtypeOpt, analyze_app
 from evotune.cli.common import console, friendly
 
 Opt = typer.Option
@@ -27,8 +27,8 @@ def passk_cmd(
     batch_size: Annotated[int, Opt()] = 64,
     seed: Annotated[int, Opt()] = 0,
     out: Annotated[Path, Opt(help="output directory (passk.json, passk.png)")] = Path("passk"),
-    dtype: Annotated[str, Opt(help="auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16")] = "auto",
-    device: Annotated[str, Opt(help="auto | cpu | cuda | cuda:N")] = "auto",
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
 ) -> None:
     """Pass@k, coverage and solved-set overlap; settings chosen on a split disjoint from the report."""
     from evotune.analysis.common import parse_floats

@@ -10,9 +10,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from evotune.cli.app import SetOpt, TaskOpt, app, model_app
+from evotune.cli.app import DeviceOpt, DtypeOpt, SetOpt, TaskOpt, app, model_app
 from evotune.cli.common import console, friendly, parse_sets
-from evotune.tasks import build_task
 
 Opt = typer.Option
 
@@ -32,8 +31,8 @@ def eval_cmd(
     n_eval: Annotated[int | None, Opt()] = None,
     data: Annotated[str | None, Opt()] = None,
     reward: Annotated[str | None, Opt()] = None,
-    dtype: Annotated[str, Opt(help="auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16")] = "auto",
-    device: Annotated[str, Opt(help="auto | cpu | cuda | cuda:N")] = "auto",
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
     sets: SetOpt = None,
 ) -> None:
     """Score any model on a task split with the same code path as training."""
@@ -42,6 +41,7 @@ def eval_cmd(
     from evotune.errors import ConfigError
     from evotune.evaluation import evaluate
     from evotune.runs.rundir import write_jsonl
+    from evotune.tasks import build_task
 
     if out is not None and out.is_dir():
         raise ConfigError(f"--out {out} is a directory; give a file path, e.g. {out / 'results.jsonl'}")
@@ -105,7 +105,7 @@ def model_tiny(
 @friendly
 def model_prepare() -> None:
     """Convert the embedded SmolLM2 GGUF to safetensors in the cache (done once)."""
-    from evotune.backends.models import ensure_smollm2
+    from evotune.backends.resolve import ensure_smollm2
 
     console.print(str(ensure_smollm2()))
 

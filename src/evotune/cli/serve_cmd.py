@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from evotune.cli.app import DeviceOpt
 from evotune.cli.common import console, friendly
 
 Opt = typer.Option
@@ -30,7 +31,8 @@ def scorer(
     cost_label: Annotated[int, Opt(help="multi-class cost head: class scored as log-odds (the unsafe one)")] = 1,
     reward_rubric: Annotated[Path | None, Opt(help="judge rubric file with {prompt} and {completion}")] = None,
     cost_rubric: Annotated[Path | None, Opt(help="judge rubric file with {prompt} and {completion}")] = None,
-    dtype: Annotated[str, Opt()] = "float32",
+    dtype: Annotated[str, Opt(help="float32 | bfloat16 | float16")] = "float32",
+    device: DeviceOpt = "auto",
     threads: Annotated[int | None, Opt(help="torch threads")] = None,
 ) -> None:
     """Serve reward and cost of (prompt, completion) pairs: POST /score, GET /health."""
@@ -44,7 +46,7 @@ def scorer(
         cfg = ScorerConfig(
             reward=reward, cost=cost, host=host, port=port, token=token, max_batch=max_batch, max_chars=max_chars,
             max_body_bytes=max_body_bytes, timeout=timeout, batch_size=batch_size, format=format,
-            reward_label=reward_label, cost_label=cost_label, dtype=dtype, threads=threads,
+            reward_label=reward_label, cost_label=cost_label, dtype=dtype, device=device, threads=threads,
             reward_rubric=reward_rubric.read_text() if reward_rubric else None,
             cost_rubric=cost_rubric.read_text() if cost_rubric else None,
         )

@@ -1,1 +1,1 @@
-"""The scoring service (`evotune serve scorer`) and its client: reward and cost over HTTP."""
+"""The scoring service (`evotune serve scorer`): reward and cost over HTTP. Its client is `tasks.scorer_client`."""

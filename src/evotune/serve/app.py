@@ -32,7 +32,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from evotune.errors import ConfigError
-from evotune.serve.client import TOKEN_ENV
+from evotune.tasks.scorer_client import TOKEN_ENV
 
 LOOPBACK_NAMES = ("localhost",)
 
@@ -59,6 +59,7 @@ class ScorerConfig(BaseModel):
     batch_size: int = Field(default=8, ge=1, description="micro-batch of one forward pass")
     max_length: int = Field(default=1024, ge=16, description="seqcls heads: tokens kept (from the end)")
     dtype: str = Field(default="float32", pattern="^(float32|bfloat16|float16)$")
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="where both heads load")
     threads: int | None = Field(default=None, ge=1)
 
 
@@ -280,7 +281,7 @@ def build_app(cfg: ScorerConfig) -> Any:
         torch.set_num_threads(cfg.threads)
     scorer = build_scorer(
         HeadSpec.parse(cfg.reward, cfg.reward_label), HeadSpec.parse(cfg.cost, cfg.cost_label),
-        dtype=cfg.dtype, batch_size=cfg.batch_size, fmt=cfg.format,  # type: ignore[arg-type]
+        dtype=cfg.dtype, device=cfg.device, batch_size=cfg.batch_size, fmt=cfg.format,  # type: ignore[arg-type]
         reward_rubric=cfg.reward_rubric or REWARD_RUBRIC, cost_rubric=cfg.cost_rubric or COST_RUBRIC,
         max_length=cfg.max_length,
     )

@@ -21,7 +21,8 @@ from typing import Any, Literal
 
 import torch
 
-from evotune.backends.models import load_model, resolve_model, torch_dtype
+from evotune.backends.models import load_model, resolve_device, torch_dtype
+from evotune.backends.resolve import resolve_model
 from evotune.errors import ConfigError, ModelError
 from evotune.evaluation.verdicts import clip, first_token_ids, verdict_log_odds
 
@@ -90,7 +91,7 @@ class SeqClsHead:
 
     def __init__(
         self, spec: HeadSpec, dtype: str = "float32", batch_size: int = 16, fmt: Format = "auto",
-        max_length: int = 1024,
+        max_length: int = 1024, device: str = "auto",
     ) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -116,7 +117,7 @@ class SeqClsHead:
         if self.model.config.pad_token_id is None:  # the head reads the last non-pad token
             self.model.config.pad_token_id = self.tok.pad_token_id
         self.tok.truncation_side = "left"
-        self.model.eval().requires_grad_(False)
+        self.model.to(resolve_device(device)).eval().requires_grad_(False)
         n = int(self.model.config.num_labels)
         if n > 1 and not 0 <= spec.label < n:
             raise ConfigError(f"{spec}: label {spec.label} is not one of its {n} classes")
@@ -130,7 +131,7 @@ class SeqClsHead:
             enc = self.tok(
                 texts[i : i + self.batch_size], return_tensors="pt", padding=True, truncation=True,
                 max_length=self.max_length, add_special_tokens=True,
-            )
+            ).to(self.model.device)
             logits = self.model(**enc).logits.float()
             if self.n_labels == 1:
                 out.extend(logits[:, 0].tolist())
@@ -146,16 +147,16 @@ class JudgeHead:
 
     def __init__(
         self, spec: HeadSpec, rubric: str, dtype: str = "float32", batch_size: int = 8,
-        shared: dict[str, tuple[Any, Any]] | None = None,
+        shared: dict[str, tuple[Any, Any]] | None = None, device: str = "auto",
     ) -> None:
 
         if "{prompt}" not in rubric or "{completion}" not in rubric:
             raise ConfigError("a judge rubric must contain {prompt} and {completion}")
-        key = f"{spec.model}|{dtype}"
+        key = f"{spec.model}|{dtype}|{device}"
         if shared is not None and key in shared:
             self.model, self.tok = shared[key]  # reward and cost judged by one loaded model
         else:
-            self.model, self.tok = load_model(spec.model, dtype)
+            self.model, self.tok = load_model(spec.model, dtype, device)
             if shared is not None:
                 shared[key] = (self.model, self.tok)
         self.yes, self.no = first_token_ids(self.tok, YES), first_token_ids(self.tok, NO)
@@ -199,11 +200,11 @@ class Scorer:
 
 
 def build_scorer(
-    reward: HeadSpec | None, cost: HeadSpec | None, *, dtype: str = "float32", batch_size: int = 8,
+    reward: HeadSpec | None, cost: HeadSpec | None, *, dtype: str = "float32", device: str = "auto", batch_size: int = 8,
     fmt: Format = "auto", reward_rubric: str = REWARD_RUBRIC, cost_rubric: str = COST_RUBRIC,
     max_length: int = 1024,
 ) -> Scorer:
-    """Load the heads (a judge model used for both heads is loaded once)."""
+    """Load the heads, both with one placement (`dtype`, `device`); a judge model used for both is loaded once."""
     if reward is None and cost is None:
         raise ConfigError("the scorer needs a reward head, a cost head or both (--reward / --cost)")
     shared: dict[str, tuple[Any, Any]] = {}
@@ -212,7 +213,7 @@ def build_scorer(
         if spec is None:
             return None
         if spec.kind == "seqcls":
-            return SeqClsHead(spec, dtype, batch_size, fmt, max_length)
-        return JudgeHead(spec, rubric, dtype, batch_size, shared)
+            return SeqClsHead(spec, dtype, batch_size, fmt, max_length, device)
+        return JudgeHead(spec, rubric, dtype, batch_size, shared, device)
 
     return Scorer(head(reward, reward_rubric), head(cost, cost_rubric), reward, cost)

@@ -331,6 +331,9 @@ def _time_limit(seconds: float, what: str) -> Iterator[None]:
 
 
 # -- registry ---------------------------------------------------------------------------------
+# Filled by `register_task` as the built-in modules load. Python runs `evotune/tasks/__init__.py`
+# (which imports every built-in) before any of its submodules, this one included, so a lookup here
+# always sees the built-ins without importing the package back (no circle).
 _REGISTRY: dict[str, type[Task]] = {}
 _PLUGIN_MODULES: set[str] = set()  # modules named by `--task module:Class`
 
@@ -368,13 +371,11 @@ def task_modules() -> list[str]:
 
 
 def available_tasks() -> list[str]:
-    _load_builtin()
     return sorted(_REGISTRY)
 
 
 def get_task(name: str, **kwargs: Any) -> Task:
     """Build a task by registered name, or `package.module:ClassName` for a user's own task."""
-    _load_builtin()
     if ":" in name:
         mod, _, attr = name.partition(":")
         try:
@@ -412,7 +413,3 @@ def _construct(cls: type[Task], name: str, kwargs: dict[str, Any]) -> Task:
         raise
     except Exception as exc:
         raise plugin_error(f"task plug-in {name!r}: {cls.__name__}(...)", exc) from exc
-
-
-def _load_builtin() -> None:
-    from evotune import tasks  # noqa: F401  (importing the package registers the built-ins)

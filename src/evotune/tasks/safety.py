@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from evotune.errors import TaskError
-from evotune.serve.client import RemoteReward, ScorerClient
 from evotune.tasks.base import Example, Reward, Task, disjoint_split, register_task
 from evotune.tasks.records import read_records
+from evotune.tasks.scorer_client import RemoteReward, ScorerClient
 
 KINDS = ("harmful", "benign")
 _OPTIONS = {
@@ -239,7 +239,7 @@ class SafetyTask(Task):
     def iteration_hook(self) -> SafetyTask:
         return self
 
-    def restore(self, states: Sequence[dict[str, Any]]) -> None:
+    def resume(self, states: Sequence[dict[str, Any]]) -> None:
         """λ after the committed iterations, recomputed from their recorded mean costs."""
         lam = self.cost_lambda
         for k, s in enumerate(states, 1):

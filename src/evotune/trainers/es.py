@@ -26,7 +26,8 @@ from typing import Any
 import torch
 
 from evotune.backends.lora import save_lora
-from evotune.backends.models import ARCH_PREFIX, load_model, resolve_model
+from evotune.backends.models import ARCH_PREFIX, load_model
+from evotune.backends.resolve import resolve_model
 from evotune.checkpoints import check_finite
 from evotune.config import TrainConfig
 from evotune.es import local_evaluator

@@ -264,7 +264,7 @@ class Trainer(ABC):
                 # held-out eval (whose scores must not count towards a training step).
                 self.hook = getattr(self.task, "iteration_hook", None)
                 if self.hook is not None:
-                    self.hook.restore(self.committed_task_states(start))
+                    self.hook.resume(self.committed_task_states(start))
                 self.finish_step(start, resumed=True)
                 if self.hook is not None:
                     self.hook.begin(start + 1)
