@@ -6,6 +6,8 @@ that goes further is `tests/test_fuzz.py`.
 
 from __future__ import annotations
 
+import os
+
 import json
 from pathlib import Path
 from typing import Any
@@ -246,7 +248,8 @@ def test_a_plug_in_bug_is_one_line_naming_plug_in_exception_and_line(cls, what, 
     debug = CliRunner().invoke(app, ["--debug", *args])
     assert debug.exit_code == 2 and "Traceback" in debug.output
     assert cls == "Abstract" or "plug26.py" in debug.output.split("Traceback", 1)[1]
-    monkeypatch.delenv("EVOTUNE_DEBUG", raising=False)
+    # `--debug` sets the variable for the whole process; monkeypatch.delenv here would *restore* it at teardown
+    os.environ.pop("EVOTUNE_DEBUG", None)
 
 
 # -- class 5: checks that come too late --------------------------------------------------------------
