@@ -6,9 +6,8 @@ that goes further is `tests/test_fuzz.py`.
 
 from __future__ import annotations
 
-import os
-
 import json
+import os
 from pathlib import Path
 from typing import Any
 

@@ -144,6 +144,7 @@ def test_bf16_model_matches_master_and_anchor_lives_on_the_host(tiny_model):
 
 def test_grpo_on_cuda_keeps_fp32_weights_and_small_updates_land(tiny_model, tmp_path):
     import trl  # noqa: F401  (a hard dependency: a broken install must fail, not skip)
+
     from evotune.config import build_config
     from evotune.trainers.grpo import GRPOTrainer
 
