@@ -12,9 +12,11 @@ Each run is an ordinary run directory (`--runs`), trained in this process, evalu
 same held-out items at the start and the end; finished runs are reused when the script is rerun.
 
 Per variant and seed the final held-out reward minus the paper's on the same seed is a paired
-difference; the table gives its mean with a Student-t 95% interval (df = seeds − 1) and a verdict:
-"underpowered" when the interval's half-width exceeds `--margin` (the smallest effect that matters),
-else better / worse (interval excludes 0) / equivalent (inside ±margin) / inconclusive.
+difference; the table gives its mean with a Student-t 95% interval (df = seeds − 1, Bonferroni over the
+variants compared with the paper: the verdicts pick among them; `evotune.stats`) and a verdict:
+better / worse (the interval excludes 0), "underpowered" (with the seeds needed) when it reaches past
+±`--margin` (the smallest effect that matters) on both sides of 0, equivalent (inside ±margin), else
+inconclusive.
 Writes `results.json` (config, per-seed numbers, table rows) and `table.md`.
 """
 
@@ -22,14 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from scipy import stats
+from evotune import stats
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOLLM2 = {  # configs/demo.yaml's task and model, at the es_controls budget
@@ -98,30 +98,24 @@ def train(variant: str, seed: int, setup: dict[str, Any], combo: list[str], runs
     return out
 
 
-def paired(diffs: list[float], margin: float) -> dict[str, Any]:
-    """Mean paired difference, its Student-t 95% interval (df = n − 1) and the verdict against `margin`."""
-    n = len(diffs)
-    mean = statistics.fmean(diffs)
-    if n < 2:
-        return {"n": n, "mean": mean, "lo": None, "hi": None, "half": None, "verdict": "underpowered"}
-    half = float(stats.t.ppf(0.975, n - 1)) * statistics.stdev(diffs) / math.sqrt(n)
-    lo, hi = mean - half, mean + half
-    if half > margin:
-        verdict = "underpowered"
-    elif lo > 0:
-        verdict = "better"
-    elif hi < 0:
-        verdict = "worse"
-    elif -margin <= lo and hi <= margin:
+def paired(diffs: list[float], margin: float, correction: int = 1) -> dict[str, Any]:
+    """Mean paired difference with its Student-t interval (df = n − 1, Bonferroni over `correction`
+    comparisons with the paper) and the verdict against `margin`, by `evotune.stats`' reading."""
+    iv = stats.t_interval(diffs, correction=correction, unit="seeds")
+    r = stats.read(iv, 0.0, margin)
+    verdict = {stats.HOLDS: "better", stats.FAILS: "worse"}.get(r.verdict, r.verdict)
+    if r.verdict == stats.UNSURE and stats.read_equivalence(iv, margin).verdict == stats.HOLDS:
         verdict = "equivalent"
-    else:
-        verdict = "inconclusive"
-    return {"n": n, "mean": mean, "lo": lo, "hi": hi, "half": half, "verdict": verdict}
+    lo, hi = (iv.lo, iv.hi) if iv.defined else (None, None)
+    return {"n": iv.n, "mean": iv.mean, "lo": lo, "hi": hi, "half": iv.half if iv.defined else None,
+            "kind": iv.kind, "verdict": verdict, "needed_seeds": r.needed}
 
 
 def table(results: list[dict[str, Any]], variants: list[str], margin: float, key: str = "reward") -> list[dict[str, Any]]:
     """One row per variant: per-seed final rewards, and the paired difference to the paper's run of the same seed."""
     paper = {r["seed"]: r[key] for r in results if r["variant"] == "paper"}
+    # every variant is compared with the paper's update: the verdicts pick among them, so Bonferroni
+    m = sum(v != "paper" for v in variants) + ("randopt" in variants and any("vote_reward" in r for r in results))
     rows = []
     for v in variants:
         mine = {r["seed"]: r for r in results if r["variant"] == v}
@@ -129,26 +123,30 @@ def table(results: list[dict[str, Any]], variants: list[str], margin: float, key
         row: dict[str, Any] = {"variant": v, "seeds": seeds, "reward": [mine[s][key] for s in seeds],
                                "completions": [mine[s]["completions"] for s in seeds]}
         if v != "paper" and seeds:
-            row.update(paired([mine[s][key] - paper[s] for s in seeds], margin))
+            row.update(paired([mine[s][key] - paper[s] for s in seeds], margin, max(m, 1)))
         rows.append(row)
         if v == "randopt" and seeds and "vote_reward" in mine[seeds[0]]:
             vote = {"variant": "randopt vote", "seeds": seeds, "reward": [mine[s]["vote_reward"] for s in seeds],
                     "completions": row["completions"]}
-            vote.update(paired([mine[s]["vote_reward"] - paper[s] for s in seeds], margin))
+            vote.update(paired([mine[s]["vote_reward"] - paper[s] for s in seeds], margin, max(m, 1)))
             rows.append(vote)
     return rows
+
+
+def _needed(row: dict[str, Any]) -> str:
+    return f" (~{row['needed_seeds']} seeds needed)" if row.get("needed_seeds") else ""
 
 
 def markdown(rows: list[dict[str, Any]], margin: float) -> str:
     def f(x: float | None) -> str:
         return "—" if x is None else f"{x:+.2f}"
 
-    lines = [f"| variant | final held-out reward per seed | completions | Δ vs paper (mean, 95% t interval) | verdict (margin {margin}) |",
+    lines = [f"| variant | final held-out reward per seed | completions | Δ vs paper (mean [interval]; kind) | verdict (margin {margin}) |",
              "|---|---|---|---|---|"]
     for r in rows:
         per = ", ".join(f"{x:.2f}" for x in r["reward"])
-        delta = "—" if "mean" not in r else f"{f(r['mean'])} [{f(r['lo'])}, {f(r['hi'])}]"
-        lines.append(f"| {r['variant']} | {per} | {max(r['completions'], default=0)} | {delta} | {r.get('verdict', '—')} |")
+        delta = "—" if "mean" not in r else f"{f(r['mean'])} [{f(r['lo'])}, {f(r['hi'])}]; {r['kind']}"
+        lines.append(f"| {r['variant']} | {per} | {max(r['completions'], default=0)} | {delta} | {r.get('verdict', '—')}{_needed(r)} |")
     return "\n".join(lines) + "\n"
 
 

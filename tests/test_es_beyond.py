@@ -295,9 +295,14 @@ def test_ablation_intervals_and_verdicts_on_constructed_differences():
     r = abl.paired([1.0, 2.0, 3.0], margin=3.0)  # mean 2, sd 1, t(0.975, 2) = 4.303
     assert r["mean"] == 2.0 and r["half"] == pytest.approx(4.3027 / math.sqrt(3), rel=1e-4)
     assert r["verdict"] == "inconclusive"
-    assert abl.paired([1.0, 2.0, 3.0], margin=1.0)["verdict"] == "underpowered"
+    assert abl.paired([1.0, 2.0, 3.0], margin=0.2)["verdict"] == "underpowered"  # past ±0.2 on both sides of 0
     assert abl.paired([5.0, 5.1, 4.9], margin=1.0)["verdict"] == "better"
     assert abl.paired([-0.1, 0.1, 0.0], margin=1.0)["verdict"] == "equivalent"
+    # six variants against the paper: Bonferroni-simultaneous, t(1 − 0.025/6, 2) = 10.886, and it says so
+    six = abl.paired([1.0, 2.0, 3.0], margin=3.0, correction=6)
+    assert six["half"] == pytest.approx(10.8859 / math.sqrt(3), rel=1e-3) and "Bonferroni ×6" in six["kind"]
+    assert six["verdict"] == "underpowered" and six["needed_seeds"] > 3
+    assert abl.paired([1.0, 2.0, 3.0], margin=0.2)["needed_seeds"] > 3
 
 
 def test_ablation_tiny_mode_pairs_runs_by_seed(tmp_path):

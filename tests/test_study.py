@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -215,3 +216,12 @@ def test_study_end_to_end_on_tiny_models(tiny_model, tmp_path):
     with pytest.raises(ConfigError, match="no comparison"):
         run_study(cfg_other, progress=False, reuse_compare=True)
     assert not (tmp_path / "elsewhere").exists()  # refused before any training
+
+
+def test_the_shipped_evidence_rejudges_to_the_shipped_verdicts(tmp_path):
+    """The committed study: its evidence file alone gives its committed verdicts, every claim judged."""
+    shipped = Path(__file__).parents[1] / "benchmarks" / "results" / "study" / "conciseness-smollm2"
+    rejudge(shipped / "evidence.json", tmp_path)
+    assert (tmp_path / "verdicts.json").read_bytes() == (shipped / "verdicts.json").read_bytes()
+    verdicts = [f["verdict"] for f in json.loads((shipped / "verdicts.json").read_text())["findings"]]
+    assert len(verdicts) == 16 and "not run" not in verdicts
