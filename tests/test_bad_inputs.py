@@ -64,6 +64,28 @@ def test_data_at_the_edges_of_python_is_refused_in_one_line_by_every_loader(task
         assert "data.jsonl" in msg, (name, msg)
 
 
+@pytest.mark.parametrize("task", sorted(LOADERS))
+def test_errors_never_echo_a_huge_or_multi_line_input(task, tmp_path):
+    """Class 3, found by the full corpus: a message that quotes a 5000-digit field name or value, or one
+    holding a newline or a NUL, is still one short line (the value shown by its ends and its length)."""
+    row = LOADERS[task]
+    huge = "9" * 5000
+    variants = [{(k + huge if k == key else k): v for k, v in row.items()} for key in row]  # a key renamed
+    variants += [{**row, key: huge + "\n\x00" + huge} for key in row]  # a value no loader expects
+    variants += [{**row, "x\nkey" + huge: 1}]
+    for i, (bad, alone) in enumerate((b, alone) for b in variants for alone in (True, False)):
+        path = tmp_path / f"data{i}.jsonl"
+        path.write_text(json.dumps(bad) + "\n" + ("" if alone else json.dumps(row) + "\n"))
+        try:
+            t = get_task(task, data=str(path))
+            t.split("train")
+            t.split("eval")
+        except TaskError as exc:
+            msg = str(exc)
+            assert "\n" not in msg and "\x00" not in msg and len(msg) < 1500, (bad.keys(), msg[:300])
+            assert f"[{len(huge)} chars]" in msg or huge not in msg
+
+
 def test_a_plug_in_task_with_a_surrogate_prompt_is_refused_before_any_tokenizer():
     from evotune.tasks.base import Example, Reward, Task
 
@@ -112,6 +134,7 @@ SET_TEXTS = [
     "es.sigma=[1", "es.sigma={a: [", "es.sigma='unclosed", "es.sigma=!!python/object:os.system x",
     "es.sigma=" + "[" * 3000, "es.sigma=" + "9" * 5000, "es.sigma=a: b: c", "es..sigma=1", ".es=1",
     "es.sigma=\t[", "es.sigma=*alias", "es.sigma=&a [*a]", "es=3", "es.sigma=.nan", "es.sigma=\"\\ud800\"",
+    "a\nb\x1e=" + "[" * 40 + "]" * 40,  # found by the full corpus: a key holding a newline, echoed in the message
 ]
 
 
@@ -124,12 +147,14 @@ def test_set_values_that_are_not_valid_yaml_or_config_are_one_line(text):
     with pytest.raises(ConfigError) as info:
         build_config(None, parse_sets([text]))
     msg = str(info.value)
-    assert "\n" not in msg and len(msg) < 600, msg
+    assert "\n" not in msg and "\x1e" not in msg and len(msg) < 600, msg
 
 
 @pytest.mark.parametrize("text", [
     "es:\n  sigma: [1\n", "es: {\n", "a: 1\na: 2\n", "- 1\n- 2\n", "es:\n  sigma: " + "[" * 3000 + "\n",
     "x: " + "7" * 5000 + "\n", "run_dir: \"a\\0b\"\n", "run_dir: \"\\ud800\"\n", "\tes: 1\n", "es: !!binary x\n",
+    # found by the full corpus: keys with a newline or control characters, and huge keys, echoed in the message
+    "\"a\\nb\\x1e\": " + "[" * 40 + "]" * 40 + "\n", "\"k\\n" + "7" * 5000 + "\": 1\n",
 ])
 def test_config_files_that_are_not_valid_yaml_are_one_line(text, tmp_path):
     from evotune.config import build_config
@@ -139,7 +164,7 @@ def test_config_files_that_are_not_valid_yaml_are_one_line(text, tmp_path):
     path.write_text(text)
     with pytest.raises(ConfigError, match="c.yaml") as info:
         build_config(path)
-    assert "\n" not in str(info.value)
+    assert "\n" not in str(info.value) and "\x1e" not in str(info.value) and len(str(info.value)) < 1500
     path.write_bytes(b"es:\n  sigma: \xff\n")
     with pytest.raises(ConfigError, match="not UTF-8"):
         build_config(path)
@@ -404,3 +429,19 @@ def test_seqcls_head_without_a_trained_classification_head_is_refused(tiny_model
 
     with pytest.raises(ModelError, match="no trained classification head"):
         SeqClsHead(HeadSpec("seqcls", str(tiny_model)))
+
+
+def test_every_evotune_error_is_one_short_line_and_survives_a_process_boundary():
+    """The class fix sits in EvotuneError itself: no raise site can echo a screenful or a line break."""
+    import pickle
+
+    from evotune.errors import ConfigError, PluginError, RunStateError
+
+    for cls in (ConfigError, PluginError, RunStateError):
+        exc = cls("key 'a\nb\x00c\udf51' " + "9" * 5000 + " is not a field; rename it")
+        msg = str(exc)
+        assert "\n" not in msg and "\x00" not in msg and len(msg) < 400
+        assert "[5000 chars]" in msg and msg.endswith("is not a field; rename it")
+        assert str(pickle.loads(pickle.dumps(exc))) == msg  # a worker's error reads the same in the driver
+        assert str(cls(msg)) == msg  # idempotent
+    assert str(ConfigError("emoji 👨‍👩‍👧 and é stay as they are")) == "emoji 👨‍👩‍👧 and é stay as they are"

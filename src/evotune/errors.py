@@ -6,9 +6,41 @@ what to do) and exits non-zero; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import unicodedata
+
+MAX_TOKEN = 160  # an echoed value longer than this is shown by its ends and its length
+MAX_MESSAGE = 1500
+
+
+def one_line(text: str) -> str:
+    """`text` as one short printable line: control, separator and surrogate characters escaped, any run
+    of non-space characters over MAX_TOKEN shortened to its ends, the whole capped at MAX_MESSAGE.
+
+    Messages echo user input (a field name, an answer, a YAML key); a 5 000-digit key or one holding a
+    newline must not turn "one line naming the problem" into a screenful. Idempotent, so an error that
+    crosses a process boundary (pickled with its message) reads the same on the other side.
+    """
+    out = []
+    for ch in text:
+        cat = unicodedata.category(ch)
+        if cat in ("Cc", "Cs", "Zl", "Zp") or (cat == "Cf" and ch not in "\u200d"):
+            out.append(ch.encode("unicode_escape", "backslashreplace").decode("ascii") if cat != "Cs"
+                       else f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    words = "".join(out).split(" ")
+    short = [w if len(w) <= MAX_TOKEN else f"{w[:100]}…[{len(w)} chars]…{w[-40:]}" for w in words]
+    msg = " ".join(short)
+    return msg if len(msg) <= MAX_MESSAGE else f"{msg[:MAX_MESSAGE - 60]}…[{len(msg)} chars in all]…{msg[-40:]}"
+
 
 class EvotuneError(Exception):
-    """Base of the errors whose message is meant for the user as it is."""
+    """Base of the errors whose message is meant for the user as it is (kept to one short line)."""
+
+    def __init__(self, *args: object) -> None:
+        if args and isinstance(args[0], str):
+            args = (one_line(args[0]), *args[1:])
+        super().__init__(*args)
 
 
 class ConfigError(EvotuneError, ValueError):
