@@ -244,7 +244,7 @@ def test_stateful_checkpoint_without_optimizer_state_is_rebuilt_from_the_traject
 
 
 def test_baseline_needs_the_rewards_a_row_records(es_config, tmp_path):
-    from evotune.es.trajectory import apply_row
+    from evotune.es.update import apply_row
 
     cfg = es_config(**{"es.baseline": "prompt_zscore"})
     params = EvolvingParams([], noise, cfg.es)
@@ -282,7 +282,7 @@ def test_null_permutation_is_pure_and_a_permutation():
 def test_null_es_steps_like_es_without_its_signal(es_config, tmp_path):
     """Same seeds, same fitness values, same step norm; the update pairs fitness with other members' noise."""
     from evotune.es.strategy import null_permutation
-    from evotune.es.trajectory import apply_row
+    from evotune.es.update import apply_row
 
     cfg = es_config()
     null = cfg.model_copy(update={"es": cfg.es.model_copy(update={"null_control": True})})

@@ -11,7 +11,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from evotune.backends.hf import generate
 from evotune.config import TrainConfig
@@ -60,6 +60,21 @@ class Evaluator(Protocol):
     def __call__(
         self, members: Sequence[Member], examples: Sequence[Example], prompts: Sequence[str]
     ) -> PopulationResult: ...
+
+
+Row = dict[str, Any]  # a trajectory row (`es.trajectory.trajectory_row`)
+Checkpoint = tuple[int, str, str | None]  # (iteration, directory, recorded checksum)
+
+
+@runtime_checkable
+class Follower(Protocol):
+    """An evaluator that keeps its own copies of the weights (Ray replicas) rather than sharing the trainer's.
+
+    The trainer hands it every row once final, in step order, and each checkpoint it writes (a
+    replacement replica starts from the newest instead of replaying every row); it reads no files.
+    """
+
+    def follow(self, rows: Sequence[Row], checkpoint: Checkpoint | None = None) -> None: ...
 
 
 # The one constructor contract: every evaluator (sequential, batched low rank, Ray) is built from
