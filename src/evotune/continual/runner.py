@@ -25,7 +25,7 @@ from evotune.analysis.common import jsonable
 from evotune.analysis.kl import kl_on_prompts
 from evotune.backends.models import load_model
 from evotune.checkpoints import latest_checkpoint
-from evotune.config import BudgetConfig, TaskConfig, TrainConfig, build_config
+from evotune.config import BudgetConfig, TaskConfig, TrainConfig, derive
 from evotune.continual.metrics import continual_metrics
 from evotune.continual.report import heatmap
 from evotune.errors import ConfigError
@@ -132,7 +132,7 @@ def stage_config(spec: ContinualSpec, i: int, model_name: str) -> TrainConfig:
         "generation.max_new_tokens": spec.max_new_tokens,
         "threads": spec.threads,
     })
-    cfg: TrainConfig = build_config(None, o)
+    cfg = derive({}, {k: v for k, v in o.items() if v is not None})  # None: not given, the default
     if budget.completions is not None:
         if spec.method == "es" and "es.iterations" not in spec.overrides:
             n_train = len(build_task(cfg.task).split("train"))
