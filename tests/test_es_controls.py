@@ -176,12 +176,12 @@ def test_member_sigma_is_the_perturbation_the_evaluators_use(tiny_model, es_conf
     batch = task.batch("train", 4, 0, 1)
     prompts = [task.render(e, tok) for e in batch]
     ev = local_evaluator(model, tok, task, params, cfg)
-    implicit = ev(ask(0, 1, 4), batch, prompts)
+    with pytest.raises(ValueError, match="carries no σ"):  # no evaluator default: σ has one way in
+        ev(ask(0, 1, 4), batch, prompts)
     explicit = ev(ask(0, 1, 4, sigma=cfg.es.sigma), batch, prompts)
-    assert implicit.fitness == explicit.fitness and implicit.prompt_rewards == explicit.prompt_rewards
-    assert len(implicit.prompt_rewards) == 4 and all(len(r) == 4 for r in implicit.prompt_rewards)
-    assert np.allclose(implicit.fitness, np.mean(implicit.prompt_rewards, axis=1))
-    fwd = BatchedForward(model, params, 0.05, 1)
+    assert len(explicit.prompt_rewards) == 4 and all(len(r) == 4 for r in explicit.prompt_rewards)
+    assert np.allclose(explicit.fitness, np.mean(explicit.prompt_rewards, axis=1))
+    fwd = BatchedForward(model, params, rank=1)
     one, two = (fwd.make_group([Member(0, 5, 1, s)]) for s in (0.05, 0.1))
     name = next(iter(one.a))
     assert torch.allclose(two.a[name], 2 * one.a[name])

@@ -182,7 +182,7 @@ def test_replay_rebuild_and_replica_drift_detection(tiny_model, tmp_path):
         for k in (1, 2):
             examples = task.batch("train", 4, cfg.seed, k)
             prompts = [task.render(e, tok) for e in examples]
-            members = ask(cfg.seed, k, 4)
+            members = ask(cfg.seed, k, 4, sigma=cfg.es.sigma)
             if k == 2:
                 os.kill(ev.worker_pids()[0], signal.SIGKILL)  # dies between iterations: all units wait
             res = ev(members, examples, prompts)
@@ -196,7 +196,7 @@ def test_replay_rebuild_and_replica_drift_detection(tiny_model, tmp_path):
         name = next(iter(params.master))
         params.master[name].view(-1)[0] += 1e-3  # the driver drifts away from its replicas
         with pytest.raises(ReplicaMismatchError, match="replica check after iteration 2"):
-            ev(ask(cfg.seed, 3, 4), examples, prompts)
+            ev(ask(cfg.seed, 3, 4, sigma=cfg.es.sigma), examples, prompts)
     finally:
         ev.close()
 

@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 from evotune.backends.hf import generate
 from evotune.config import TrainConfig
 from evotune.es.params import EvolvingParams
-from evotune.es.strategy import FitnessKind, Member, prompt_scores
+from evotune.es.strategy import FitnessKind, Member, prompt_scores, sigma_of
 from evotune.evaluation import score_rows
 from evotune.runs.metrics import StepStats
 from evotune.tasks.base import Example, Task
@@ -87,7 +87,6 @@ class PopulationEvaluator:
 
     def __init__(self, model: Any, tokenizer: Any, task: Task, params: EvolvingParams, cfg: TrainConfig) -> None:
         self.model, self.tokenizer, self.task, self.params = model, tokenizer, task, params
-        self.sigma = float(cfg.es.sigma)
         self.max_new_tokens = task.max_new_tokens(cfg.generation.max_new_tokens)
         self.batch_size = cfg.generation.batch_size
         self.compile_backend = cfg.generation.compile_backend if cfg.generation.compile else None
@@ -115,7 +114,7 @@ class SequentialEvaluator(PopulationEvaluator):
             for m in members:
                 t0 = time.perf_counter()
                 # perturb writes master + sign·σ·ε from the master, so the previous member needs no restore
-                self.params.perturb(m.seed, m.sign, self.sigma if m.sigma is None else m.sigma)
+                self.params.perturb(m.seed, m.sign, sigma_of(m))
                 t1 = time.perf_counter()
                 comps = generate(
                     self.model, self.tokenizer, rows_in, self.max_new_tokens, batch_size=self.batch_size,

@@ -74,7 +74,7 @@ class RandOptTrainer(ESTrainer):
 
     def step(self, k: int) -> StepStats:
         es, seed, b = self.cfg.es, self.cfg.seed, self.cfg.randopt.members_per_step
-        members = ask(seed, 1, es.population, es.antithetic)[(k - 1) * b : k * b]  # one population, σ = es.sigma
+        members = ask(seed, 1, es.population, es.antithetic, es.sigma)[(k - 1) * b : k * b]  # one population
         batch = self.task.batch("train", es.prompts_per_iteration, seed, 1)  # every member: the same prompts
         res = self.evaluator(members, batch, [self.task.render(e, self.tok) for e in batch])
         self.row = trajectory_row(k, members, res, self.params)  # no update: no placement, no rewards
