@@ -317,3 +317,39 @@ def test_null_es_run_replays_and_records_raw_fitness(es_config, tmp_path):
     first = read_jsonl(Path(plain.run_dir) / "trajectory.jsonl")[0]
     assert first["fitness"] == rows[0]["fitness"]  # iteration 1 scores the same members from the same base
     assert read_state(latest_checkpoint(plain.run_dir))["checksum"] != final
+
+
+REPLAYED = ("step", "seeds", "signs", "fitness", "rewards", "center", "clip_scale")
+
+
+@pytest.mark.parametrize("clip", [None, 1e-6])
+def test_a_follower_evaluator_is_handed_every_row_and_checkpoint(es_config, tmp_path, clip):
+    """What Ray replicas rely on, without Ray: the trainer hands a `Follower` each row in step order as
+    trajectory.jsonl commits it (before the driver's update, or after it when the update adds its clip
+    factor), each iteration checkpoint, and on resume the committed rows with the newest checkpoint."""
+    handed: list[tuple[list[dict], tuple | None, str]] = []
+    starts: list[str] = []
+
+    class Recording:
+        def __init__(self, model, tok, task, params, cfg):
+            self.inner, self.params = local_evaluator(model, tok, task, params, cfg), params
+            starts.append(params.checksum())
+
+        def __call__(self, members, examples, prompts):
+            return self.inner(members, examples, prompts)
+
+        def follow(self, rows, checkpoint=None):  # the driver's weights when handed: before or after the update
+            handed.append(([{k: r[k] for k in REPLAYED if k in r} for r in rows], checkpoint, self.params.checksum()))
+
+    over = {"es.baseline": "prompt_mean", "es.iterations": 2, "eval.every": 0, "es.clip_update_norm": clip}
+    cfg = es_config(**over)
+    ESTrainer(cfg, progress=False, evaluator_factory=Recording).train()
+    rows = [{k: r[k] for k in REPLAYED if k in r} for r in read_jsonl(Path(cfg.run_dir) / "trajectory.jsonl")]
+    assert [h[0] for h in handed if not h[1]] == [[r] for r in rows] and ("clip_scale" in rows[0]) == (clip is not None)
+    ckpts = dict(checkpoint_dirs(cfg.run_dir))
+    assert [h[1] for h in handed if h[1]] == [(k, str(d.resolve()), read_state(d)["checksum"]) for k, d in ckpts.items()]
+    assert (handed[0][2] == starts[0]) == (clip is None)  # ahead of the update unless the update completes the row
+    handed.clear()
+    longer = cfg.model_copy(update={"es": cfg.es.model_copy(update={"iterations": 3})})
+    ESTrainer(longer, resume=True, progress=False, evaluator_factory=Recording).train()
+    assert handed[0][0] == rows and handed[0][1] == (2, str(ckpts[2].resolve()), read_state(ckpts[2])["checksum"])

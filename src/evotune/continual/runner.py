@@ -30,6 +30,7 @@ from evotune.continual.metrics import continual_metrics
 from evotune.continual.report import heatmap
 from evotune.errors import ConfigError
 from evotune.evaluation import evaluate_tasks
+from evotune.grpo.trl import completions_per_step
 from evotune.hashing import stable_int
 from evotune.runs.rundir import atomic_write_json, write_jsonl
 from evotune.tasks import build_task
@@ -139,8 +140,7 @@ def stage_config(spec: ContinualSpec, i: int, model_name: str) -> TrainConfig:
             per_iter = cfg.es.population * min(cfg.es.prompts_per_iteration or n_train, n_train)
             cfg.es.iterations = max(1, math.ceil(budget.completions / per_iter))
         if spec.method == "grpo" and "grpo.steps" not in spec.overrides:
-            per_step = cfg.grpo.prompts_per_step * cfg.grpo.num_generations
-            cfg.grpo.steps = max(1, math.ceil(budget.completions / per_step))
+            cfg.grpo.steps = max(1, math.ceil(budget.completions / completions_per_step(cfg)))
     return cfg
 
 

@@ -185,7 +185,8 @@ class ESTrainer(Trainer):
         rows = read_trajectory(self.run.trajectory)
         self.rows = rows
         done = rebuild(self.params, self.run.path, rows, self.cfg, repair=True)
-        self.hand(rows, self.checkpoint_at(done) if done else None)
+        if rows:
+            self.hand(rows, self.checkpoint_at(done) if done else None)
         # A kill may leave metrics/evals for an iteration whose trajectory row never landed.
         keep_rows(self.run.metrics, lambda r: r.get("step", 0) <= len(rows))
         self.budget = Budget(**rows[-1]["budget"]) if rows else Budget()
