@@ -42,7 +42,7 @@ def trajectory_row(
     and the master kept (CUDA: GPU identity) and, under a per-prompt baseline, the rewards replay
     recomputes the fitness from. Built here only, so the trainer and its replicas cannot disagree.
     """
-    row = {"step": step, "seeds": [m.seed for m in members], "signs": [m.sign for m in members],
+    row: dict[str, Any] = {"step": step, "seeds": [m.seed for m in members], "signs": [m.sign for m in members],
            "fitness": res.fitness, "device": params.device_type,  # noise streams depend on it
            "noise": params.noise_version}
     if es is not None:
