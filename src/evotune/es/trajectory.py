@@ -42,9 +42,10 @@ def trajectory_row(
     and the master kept (CUDA: GPU identity) and, under a per-prompt baseline, the rewards replay
     recomputes the fitness from. Built here only, so the trainer and its replicas cannot disagree.
     """
-    row: dict[str, Any] = {"step": step, "seeds": [m.seed for m in members], "signs": [m.sign for m in members],
-           "fitness": res.fitness, "device": params.device_type,  # noise streams depend on it
-           "noise": params.noise_version}
+    row: dict[str, Any] = {
+        "step": step, "seeds": [m.seed for m in members], "signs": [m.sign for m in members], "fitness": res.fitness,
+        "device": params.device_type, "noise": params.noise_version,  # noise streams depend on both
+    }
     if es is not None:
         row.update(params.placement())
         if es.baseline not in ("none", "center"):
