@@ -186,7 +186,7 @@ def step_exact(ctx: Ctx) -> None:
 
     guarded(ctx, "exact", "noise_pure", purity)
     model, tok = load(ctx, ctx.compiled_model)
-    members = ask(0, 1, ctx.n)
+    members = ask(0, 1, ctx.n, sigma=1e-2)  # the σ of alone_vs_group's BatchedForward
 
     def restore_exact(es: ESConfig) -> dict[str, Any]:
         before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -235,7 +235,7 @@ def step_exact(ctx: Ctx) -> None:
         from throughput import fixed_prompts
 
         params = make_params(model, ESConfig(noise="lowrank", sigma=1e-2))
-        fwd = BatchedForward(model, params, 1e-2, params.noise_fn.rank, fuse=False)  # type: ignore[attr-defined]
+        fwd = BatchedForward(model, params, rank=params.noise_fn.rank, fuse=False)  # type: ignore[attr-defined]
         enc = tok(fixed_prompts(tok, ctx.p, ctx.prompt_tokens), return_tensors="pt",
                   add_special_tokens=False)["input_ids"].to(dev)
 
@@ -272,7 +272,7 @@ def measure_model(ctx: Ctx, spec: str) -> None:
     task = get_task("conciseness")
     examples = task.batch("train", p, 0, 1)
     prompts = fixed_prompts(tok, p, ctx.prompt_tokens)
-    members = ask(0, 1, n)
+    members = ask(0, 1, n, sigma=1e-3)  # es.sigma of the evaluators below
     params_b = sum(t.numel() for t in model.parameters())
     base = {"model": spec, "n": n, "p": p, "prompt_tokens": ctx.prompt_tokens, "new_tokens": mnt,
             "params": params_b, "load_s": time.perf_counter() - t0}
@@ -423,10 +423,10 @@ def step_compiled(ctx: Ctx) -> None:
 
     def low_rank() -> dict[str, Any]:
         c0 = time.perf_counter()
-        evaluator(ask(1, 1, n), examples, prompts)  # compiles with the hooks in place
+        evaluator(ask(1, 1, n, sigma=1e-3), examples, prompts)  # compiles with the hooks in place
         compile_s = time.perf_counter() - c0
         graphs = counters["stats"]["unique_graphs"]
-        s, _, peak = timed(ctx, lambda: evaluator(ask(0, 1, n), examples, prompts))
+        s, _, peak = timed(ctx, lambda: evaluator(ask(0, 1, n, sigma=1e-3), examples, prompts))
         added = counters["stats"]["unique_graphs"] - graphs
         return {**base, "s": s, "compile_s": compile_s, "compl_per_s": n * p / s, "peak_gpu_mb": peak,
                 "graphs_added_by_second_population": added, "ok": added == 0}

@@ -113,7 +113,7 @@ class Bench:
         self.prompts = [self.task.render(e, self.tok) for e in self.examples]
         if spec.get("prompt_tokens"):
             self.prompts = fixed_prompts(self.tok, self.p, spec["prompt_tokens"])
-        self.members = ask(0, 1, self.n)
+        self.members = ask(0, 1, self.n, sigma=spec["sigma"])
 
     def plain(self, bs: int, compiled: bool = False) -> tuple[Callable[[], Any] | None, Callable[[Any], dict[str, Any]]]:
         """(a) The same N×P completions from the unperturbed model at batch size `bs`."""

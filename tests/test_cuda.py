@@ -111,7 +111,7 @@ def test_batched_lowrank_equals_each_member_materialised_on_gpu(tiny_model):
     model, tok, task, examples, prompts, cfg = _toy(tiny_model)
     params = make_params(model, cfg.es)
     assert isinstance(params.noise_fn, LowRankNoise)
-    members = ask(0, 1, 4)
+    members = ask(0, 1, 4, sigma=cfg.es.sigma)
     batched = BatchedLowRankEvaluator(model, tok, task, params, cfg)(members, examples, prompts)
     seq = SequentialEvaluator(model, tok, task, params, cfg)(members, examples, prompts)
     assert batched.fitness == seq.fitness
@@ -125,10 +125,10 @@ def test_compiled_lowrank_generation_applies_the_perturbation_on_gpu(tiny_model,
     rows = prompts * 4
     plain = [c.token_ids for c in generate(model, tok, rows, MNT, batch_size=16, compile_backend=backend)[:4]]
     compiled = BatchedLowRankEvaluator(model, tok, task, params, cfg)
-    comps, _ = compiled.generate_members(ask(0, 1, 4), prompts)
+    comps, _ = compiled.generate_members(ask(0, 1, 4, sigma=cfg.es.sigma), prompts)
     got = [[c.token_ids for c in mc] for mc in comps]
     assert all(g != plain for g in got)
-    again, _ = compiled.generate_members(ask(0, 1, 4), prompts)
+    again, _ = compiled.generate_members(ask(0, 1, 4, sigma=cfg.es.sigma), prompts)
     assert [[c.token_ids for c in mc] for mc in again] == got  # deterministic on its own
     compiled.close()
 

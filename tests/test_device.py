@@ -99,14 +99,14 @@ def test_compiled_lowrank_generation_applies_the_perturbation(tiny_model):
     compiled = BatchedLowRankEvaluator(model, tok, task, params, cfg)
     eager = BatchedLowRankEvaluator(model, tok, task, params, cfg.model_copy(update={"generation": GenerateConfig(
         max_new_tokens=MNT, batch_size=8)}))
-    members = ask(0, 1, 4)
+    members = ask(0, 1, 4, sigma=cfg.es.sigma)
     got, want = _texts(compiled, members, prompts), _texts(eager, members, prompts)
     unperturbed = [c.token_ids for c in plain]
     assert [c.token_ids for c in plain_eager] == unperturbed
     assert got == want
     assert all(g != unperturbed for g in got)  # every member's completions moved
     graphs = counters["stats"]["unique_graphs"]
-    assert _texts(compiled, ask(0, 2, 4), prompts) == _texts(eager, ask(0, 2, 4), prompts)
+    assert _texts(compiled, ask(0, 2, 4, sigma=0.5), prompts) == _texts(eager, ask(0, 2, 4, sigma=0.5), prompts)
     assert counters["stats"]["unique_graphs"] == graphs  # new members: same graph, new input tensors
     compiled.close()
     again = generate(model, tok, rows, MNT, batch_size=16, compile_backend="eager")[:4]
@@ -118,7 +118,7 @@ def test_compiled_full_rank_generation_sees_in_place_perturbation(tiny_model):
     cfg = cfg.model_copy(update={"es": ESConfig(sigma=0.5)})
     params = EvolvingParams(select_params(model))
     generate(model, tok, prompts, MNT, batch_size=8, compile_backend="eager")  # compiled on the base weights
-    members = ask(0, 1, 3)
+    members = ask(0, 1, 3, sigma=cfg.es.sigma)
     res_c = SequentialEvaluator(model, tok, task, params, cfg)(members, examples, prompts)
     eager_cfg = cfg.model_copy(update={"generation": GenerateConfig(max_new_tokens=MNT, batch_size=8)})
     res_e = SequentialEvaluator(model, tok, task, params, eager_cfg)(members, examples, prompts)
@@ -204,9 +204,9 @@ def test_linears_sharing_an_input_share_one_b_projection(tiny_model, monkeypatch
     model, tok = load_model(str(tiny_model), "float32", "cpu")
     params = make_params(model, ESConfig(noise="lowrank", rank=2))
     enc = tok(["hello there", "two words"], return_tensors="pt", padding=True, add_special_tokens=False)
-    members = ask(3, 2, 3)
+    members = ask(3, 2, 3, sigma=0.1)
     rows = {k: v.repeat(len(members), 1) for k, v in enc.items()}
-    plain, fused = BatchedForward(model, params, 0.1, 2), BatchedForward(model, params, 0.1, 2, fuse=True)
+    plain, fused = BatchedForward(model, params, rank=2), BatchedForward(model, params, rank=2, fuse=True)
     assert not plain.fuse  # CPU default: the path as before
 
     def run(fwd):

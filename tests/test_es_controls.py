@@ -176,12 +176,12 @@ def test_member_sigma_is_the_perturbation_the_evaluators_use(tiny_model, es_conf
     batch = task.batch("train", 4, 0, 1)
     prompts = [task.render(e, tok) for e in batch]
     ev = local_evaluator(model, tok, task, params, cfg)
-    implicit = ev(ask(0, 1, 4), batch, prompts)
+    with pytest.raises(ValueError, match="carries no σ"):  # no evaluator default: σ has one way in
+        ev(ask(0, 1, 4), batch, prompts)
     explicit = ev(ask(0, 1, 4, sigma=cfg.es.sigma), batch, prompts)
-    assert implicit.fitness == explicit.fitness and implicit.prompt_rewards == explicit.prompt_rewards
-    assert len(implicit.prompt_rewards) == 4 and all(len(r) == 4 for r in implicit.prompt_rewards)
-    assert np.allclose(implicit.fitness, np.mean(implicit.prompt_rewards, axis=1))
-    fwd = BatchedForward(model, params, 0.05, 1)
+    assert len(explicit.prompt_rewards) == 4 and all(len(r) == 4 for r in explicit.prompt_rewards)
+    assert np.allclose(explicit.fitness, np.mean(explicit.prompt_rewards, axis=1))
+    fwd = BatchedForward(model, params, rank=1)
     one, two = (fwd.make_group([Member(0, 5, 1, s)]) for s in (0.05, 0.1))
     name = next(iter(one.a))
     assert torch.allclose(two.a[name], 2 * one.a[name])
@@ -244,7 +244,7 @@ def test_stateful_checkpoint_without_optimizer_state_is_rebuilt_from_the_traject
 
 
 def test_baseline_needs_the_rewards_a_row_records(es_config, tmp_path):
-    from evotune.es.trajectory import apply_row
+    from evotune.es.update import apply_row
 
     cfg = es_config(**{"es.baseline": "prompt_zscore"})
     params = EvolvingParams([], noise, cfg.es)
@@ -282,7 +282,7 @@ def test_null_permutation_is_pure_and_a_permutation():
 def test_null_es_steps_like_es_without_its_signal(es_config, tmp_path):
     """Same seeds, same fitness values, same step norm; the update pairs fitness with other members' noise."""
     from evotune.es.strategy import null_permutation
-    from evotune.es.trajectory import apply_row
+    from evotune.es.update import apply_row
 
     cfg = es_config()
     null = cfg.model_copy(update={"es": cfg.es.model_copy(update={"null_control": True})})
@@ -317,3 +317,39 @@ def test_null_es_run_replays_and_records_raw_fitness(es_config, tmp_path):
     first = read_jsonl(Path(plain.run_dir) / "trajectory.jsonl")[0]
     assert first["fitness"] == rows[0]["fitness"]  # iteration 1 scores the same members from the same base
     assert read_state(latest_checkpoint(plain.run_dir))["checksum"] != final
+
+
+REPLAYED = ("step", "seeds", "signs", "fitness", "rewards", "center", "clip_scale")
+
+
+@pytest.mark.parametrize("clip", [None, 1e-6])
+def test_a_follower_evaluator_is_handed_every_row_and_checkpoint(es_config, tmp_path, clip):
+    """What Ray replicas rely on, without Ray: the trainer hands a `Follower` each row in step order as
+    trajectory.jsonl commits it (before the driver's update, or after it when the update adds its clip
+    factor), each iteration checkpoint, and on resume the committed rows with the newest checkpoint."""
+    handed: list[tuple[list[dict], tuple | None, str]] = []
+    starts: list[str] = []
+
+    class Recording:
+        def __init__(self, model, tok, task, params, cfg):
+            self.inner, self.params = local_evaluator(model, tok, task, params, cfg), params
+            starts.append(params.checksum())
+
+        def __call__(self, members, examples, prompts):
+            return self.inner(members, examples, prompts)
+
+        def follow(self, rows, checkpoint=None):  # the driver's weights when handed: before or after the update
+            handed.append(([{k: r[k] for k in REPLAYED if k in r} for r in rows], checkpoint, self.params.checksum()))
+
+    over = {"es.baseline": "prompt_mean", "es.iterations": 2, "eval.every": 0, "es.clip_update_norm": clip}
+    cfg = es_config(**over)
+    ESTrainer(cfg, progress=False, evaluator_factory=Recording).train()
+    rows = [{k: r[k] for k in REPLAYED if k in r} for r in read_jsonl(Path(cfg.run_dir) / "trajectory.jsonl")]
+    assert [h[0] for h in handed if not h[1]] == [[r] for r in rows] and ("clip_scale" in rows[0]) == (clip is not None)
+    ckpts = dict(checkpoint_dirs(cfg.run_dir))
+    assert [h[1] for h in handed if h[1]] == [(k, str(d.resolve()), read_state(d)["checksum"]) for k, d in ckpts.items()]
+    assert (handed[0][2] == starts[0]) == (clip is None)  # ahead of the update unless the update completes the row
+    handed.clear()
+    longer = cfg.model_copy(update={"es": cfg.es.model_copy(update={"iterations": 3})})
+    ESTrainer(longer, resume=True, progress=False, evaluator_factory=Recording).train()
+    assert handed[0][0] == rows and handed[0][1] == (2, str(ckpts[2].resolve()), read_state(ckpts[2])["checksum"])

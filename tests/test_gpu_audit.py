@@ -213,7 +213,7 @@ def test_compiled_lowrank_pads_every_call_to_one_shape(tiny_model, monkeypatch):
         cfg = TrainConfig(es=es, generation=GenerateConfig(max_new_tokens=4, batch_size=batch, compile=compile_))
         ev = lowrank.BatchedLowRankEvaluator(model, tok, task, make_params(model, cfg.es), cfg)
         calls.clear()
-        comps, _ = ev.generate_members(ask(0, 1, n), prompts[:n_prompts])
+        comps, _ = ev.generate_members(ask(0, 1, n, sigma=cfg.es.sigma), prompts[:n_prompts])
         assert all(len(mc) == n_prompts for mc in comps)
         return [[c.token_ids for c in mc] for mc in comps], list(calls)
 

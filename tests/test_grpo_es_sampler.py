@@ -98,3 +98,19 @@ def test_unknown_sampler_is_a_one_line_cli_error(tmp_path):
     res = CliRunner().invoke(app, ["train", "grpo", "--sampler", "members", "--run-dir", str(tmp_path / "r")])
     assert res.exit_code != 0 and "grpo.sampler" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(("setting", "field"), [
+    ({"es.sigma_schedule": {"kind": "linear", "end": 0.5}}, "es.sigma_schedule"),
+    ({"es.sigma_schedule": {"warmup": 3}}, "es.sigma_schedule"),
+    ({"es.noise": "lowrank"}, "es.noise"),
+    ({"es.lora.enabled": True}, "es.lora.enabled"),
+])
+def test_es_settings_the_sampler_cannot_honour_are_refused(tiny_model, tmp_path, setting, field):
+    """ESSampler perturbs with the constant es.sigma, full rank, the model's own weights: a σ schedule, low-rank
+    noise or LoRA-ES would be silently ignored, so the config is refused in one line naming the field."""
+    with pytest.raises(ConfigError, match=rf"{field}.*grpo\.sampler=es") as err:
+        _cfg(tiny_model, tmp_path / "r", **setting)
+    assert "\n" not in str(err.value) and "grpo.sampler=policy" in str(err.value)
+    _cfg(tiny_model, tmp_path / "r", **setting, **{"grpo.sampler": "policy"})  # GRPO's own sampler: not an ES setting
+    _cfg(tiny_model, tmp_path / "r", **setting, method="es", **{"grpo.sampler": "es"})  # an ES run ignores grpo.*

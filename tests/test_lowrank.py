@@ -64,7 +64,7 @@ def _reference(monkeypatch, model, tok, task, params, es, members, examples, pro
 @pytest.mark.parametrize(("vectors", "rank"), [("freeze", 1), ("full", 3)])
 def test_batched_population_equals_materialised_members(tiny_model, monkeypatch, vectors, rank):
     model, tok, task, examples, prompts, es, params = _setup(tiny_model, vectors, rank)
-    members = ask(0, 1, 6, antithetic=True)
+    members = ask(0, 1, 6, antithetic=True, sigma=es.sigma)
     # reference batch 4 < 5 prompts: chunks of 4 and 1 per member; batch 8: all 5 prompts at once
     refs = {
         b: _reference(monkeypatch, model, tok, task, params, es, members, examples, prompts, b)
@@ -95,9 +95,9 @@ def test_batched_logits_match_materialised_weights(tiny_model):
     model, tok, task, examples, prompts, es, params = _setup(tiny_model, "full", 2, sigma=0.1)
     assert model.lm_head.weight is model.model.embed_tokens.weight
     assert "model.embed_tokens.weight" in params.params
-    members = ask(3, 2, 3)
+    members = ask(3, 2, 3, sigma=es.sigma)
     enc = tok(prompts[:2], return_tensors="pt", padding=True, add_special_tokens=False)
-    fwd = BatchedForward(model, params, es.sigma, es.rank)
+    fwd = BatchedForward(model, params, rank=es.rank)
     group = fwd.make_group(members, rows_per_member=2)
     rows = {k: v.repeat(len(members), 1) for k, v in enc.items()}
     with torch.no_grad(), fwd.active(group):
@@ -114,9 +114,9 @@ def test_batched_logits_match_materialised_weights(tiny_model):
 def test_member_rows_do_not_depend_on_grouping(tiny_model):
     """Bit-identical logits for a member alone (padded with null members) or among others."""
     model, tok, task, examples, prompts, es, params = _setup(tiny_model, "full", 2, sigma=0.1)
-    members = ask(5, 1, 6)
+    members = ask(5, 1, 6, sigma=es.sigma)
     enc = tok(prompts[:3], return_tensors="pt", padding=True, add_special_tokens=False)
-    fwd = BatchedForward(model, params, es.sigma, es.rank)
+    fwd = BatchedForward(model, params, rank=es.rank)
 
     def logits(group, pad):
         g = fwd.make_group(group, rows_per_member=3, pad=pad)
@@ -169,7 +169,7 @@ def test_unsupported_vector_module_is_refused():
     named = lowrank_param_filter(model.named_parameters(), "full")
     params = EvolvingParams(named, LowRankNoise(1, "full"))
     with pytest.raises(ValueError, match="lowrank_vectors=freeze"):
-        BatchedForward(model, params, 0.1, 1)
+        BatchedForward(model, params, rank=1)
 
 
 def _lowrank(es_config, **over):
@@ -229,7 +229,7 @@ def test_factors_are_made_per_micro_batch(tiny_model, monkeypatch):
         return real(self, members, rows_per_member, pad)
 
     monkeypatch.setattr(BatchedForward, "make_group", spy)
-    BatchedLowRankEvaluator(model, tok, task, params, _cfg(es, 2, 10))(ask(0, 1, 5), examples, prompts)
+    BatchedLowRankEvaluator(model, tok, task, params, _cfg(es, 2, 10))(ask(0, 1, 5, sigma=es.sigma), examples, prompts)
     assert sizes == [2, 2, 1]
 
 

@@ -21,7 +21,7 @@ from evotune.cli.main import app
 from evotune.distributed import RayEvaluator, start_local_ray, threads_per_worker
 from evotune.errors import ModelError, ReplicaMismatchError
 from evotune.es.params import make_params
-from evotune.es.trajectory import apply_row
+from evotune.es.update import apply_row
 from evotune.runs.rundir import read_jsonl
 from evotune.tasks import build_task
 from evotune.trainers import ESTrainer
@@ -162,12 +162,11 @@ def test_worker_that_cannot_load_the_model_fails_at_start(tiny_model, tmp_path):
     with pytest.raises(ModelError, match=r"Ray worker \d.* could not load the model: .*does not exist"):
         RayEvaluator(
             model, tok, build_task(cfg.task), make_params(model, cfg.es), cfg.model_copy(update={"ray": ray1}),
-            trajectory=None,
         )
 
 
 def test_replay_rebuild_and_replica_drift_detection(tiny_model, tmp_path):
-    """Without a run directory a replacement replays the rows from the base model; drift is caught."""
+    """Without a checkpoint a replacement replays the rows handed over from the base model; drift is caught."""
     from evotune.es.evaluator import SequentialEvaluator
     from evotune.es.strategy import ask
 
@@ -177,26 +176,27 @@ def test_replay_rebuild_and_replica_drift_detection(tiny_model, tmp_path):
     params = make_params(model, cfg.es)
     local = SequentialEvaluator(model, tok, task, params, cfg)
     ray_cfg = _cfg(tiny_model, tmp_path / "direct", **{"ray.workers": 1, "ray.check_every": 1})
-    ev = RayEvaluator(model, tok, task, params, ray_cfg, trajectory=None)
+    ev = RayEvaluator(model, tok, task, params, ray_cfg)
     try:
         rows = []
         for k in (1, 2):
             examples = task.batch("train", 4, cfg.seed, k)
             prompts = [task.render(e, tok) for e in examples]
-            members = ask(cfg.seed, k, 4)
+            members = ask(cfg.seed, k, 4, sigma=cfg.es.sigma)
             if k == 2:
                 os.kill(ev.worker_pids()[0], signal.SIGKILL)  # dies between iterations: all units wait
             res = ev(members, examples, prompts)
             assert res.fitness == local(members, examples, prompts).fitness
             row = {"step": k, "seeds": [m.seed for m in members], "signs": [m.sign for m in members]}
             rows.append({**row, "fitness": res.fitness})
+            ev.follow(rows[-1:])  # what the trainer hands over
             apply_row(params, rows[-1], cfg)
         ev.wait_ready()
         assert ev.failures == 1 and ev.rebuilds == [{"slot": 0, "rows": 1, "from_checkpoint": 0}]
         name = next(iter(params.master))
         params.master[name].view(-1)[0] += 1e-3  # the driver drifts away from its replicas
         with pytest.raises(ReplicaMismatchError, match="replica check after iteration 2"):
-            ev(ask(cfg.seed, 3, 4), examples, prompts)
+            ev(ask(cfg.seed, 3, 4, sigma=cfg.es.sigma), examples, prompts)
     finally:
         ev.close()
 

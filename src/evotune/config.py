@@ -379,6 +379,24 @@ class TrainConfig(_Strict):
             raise ValueError(f"randopt.top_k={self.randopt.top_k} exceeds the population es.population={self.es.population}")
         return self
 
+    @model_validator(mode="after")
+    def _grpo_es(self) -> TrainConfig:
+        """grpo.sampler=es perturbs with the constant es.sigma, full-rank, on the model's own weights
+        (`trainers.grpo.ESSampler`): refuse the ES settings it would otherwise silently ignore."""
+        if self.method != "grpo" or self.grpo.sampler != "es":
+            return self
+        es = self.es
+        if es.sigma_schedule.kind != "constant" or es.sigma_schedule.warmup:
+            raise ValueError("es.sigma_schedule: grpo.sampler=es perturbs with the constant es.sigma; "
+                             "remove es.sigma_schedule (or use grpo.sampler=policy)")
+        if es.noise != "full":
+            raise ValueError(f"es.noise={es.noise}: grpo.sampler=es draws full-rank noise; set es.noise=full "
+                             "(or use grpo.sampler=policy)")
+        if es.lora.enabled:
+            raise ValueError("es.lora.enabled: grpo.sampler=es perturbs the model's own weights, not LoRA adapters; "
+                             "set es.lora.enabled=false (or use grpo.sampler=policy)")
+        return self
+
     @field_validator("run_dir")
     @classmethod
     def _nonempty(cls, v: str) -> str:
@@ -500,13 +518,34 @@ def build_config(
         if (problem := text_value_problem(loaded)) is not None:
             raise ConfigError(f"config file {p}: {problem}")
         data = loaded
-    for k, v in (overrides or {}).items():
+    _apply(data, overrides or {}, skip_none=True)
+    return _validate(cls, data)
+
+
+def derive(base: BaseModel | dict[str, Any], changes: dict[str, Any]) -> TrainConfig:
+    """A child run's config: `base` (a config, or sections of one as a dict) with dotted `changes`, validated.
+
+    The one way sweeps (a grid cell), studies (a method × seed) and continual runs (a stage) make their
+    runs, so a child is checked like any config and a bad change names its dotted key. Unlike
+    `build_config`'s overrides, a None in `changes` is set (a sweep may try `es.clip_update_norm: null`).
+    """
+    data = base.model_dump() if isinstance(base, BaseModel) else copy.deepcopy(base)
+    _apply(data, changes)
+    return _validate(TrainConfig, data)
+
+
+def _apply(data: dict[str, Any], changes: dict[str, Any], skip_none: bool = False) -> None:
+    """Set dotted `changes` in `data` (None values skipped with `skip_none`: an option not given)."""
+    for k, v in changes.items():
         if not isinstance(k, str) or not k or any(not part for part in k.split(".")):
             raise ConfigError(f"config key {k!r:.100} is not a dotted field name such as es.sigma")
         if (problem := text_value_problem(v)) is not None:
             raise ConfigError(f"{k[:100]}: {problem}")
-        if v is not None:  # a copy: a later dotted key must not write into the caller's dict
+        if v is not None or not skip_none:  # a copy: a later dotted key must not write into the caller's dict
             _set_dotted(data, k, copy.deepcopy(v))
+
+
+def _validate(cls: type[_Strict], data: dict[str, Any]) -> Any:
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
@@ -525,6 +564,15 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "grpo_es": ("grpo", {"grpo.sampler": "es"}),  # GRPO's update on completions ES members write
     "es_null": ("es", {"es.null_control": True}),  # ES with fitness detached from the member that earned it
 }
+
+
+def variant_settings(name: str) -> tuple[str, dict[str, Any]]:
+    """(method, dotted settings) of run kind `name` (a method or a variant): its variant's settings,
+    every other variant's at their defaults, so a config shared across kinds cannot leak one into another."""
+    method, own = VARIANTS.get(name, (name, {}))
+    defaults = TrainConfig()
+    settings = {k: _get_dotted(defaults, k) for _, (_, other) in VARIANTS.items() for k in other}
+    return method, {**settings, **own}
 
 
 def variant_of(cfg: TrainConfig) -> str:

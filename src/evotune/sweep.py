@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from evotune.analysis.kl import kl_matrix
-from evotune.config import TrainConfig, load_run_config
+from evotune.config import TrainConfig, derive, load_run_config
 from evotune.report import plots
 from evotune.runs.rundir import atomic_write_json, read_jsonl
 from evotune.trainers import make_trainer
@@ -57,15 +57,7 @@ def run_grid(
         assign = dict(zip(keys, values, strict=True))
         for seed in seeds:
             run = out / cell_name(assign) / f"seed{seed}"
-            data = base.model_dump()
-            data["seed"], data["run_dir"] = seed, str(run)
-            for k, v in assign.items():
-                sec, _, field = k.partition(".")
-                if field:
-                    data[sec][field] = v
-                else:
-                    data[sec] = v
-            cfg = TrainConfig.model_validate(data)
+            cfg = derive(base, {**assign, "seed": seed, "run_dir": str(run)})
             state = run_state(run)
             if state != "done":
                 (trainer or train_run)(cfg, state == "partial", progress)

@@ -25,11 +25,12 @@ from evotune.analysis.common import jsonable
 from evotune.analysis.kl import kl_on_prompts
 from evotune.backends.models import load_model
 from evotune.checkpoints import latest_checkpoint
-from evotune.config import BudgetConfig, TaskConfig, TrainConfig, build_config
+from evotune.config import BudgetConfig, TaskConfig, TrainConfig, derive
 from evotune.continual.metrics import continual_metrics
 from evotune.continual.report import heatmap
 from evotune.errors import ConfigError
 from evotune.evaluation import evaluate_tasks
+from evotune.grpo.trl import completions_per_step
 from evotune.hashing import stable_int
 from evotune.runs.rundir import atomic_write_json, write_jsonl
 from evotune.tasks import build_task
@@ -132,15 +133,14 @@ def stage_config(spec: ContinualSpec, i: int, model_name: str) -> TrainConfig:
         "generation.max_new_tokens": spec.max_new_tokens,
         "threads": spec.threads,
     })
-    cfg: TrainConfig = build_config(None, o)
+    cfg = derive({}, {k: v for k, v in o.items() if v is not None})  # None: not given, the default
     if budget.completions is not None:
         if spec.method == "es" and "es.iterations" not in spec.overrides:
             n_train = len(build_task(cfg.task).split("train"))
             per_iter = cfg.es.population * min(cfg.es.prompts_per_iteration or n_train, n_train)
             cfg.es.iterations = max(1, math.ceil(budget.completions / per_iter))
         if spec.method == "grpo" and "grpo.steps" not in spec.overrides:
-            per_step = cfg.grpo.prompts_per_step * cfg.grpo.num_generations
-            cfg.grpo.steps = max(1, math.ceil(budget.completions / per_step))
+            cfg.grpo.steps = max(1, math.ceil(budget.completions / completions_per_step(cfg)))
     return cfg
 
 

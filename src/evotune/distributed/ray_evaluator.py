@@ -3,7 +3,8 @@
 Why it is built this way:
 
 - **No weight broadcast.** Each actor loads the base model itself and follows the run by applying
-  every iteration's (seeds, signs, fitness) row with the trainer's own `apply_row`, so it regenerates
+  every iteration's (seeds, signs, fitness) row with the trainer's own `apply_row` (the trainer hands
+  each row to `follow`; this module reads no run files), so it regenerates
   the same noise and computes the same fp32 update as the driver. Per-iteration traffic is the
   population's seeds and fitness plus the iteration's prompts: independent of model size.
 - **Bit-identical to the in-process engine, for any worker count.** A unit of work is evaluated on an
@@ -15,12 +16,12 @@ Why it is built this way:
   docs/scaling.md). Replicas are compared with the driver by checksum every K iterations anyway.
 - **Dynamic scheduling with recovery.** A free actor takes the next unit (`ray.wait` loop). A unit
   whose actor dies is queued again for the others; a replacement actor is rebuilt to the current
-  weights from the base model plus the trajectory rows (or the newest checkpoint plus the rows after
-  it) and joins once its checksum matches the driver's.
-- **Rows are sent ahead.** Right after an iteration's fitness is known, its row goes to every actor,
-  so the actors' updates overlap the driver's. The next iteration first checks that exactly that row
-  was committed to `trajectory.jsonl` (the commit point), and each evaluation request carries the
-  number of rows the actor must have applied, so no member is ever scored on stale weights.
+  weights from the base model plus the rows (or the newest checkpoint the trainer handed over plus
+  the rows after it) and joins once its checksum matches the driver's.
+- **Rows are sent on arrival.** The trainer hands a row over as soon as it is final (before its own
+  update when it can), and it goes to every actor at once, so the actors' updates overlap the
+  driver's. Each evaluation request carries the number of rows the actor must have applied, so no
+  member is ever scored on stale weights.
 """
 
 
@@ -31,10 +32,8 @@ import re
 import time
 from collections import deque
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from evotune.checkpoints import checkpoint_dirs, read_state
 from evotune.config import TrainConfig
 from evotune.distributed.session import (
     IDLE_ACTORS,
@@ -48,13 +47,12 @@ from evotune.distributed.session import (
     start_local_ray,
     threads_per_worker,
 )
-from evotune.distributed.worker import Checkpoint, ReplicaWorker, ResultDict, Row, WorkerSlot, wire_row
+from evotune.distributed.worker import ReplicaWorker, ResultDict, WorkerSlot, wire_row
 from evotune.errors import ConfigError, ModelError, ReplicaMismatchError, RunStateError, WorkerError
-from evotune.es.evaluator import PopulationResult
+from evotune.es.evaluator import Checkpoint, PopulationResult, Row
 from evotune.es.lowrank import members_per_call
 from evotune.es.params import EvolvingParams
 from evotune.es.strategy import Member
-from evotune.runs.rundir import RunDir, read_jsonl
 from evotune.tasks.base import Example, Task
 
 
@@ -91,7 +89,7 @@ def _unwrap(ray: Any, exc: BaseException, worker: WorkerSlot | None = None) -> B
 
 
 class RayEvaluator:
-    """An `Evaluator` whose members run on Ray actors; the driver's own params stay the reference."""
+    """An `Evaluator` (and `Follower`) whose members run on Ray actors; the driver's own params stay the reference."""
 
     def __init__(
         self,
@@ -100,7 +98,6 @@ class RayEvaluator:
         task: Task,
         params: EvolvingParams,
         cfg: TrainConfig,
-        trajectory: str | Path | None = "auto",
     ) -> None:
         rc = cfg.ray
         if not rc.enabled:
@@ -113,12 +110,9 @@ class RayEvaluator:
         self.check_every = check_every_default() if check_every is None else check_every
         if self.check_every < 0:
             raise ConfigError(f"check_every must be >= 0, got {self.check_every}")
-        if trajectory == "auto":
-
-            trajectory = RunDir(cfg.run_dir).trajectory
-        self.trajectory = None if trajectory is None else Path(trajectory)
         self.workers: list[WorkerSlot] = []
-        self.rows: list[Row] = []
+        self.rows: list[Row] = []  # what the trainer handed over (`follow`), in step order
+        self.checkpoint: Checkpoint | None = None  # the newest one it handed over
         self.failures = 0
         # replacement replicas: slot, rows at launch, checkpoint used (0 = replayed from the base model)
         self.rebuilds: list[dict[str, int]] = []
@@ -132,6 +126,7 @@ class RayEvaluator:
         except BaseException:
             self.close()
             raise
+        self._sent = 0  # the start-up is `setup_bytes`, not the first iteration's traffic
 
     # -- start-up -----------------------------------------------------------------------------
     def _start(
@@ -207,15 +202,9 @@ class RayEvaluator:
         return w
 
     def _checkpoint_for(self, n_rows: int) -> Checkpoint | None:
-        """The newest complete checkpoint at or before `n_rows` iterations, as the driver's resume uses."""
-        if self.trajectory is None:
-            return None
-
-        ckpts = [(k, d) for k, d in checkpoint_dirs(self.trajectory.parent) if 0 < k <= n_rows]
-        if not ckpts:
-            return None
-        k, d = ckpts[-1]
-        return k, str(d.resolve()), read_state(d).get("checksum")
+        """The newest checkpoint handed over, if at or before `n_rows` iterations (as the driver's resume uses)."""
+        ckpt = self.checkpoint
+        return ckpt if ckpt is not None and 0 < ckpt[0] <= n_rows else None
 
     def _await_builds(self, at_start: bool = False) -> None:
         """Wait (briefly) for pending replica builds and admit those whose checksum matches."""
@@ -284,18 +273,14 @@ class RayEvaluator:
         self.workers[self.workers.index(w)] = new
 
     # -- keeping replicas in step ---------------------------------------------------------------
-    def _sync(self) -> None:
-        """Bring `rows` up to the committed trajectory and send every replica the rows it lacks."""
-        if self.trajectory is not None:
-
-            committed = read_jsonl(self.trajectory)
-            for i, row in enumerate(self.rows):
-                if i >= len(committed) or wire_row(committed[i]) != row:
-                    raise RunStateError(
-                        f"{self.trajectory}: row {i + 1} is not the one Ray workers were sent; "
-                        "replicas and driver would diverge"
-                    )
-            self.rows.extend(wire_row(r) for r in committed[len(self.rows) :])
+    def follow(self, rows: Sequence[Row], checkpoint: Checkpoint | None = None) -> None:
+        """Take the trainer's next rows (and its newest checkpoint) and send every replica what it lacks."""
+        for row in rows:
+            if row["step"] != len(self.rows) + 1:
+                raise RunStateError(f"Ray evaluator holds {len(self.rows)} rows and was handed step {row['step']}")
+            self.rows.append(wire_row(row))
+        if checkpoint is not None:
+            self.checkpoint = checkpoint
         for w in self.workers:
             self._send_rows(w)
 
@@ -386,8 +371,6 @@ class RayEvaluator:
         self, members: Sequence[Member], examples: Sequence[Example], prompts: Sequence[str]
     ) -> PopulationResult:
         ray = self.ray
-        self._sent = self._received = 0
-        self._sync()
         t_check = 0.0
         n = len(self.rows)
         due = n != self._checked and (
@@ -421,22 +404,6 @@ class RayEvaluator:
         res.sample = results[0]["sample"] if results else ""
         res.correct = correct
         res.accuracy = correct / res.completions if res.completions else 0.0
-        # Send this iteration's row now so the replicas' update overlaps the driver's; the next call
-        # checks that the trainer committed exactly this row.
-        row = {
-            "step": n + 1,
-            "seeds": [m.seed for m in members],
-            "signs": [m.sign for m in members],
-            "fitness": list(res.fitness),
-        }
-        if self.cfg.es.baseline != "none":
-            row["rewards"] = res.prompt_rewards
-        # the centre's fitness and the clip factor are only known after the trainer's update: those rows
-        # reach the replicas from the committed trajectory at the next call (`_sync`)
-        if self.trajectory is None or (self.cfg.es.baseline != "center" and self.cfg.es.clip_update_norm is None):
-            self.rows.append(row)
-            for w in self.workers:
-                self._send_rows(w)
         res.times = {**times, "ray_dispatch": time.perf_counter() - t0, "ray_checksum": t_check}
         res.extra = {
             "ray/bytes_per_iteration": float(self._sent + self._received),
@@ -447,6 +414,7 @@ class RayEvaluator:
             "ray/units": float(len(units)),
             "ray/worker_failures": float(self.failures),
         }
+        self._sent = self._received = 0  # rows handed over from now on count towards the next iteration
         return res
 
     # -- lifecycle ------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The Ray actor: one model replica that follows the run by re-applying committed trajectory rows."""
+"""The Ray actor: one model replica that follows the run by re-applying the trainer's trajectory rows."""
 
 from __future__ import annotations
 
@@ -13,14 +13,13 @@ from evotune.backends.models import load_model
 from evotune.config import TrainConfig
 from evotune.errors import ReplicaMismatchError, RunStateError, WorkerError
 from evotune.es import local_evaluator
-from evotune.es.evaluator import PopulationResult
+from evotune.es.evaluator import Checkpoint, PopulationResult, Row
 from evotune.es.params import EvolvingParams, make_params
 from evotune.es.strategy import Member
-from evotune.es.trajectory import apply_row, load_checkpoint
+from evotune.es.trajectory import load_checkpoint
+from evotune.es.update import apply_row
 from evotune.tasks.base import Example, Task
 
-Row = dict[str, Any]
-Checkpoint = tuple[int, str, str | None]  # (iteration, directory, recorded checksum)
 ResultDict = dict[str, Any]
 
 

@@ -11,12 +11,12 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from evotune.backends.hf import generate
 from evotune.config import TrainConfig
 from evotune.es.params import EvolvingParams
-from evotune.es.strategy import FitnessKind, Member, prompt_scores
+from evotune.es.strategy import FitnessKind, Member, prompt_scores, sigma_of
 from evotune.evaluation import score_rows
 from evotune.runs.metrics import StepStats
 from evotune.tasks.base import Example, Task
@@ -62,6 +62,21 @@ class Evaluator(Protocol):
     ) -> PopulationResult: ...
 
 
+Row = dict[str, Any]  # a trajectory row (`es.trajectory.trajectory_row`)
+Checkpoint = tuple[int, str, str | None]  # (iteration, directory, recorded checksum)
+
+
+@runtime_checkable
+class Follower(Protocol):
+    """An evaluator that keeps its own copies of the weights (Ray replicas) rather than sharing the trainer's.
+
+    The trainer hands it every row once final, in step order, and each checkpoint it writes (a
+    replacement replica starts from the newest instead of replaying every row); it reads no files.
+    """
+
+    def follow(self, rows: Sequence[Row], checkpoint: Checkpoint | None = None) -> None: ...
+
+
 # The one constructor contract: every evaluator (sequential, batched low rank, Ray) is built from
 # (model, tokenizer, task, params, cfg), after the trainer has loaded its model.
 EvaluatorFactory = Callable[[Any, Any, Task, EvolvingParams, TrainConfig], Evaluator]
@@ -72,7 +87,6 @@ class PopulationEvaluator:
 
     def __init__(self, model: Any, tokenizer: Any, task: Task, params: EvolvingParams, cfg: TrainConfig) -> None:
         self.model, self.tokenizer, self.task, self.params = model, tokenizer, task, params
-        self.sigma = float(cfg.es.sigma)
         self.max_new_tokens = task.max_new_tokens(cfg.generation.max_new_tokens)
         self.batch_size = cfg.generation.batch_size
         self.compile_backend = cfg.generation.compile_backend if cfg.generation.compile else None
@@ -100,7 +114,7 @@ class SequentialEvaluator(PopulationEvaluator):
             for m in members:
                 t0 = time.perf_counter()
                 # perturb writes master + sign·σ·ε from the master, so the previous member needs no restore
-                self.params.perturb(m.seed, m.sign, self.sigma if m.sigma is None else m.sigma)
+                self.params.perturb(m.seed, m.sign, sigma_of(m))
                 t1 = time.perf_counter()
                 comps = generate(
                     self.model, self.tokenizer, rows_in, self.max_new_tokens, batch_size=self.batch_size,

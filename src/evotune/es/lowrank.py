@@ -37,7 +37,7 @@ from evotune.backends.hf import COMPILE_PAD, Completion, generate
 from evotune.config import TrainConfig
 from evotune.es.evaluator import PopulationEvaluator, PopulationResult
 from evotune.es.params import EvolvingParams
-from evotune.es.strategy import Member
+from evotune.es.strategy import Member, sigma_of
 from evotune.evaluation import score_rows
 from evotune.noise import LowRankNoise, factors
 from evotune.tasks.base import Example, Task
@@ -81,7 +81,7 @@ class BatchedForward:
     """
 
     def __init__(
-        self, model: nn.Module, params: EvolvingParams, sigma: float, rank: int, persistent: bool = False,
+        self, model: nn.Module, params: EvolvingParams, *, rank: int, persistent: bool = False,
         fuse: bool | None = None,
     ) -> None:
         """`persistent`: hooks stay installed (no-ops outside `active`), as a compiled forward needs.
@@ -90,7 +90,7 @@ class BatchedForward:
         so new members need no recompile; hooks added and removed per call would recompile every
         time (hook guards on) or be silently ignored (hook guards off).
         """
-        self.model, self.params, self.sigma, self.rank = model, params, sigma, rank
+        self.model, self.params, self.rank = model, params, rank  # σ: each member's own (`sigma_of`)
         self.persistent = persistent
         self._handles: list[Any] = []
         # Linear layers fed the same input (q/k/v, gate/up) share one B-projection: fewer kernel
@@ -136,10 +136,6 @@ class BatchedForward:
             )
 
     # -- per-group state ------------------------------------------------------------------------
-    def sigma_of(self, m: Member) -> float:
-        """The member's own σ (a σ schedule), else the configured one."""
-        return self.sigma if m.sigma is None else m.sigma
-
     @torch.no_grad()
     def make_group(self, members: Sequence[Member], rows_per_member: int = 0, pad: int = 0) -> _Group:
         """Regenerate the members' factors (and vector noise) for one generate call.
@@ -154,7 +150,7 @@ class BatchedForward:
                      for m in members]
             pairs += [(torch.zeros(shape[0], self.rank, device=dev), torch.zeros(shape[1], self.rank, device=dev))] * pad
             coef = torch.tensor(
-                [m.sign * self.sigma_of(m) / math.sqrt(self.rank) for m in members] + [0.0] * pad,
+                [m.sign * sigma_of(m) / math.sqrt(self.rank) for m in members] + [0.0] * pad,
                 dtype=torch.float32, device=dev,
             )
             g.a[name] = torch.stack([a for a, _ in pairs]).mul_(coef.view(-1, 1, 1)).to(dtype)
@@ -169,7 +165,7 @@ class BatchedForward:
             for m in members:
                 eps = fn(m.seed, name, tuple(p.shape), device=dev)
                 # exactly the value `EvolvingParams.perturb` writes
-                rows.append(eps.mul_(m.sign * self.sigma_of(m)).add_(master).to(p.dtype))
+                rows.append(eps.mul_(m.sign * sigma_of(m)).add_(master).to(p.dtype))
             rows += [master.to(p.dtype)] * pad
             g.weight[name] = torch.stack(rows)
             g.offset[name] = (g.weight[name].to(torch.float32) - master).to(p.dtype)
@@ -391,7 +387,7 @@ class BatchedLowRankEvaluator(PopulationEvaluator):
             raise TypeError("BatchedLowRankEvaluator needs EvolvingParams built with lowrank_noise_fn")
         super().__init__(model, tokenizer, task, params, cfg)
         self.forward = BatchedForward(
-            model, params, self.sigma, params.noise_fn.rank, persistent=self.compile_backend is not None
+            model, params, rank=params.noise_fn.rank, persistent=self.compile_backend is not None
         )
         # One row count for every call (null members, repeated prompts): a compiled forward then sees one
         # static shape per run (each new one costs a 30–110 s compile on a GPU and counts toward dynamo's

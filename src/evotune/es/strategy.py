@@ -24,8 +24,9 @@ FitnessKind = Literal["mean", "pass_at_k"]
 class Member:
     """One population member: its perturbation is `sign · σ · ε(seed)`.
 
-    `sigma` is this iteration's σ (a σ schedule travels with the member, also to Ray replicas);
-    None means the evaluator's configured `es.sigma`. `sample_seed` seeds sampled completions
+    `sigma` is this iteration's σ_k, the only way σ reaches an evaluator's perturbation (a σ schedule
+    travels with the member, also to Ray replicas); None only for uses that perturb with a σ of their
+    own (`sigma_of` refuses it). `sample_seed` seeds sampled completions
     (es.temperature > 0); `ask` gives every member of an iteration the same one (common random
     numbers: members differ by their weights, not by their luck). Sign 0 is the unperturbed centre.
     """
@@ -35,6 +36,13 @@ class Member:
     sign: int = 1
     sigma: float | None = None
     sample_seed: int | None = None
+
+
+def sigma_of(m: Member) -> float:
+    """The σ a member is evaluated with: its own, never a default an evaluator might hold apart from the schedule."""
+    if m.sigma is None:
+        raise ValueError(f"member {m.index} carries no σ: build the population with ask(..., sigma=σ_k)")
+    return m.sigma
 
 
 def noise_iteration(iteration: int, reuse: int = 1) -> int:

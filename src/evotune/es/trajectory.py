@@ -1,4 +1,4 @@
-"""A committed trajectory row → the same update again: how resume, replay and Ray replicas rebuild weights.
+"""The trajectory record: how an iteration is written down, and how resume, replay and Ray replicas rebuild weights from it.
 
 `trajectory.jsonl` holds one row per iteration (step, seeds, signs, fitness, budget; `rewards`, the
 members × prompts matrix, when a per-prompt baseline needs it). The weights of iteration k, and the
@@ -23,13 +23,34 @@ from evotune.checkpoints import (
     checkpoint_dirs,
     read_state,
 )
-from evotune.config import TrainConfig
+from evotune.config import ESConfig, TrainConfig
 from evotune.errors import EvotuneError, RunStateError
+from evotune.es.evaluator import PopulationResult
 from evotune.es.params import EvolvingParams
-from evotune.es.schedules import alpha_at
-from evotune.es.strategy import Member, ask, null_permutation, tell
+from evotune.es.strategy import Member
+from evotune.es.update import apply_row
 from evotune.noise import NOISE_VERSION
 from evotune.runs.rundir import read_jsonl
+
+
+def trajectory_row(
+    step: int, members: Sequence[Member], res: PopulationResult, params: EvolvingParams, es: ESConfig | None = None
+) -> dict[str, Any]:
+    """One iteration as trajectory.jsonl records it: what a rebuild needs to redo its update exactly.
+
+    `es` (an ES run; None for RandOpt, which never updates the weights) adds where the noise was drawn
+    and the master kept (CUDA: GPU identity) and, under a per-prompt baseline, the rewards replay
+    recomputes the fitness from. Built here only, so the trainer and its replicas cannot disagree.
+    """
+    row: dict[str, Any] = {
+        "step": step, "seeds": [m.seed for m in members], "signs": [m.sign for m in members], "fitness": res.fitness,
+        "device": params.device_type, "noise": params.noise_version,  # noise streams depend on both
+    }
+    if es is not None:
+        row.update(params.placement())
+        if es.baseline not in ("none", "center"):
+            row["rewards"] = res.prompt_rewards
+    return row
 
 
 def read_trajectory(path: str | Path) -> list[dict[str, Any]]:
@@ -119,50 +140,6 @@ def with_noise_version(cfg: TrainConfig, rows: Sequence[dict[str, Any]]) -> Trai
     """`cfg` with `es.noise_version` set to what `rows` need (see `noise_version_of`)."""
     v = noise_version_of(rows, cfg.es.noise_version)
     return cfg.model_copy(update={"es": cfg.es.model_copy(update={"noise_version": v})})
-
-
-def members_of(row: dict[str, Any], cfg: TrainConfig) -> list[Member]:
-    """The members a trajectory row records, checked against what `ask` derives from the config."""
-    expect = ask(cfg.seed, row["step"], cfg.es.population, cfg.es.antithetic, reuse=cfg.es.noise_reuse)
-    got = [Member(i, s, g) for i, (s, g) in enumerate(zip(row["seeds"], row["signs"], strict=True))]
-    if [(m.seed, m.sign) for m in got] != [(m.seed, m.sign) for m in expect]:
-        raise RunStateError(f"trajectory row {row['step']} has seeds that this config does not produce")
-    return got
-
-
-def update(
-    params: EvolvingParams, members: list[Member], row: dict[str, Any], cfg: TrainConfig
-) -> dict[str, float] | None:
-    """The update of iteration `row["step"]` from its fitness (or rewards): live training and replay.
-
-    Returns the update's norms (None: no update). With `es.clip_update_norm` the clip factor is
-    recorded in the row when live and read back from it in replay, so replay needs no second pass.
-    """
-    es = cfg.es
-    rewards = row.get("rewards")
-    if es.baseline not in ("none", "center") and rewards is None:
-        raise RunStateError(
-            f"trajectory row {row['step']} has no per-prompt rewards, which es.baseline={es.baseline} needs"
-        )
-    fitness = row["fitness"]
-    if es.null_control:  # the null-ES control: fitness no longer belongs to the member that earned it
-        perm = null_permutation(cfg.seed, row["step"], len(fitness))
-        fitness = [fitness[i] for i in perm]
-        rewards = [rewards[i] for i in perm] if rewards is not None else None
-    if es.baseline == "center" and row.get("center") is None:
-        raise RunStateError(f"trajectory row {row['step']} has no centre fitness, which es.baseline=center needs")
-    coeffs = tell(members, fitness, es.shaping, es.baseline, rewards, row.get("center"))
-    if coeffs is None:
-        return None
-    info = params.apply_update(coeffs, alpha_at(es, row["step"]), es.clip_update_norm, row.get("clip_scale"))
-    if es.clip_update_norm is not None:
-        row["clip_scale"] = info["clip_scale"]
-    return info
-
-
-def apply_row(params: EvolvingParams, row: dict[str, Any], cfg: TrainConfig) -> bool:
-    """Re-apply one committed iteration from its recorded fitness: the live update, to the bit."""
-    return update(params, members_of(row, cfg), row, cfg) is not None
 
 
 def load_checkpoint(params: EvolvingParams, ckpt: str | Path, recorded: str | None = None) -> None:

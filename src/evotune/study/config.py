@@ -20,6 +20,8 @@ from evotune.config import (
     TrainConfig,
     _Strict,
     build_config,
+    derive,
+    variant_settings,
 )
 
 
@@ -104,17 +106,13 @@ class StudyConfig(_Strict):
 
     def run_config(self, method: str, seed: int) -> TrainConfig:
         """One training run of the study; `grpo_es` is a GRPO run whose completions ES members write."""
-        data = self.model_dump(include={"threads", "model", "task", "generation", "eval", "budget", "es", "grpo", "ray"})
-        # iterations/steps are caps; the shared budget is what stops both methods
-        data["es"]["iterations"] = max(data["es"]["iterations"], 10_000)
-        data["grpo"]["steps"] = max(data["grpo"]["steps"], 10_000)
-        data["grpo"]["sampler"] = "es" if method == "grpo_es" else "policy"
-        data["es"]["null_control"] = method == "es_null"
-        kind = {"grpo_es": "grpo", "es_null": "es"}.get(method, method)
-        return TrainConfig.model_validate(
-            {**data, "method": kind, "seed": seed,
-             "run_dir": str(self.out_dir / "runs" / f"{method}_seed{seed}")}
-        )
+        shared = self.model_dump(include={"threads", "model", "task", "generation", "eval", "budget", "es", "grpo", "ray"})
+        kind, settings = variant_settings(method)
+        return derive(shared, {
+            **settings, "method": kind, "seed": seed, "run_dir": str(self.out_dir / "runs" / f"{method}_seed{seed}"),
+            # iterations/steps are caps; the shared budget is what stops both methods
+            "es.iterations": max(self.es.iterations, 10_000), "grpo.steps": max(self.grpo.steps, 10_000),
+        })
 
 
 def load_study(path: str | Path, overrides: dict[str, Any] | None = None) -> StudyConfig:

@@ -19,7 +19,7 @@ from typing import Any
 from evotune.analysis.passk import passk_study
 from evotune.backends.models import load_model
 from evotune.comparison import CompareConfig, compare
-from evotune.config import TrainConfig
+from evotune.config import TrainConfig, variant_of
 from evotune.errors import ConfigError
 from evotune.report.findings import findings_html
 from evotune.report.render import render_html
@@ -63,7 +63,7 @@ def run_study(cfg: StudyConfig, progress: bool = True, log: Any = None, reuse_co
         )
         summary = compare(list(runs), cc, log=log)
     passk = _passk(cfg, out / "report" / "passk.json", log) if a.passk_n else None
-    by_name = {Path(r).name: m for r, m in runs.items()}  # the study's method (grpo_es is a grpo run)
+    by_name = {Path(r).name: m for r, m in runs.items()}  # the study's run kind (`config.variant_of` of its config)
     methods = {e["label"]: by_name.get(Path(str(e.get("run") or e["label"])).name) or e.get("method") or ""
                for e in summary["entries"]}
     study = {"name": cfg.name, "budget": cfg.budget.model_dump(exclude_none=True), "seeds": cfg.seeds,
@@ -97,7 +97,7 @@ def train_all(cfg: StudyConfig, progress: bool, log: Any) -> dict[str, str]:
                 log(f"[study] {method} seed {seed}: {state}")
             if state != "done":
                 todo.append((rc, state == "partial"))
-            runs[rc.run_dir] = method
+            runs[rc.run_dir] = variant_of(rc)  # = method: run_config made it that variant
     if cfg.jobs == 1 or len(todo) <= 1:
         for rc, resume in todo:
             _train_timed(rc, resume, progress, log)

@@ -5,7 +5,7 @@
     centre  = evaluate(unperturbed, prompts)     # es.center_member: the weights themselves, logged
     coeffs  = tell(members, fitness, shaping)    # (per-prompt or centre baseline), z-score or centered rank
     θ       = optimizer(θ, clip(Σ coeffs_s · ε(s)), α_k)  # sgd: θ += (α/N)·Σ c ε, the paper; or momentum/Adam
-    commit (seeds, fitness) to trajectory.jsonl  # replay and resume need nothing else
+    commit (seeds, fitness) to trajectory.jsonl  # replay and resume need nothing else; Ray replicas get the row
 
 α_k and σ_k come from their schedules (`es/schedules.py`), pure functions of k; with es.noise_reuse
 K the seeds of k are those of the first iteration of its block of K.
@@ -28,14 +28,23 @@ import torch
 from evotune.backends.lora import save_lora
 from evotune.backends.models import ARCH_PREFIX, load_model
 from evotune.backends.resolve import resolve_model
-from evotune.checkpoints import check_finite
+from evotune.checkpoints import check_finite, checkpoint_dirs, read_state
 from evotune.config import TrainConfig
 from evotune.es import local_evaluator
-from evotune.es.evaluator import Evaluator, EvaluatorFactory, PopulationResult, SequentialEvaluator
+from evotune.es.evaluator import (
+    Checkpoint,
+    Evaluator,
+    EvaluatorFactory,
+    Follower,
+    PopulationResult,
+    Row,
+    SequentialEvaluator,
+)
 from evotune.es.params import EvolvingParams, make_params
 from evotune.es.schedules import sigma_at
 from evotune.es.strategy import ask, center
-from evotune.es.trajectory import read_trajectory, rebuild, update, with_noise_version
+from evotune.es.trajectory import read_trajectory, rebuild, trajectory_row, with_noise_version
+from evotune.es.update import update
 from evotune.runs.metrics import Budget, StepStats
 from evotune.runs.rundir import append_jsonl, keep_rows
 from evotune.tasks import Task, build_task
@@ -99,15 +108,18 @@ class ESTrainer(Trainer):
         batch = self.task.batch("train", es.prompts_per_iteration, seed, k)
         prompts = [self.task.render(e, self.tok) for e in batch]
         res = self.evaluator(members, batch, prompts)
-        self.row = {"step": k, "seeds": [m.seed for m in members], "signs": [m.sign for m in members],
-                    "fitness": res.fitness, "device": self.params.device_type,  # noise streams depend on it
-                    "noise": self.params.noise_version, **self.params.placement()}  # CUDA: GPU identity, master
-        if es.baseline not in ("none", "center"):  # what replay needs to recompute the baselined fitness
-            self.row["rewards"] = res.prompt_rewards
+        self.row = trajectory_row(k, members, res, self.params, es)
         if es.center_member:
             self.score_center(res, k, batch, prompts)
+        # The update adds only its clip factor to the row: without a clip the row is final now, and
+        # replicas (Ray) apply it while this process does.
+        ahead = es.clip_update_norm is None
+        if ahead:
+            self.hand([self.row])
         t0 = time.perf_counter()
         info = update(self.params, members, self.row, self.cfg)
+        if not ahead:
+            self.hand([self.row])
         if info is None:
             warnings.warn(f"iteration {k}: all {es.population} members have equal fitness; no update", stacklevel=2)
         # Never commit an update that diverged: resume would replay it into the same NaN weights.
@@ -130,6 +142,22 @@ class ESTrainer(Trainer):
         res.completion_tokens += c.completion_tokens
         res.prompt_tokens += c.prompt_tokens
         res.times["center"] = sum(c.times.values())
+
+    def hand(self, rows: list[Row], checkpoint: Checkpoint | None = None) -> None:
+        """Give an evaluator that keeps its own replicas of the weights (Ray) the rows (and newest
+        checkpoint) that bring them to this process's; in-process evaluators share `self.params`."""
+        if isinstance(self.evaluator, Follower):
+            self.evaluator.follow(rows, checkpoint)
+
+    def checkpoint_at(self, k: int) -> Checkpoint | None:
+        """Checkpoint k as a replica loads it: (iteration, directory, recorded checksum); None if absent."""
+        d = dict(checkpoint_dirs(self.run.path)).get(k)
+        return None if d is None else (k, str(d.resolve()), read_state(d).get("checksum"))
+
+    def save_checkpoint(self, k: int, path: Path | None = None, state: dict[str, Any] | None = None) -> None:
+        super().save_checkpoint(k, path, state)
+        if path is None:  # checkpoints/iter_k (not checkpoints/best): replacement replicas may start from it
+            self.hand([], self.checkpoint_at(k))
 
     def commit(self, k: int, stats: StepStats) -> None:
         state = {"task_state": self.task_state} if self.task_state else {}  # e.g. the safety task's λ
@@ -156,7 +184,9 @@ class ESTrainer(Trainer):
         """Newest checkpoint at or before the last trajectory row, then replay the rows after it."""
         rows = read_trajectory(self.run.trajectory)
         self.rows = rows
-        rebuild(self.params, self.run.path, rows, self.cfg, repair=True)
+        done = rebuild(self.params, self.run.path, rows, self.cfg, repair=True)
+        if rows:
+            self.hand(rows, self.checkpoint_at(done) if done else None)
         # A kill may leave metrics/evals for an iteration whose trajectory row never landed.
         keep_rows(self.run.metrics, lambda r: r.get("step", 0) <= len(rows))
         self.budget = Budget(**rows[-1]["budget"]) if rows else Budget()

@@ -91,7 +91,7 @@ def estimate(cfg: TrainConfig, timed_members: int = 2) -> Estimate:
     evaluator = local_evaluator(model, tok, task, params, cfg)
     batch = task.batch("train", es.prompts_per_iteration, cfg.seed, 1)
     prompts = [task.render(e, tok) for e in batch]
-    pop = ask(cfg.seed, 1, es.population, es.antithetic)
+    pop = ask(cfg.seed, 1, es.population, es.antithetic, es.sigma)
 
     t0 = time.perf_counter()
     evaluate(model, tok, task, "eval", cfg.generation.max_new_tokens, cfg.generation.batch_size, cfg.eval.limit)

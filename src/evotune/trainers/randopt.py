@@ -22,7 +22,7 @@ from evotune.errors import RunStateError
 from evotune.es.params import EvolvingParams
 from evotune.es.randopt import majority_vote, top_k
 from evotune.es.strategy import Member, ask
-from evotune.es.trajectory import check_device, read_trajectory
+from evotune.es.trajectory import check_device, read_trajectory, trajectory_row
 from evotune.evaluation import evaluate, summarize
 from evotune.runs.metrics import Budget, StepStats
 from evotune.runs.rundir import keep_rows, read_jsonl, write_jsonl
@@ -74,11 +74,10 @@ class RandOptTrainer(ESTrainer):
 
     def step(self, k: int) -> StepStats:
         es, seed, b = self.cfg.es, self.cfg.seed, self.cfg.randopt.members_per_step
-        members = ask(seed, 1, es.population, es.antithetic)[(k - 1) * b : k * b]  # one population, σ = es.sigma
+        members = ask(seed, 1, es.population, es.antithetic, es.sigma)[(k - 1) * b : k * b]  # one population
         batch = self.task.batch("train", es.prompts_per_iteration, seed, 1)  # every member: the same prompts
         res = self.evaluator(members, batch, [self.task.render(e, self.tok) for e in batch])
-        self.row = {"step": k, "seeds": [m.seed for m in members], "signs": [m.sign for m in members],
-                    "fitness": res.fitness, "device": self.params.device_type, "noise": self.params.noise_version}
+        self.row = trajectory_row(k, members, res, self.params)  # no update: no placement, no rewards
         return res
 
     def restore(self) -> int:

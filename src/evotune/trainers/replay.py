@@ -14,7 +14,8 @@ from evotune.checkpoints import EXTRA_FILE, CheckpointTensors, checkpoint_dirs
 from evotune.config import load_run_config
 from evotune.errors import EvotuneError, RunStateError
 from evotune.es.params import make_params
-from evotune.es.trajectory import apply_row, check_placement, read_trajectory, with_noise_version
+from evotune.es.trajectory import check_placement, read_trajectory, with_noise_version
+from evotune.es.update import apply_row
 from evotune.runs.rundir import RunDir
 from evotune.trainers.es import write_lora
 
