@@ -267,8 +267,9 @@ def _step(ctx: _Context, name: str, inputs: dict[str, Any], fn: Callable[[], Any
     finally:
         ctx.summary["timing"][name] = time.perf_counter() - t0
         free_memory()
-    atomic_write_json(path, {"step": name, "fingerprint": fp, "seconds": ctx.summary["timing"][name],
-                             "result": jsonable(result)})
+    saved = {"step": name, "fingerprint": fp, "seconds": ctx.summary["timing"][name], "result": jsonable(result)}
+    # key order kept (not sorted): a reused result must iterate like the fresh one (e.g. the hacking table's rows)
+    atomic_write_text(path, json.dumps(saved, indent=1) + "\n")
     return result
 
 
