@@ -15,6 +15,7 @@ from evotune.analysis.delta import delta_stats, layer_index, module_type
 from evotune.analysis.kl import ESTIMATORS, kl_on_prompts, source_prompts, token_kl_terms
 from evotune.analysis.lmc import barrier, lmc
 from evotune.analysis.robustness import robustness_on, select_targets
+from evotune.analysis.settings import RobustnessSettings
 from evotune.backends.models import load_model
 from evotune.report.plots import write_delta_plots
 from evotune.stats import barrier_items, ratio_mean_se
@@ -212,7 +213,7 @@ def test_robustness_sigma_zero_no_degradation_and_exact_restore(models):
     targets, aliases = select_targets(model, ["lm_head*"])
     assert [n for n, _ in targets] == ["model.embed_tokens.weight"]
     assert aliases == {"lm_head.weight": "model.embed_tokens.weight"}
-    r = robustness_on(model, tok, "toy_letters", sigmas=[0.0, 0.5], trials=2, params=["*"], limit=3)
+    r = robustness_on(model, tok, "toy_letters", RobustnessSettings(sigmas=(0.0, 0.5), trials=2, params=("*",), limit=3))
     zero, big = r["curves"]
     assert zero["degradation_mean"] == 0.0 and zero["degradation_std"] == 0.0
     assert zero["reward"] == [r["baseline"]["reward"]] * 2

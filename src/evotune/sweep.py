@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from evotune.analysis.kl import kl_matrix
+from evotune.analysis.settings import KLSettings
 from evotune.config import TrainConfig, derive, load_run_config
 from evotune.report import plots
 from evotune.runs.rundir import atomic_write_json, read_jsonl
@@ -85,7 +86,7 @@ def final_eval(run: Path) -> dict[str, Any]:
 def kl_to_base(run: Path, n_prompts: int = 8) -> float:
     """On-task per-token KL (exact, full vocabulary) of a run's final model to its base model."""
 
-    res = kl_matrix([str(run)], load_run_config(run).model.name, n_prompts=n_prompts, general=False)
+    res = kl_matrix([str(run)], load_run_config(run).model.name, settings=KLSettings(n_prompts=n_prompts, general=False))
     return float(res["summary"][res["models"][0]]["on_task"]["exact"]["mean"])
 
 

@@ -12,8 +12,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-# comparison.py still imports these from here; new code imports them from backends.resolve
-from evotune.backends.resolve import Entry, check_comparable, resolve_entries, resolve_entry  # noqa: F401
 from evotune.config import TaskConfig
 from evotune.errors import AnalysisError
 from evotune.tasks import Task, build_task, get_task

@@ -29,6 +29,7 @@ import torch
 
 from evotune.analysis.common import as_task, free_memory
 from evotune.analysis.general_prompts import GENERAL_PROMPTS, render_general
+from evotune.analysis.settings import KLSettings
 from evotune.backends.hf import Completion, generate
 from evotune.backends.models import load_model
 from evotune.backends.resolve import Entry, resolve_entries, resolve_entry
@@ -200,44 +201,33 @@ def kl_matrix(
     models: Sequence[str | Entry],
     base: str | Entry,
     tasks: Sequence[Any] | None = None,
-    n_prompts: int = 16,
-    max_new_tokens: int | Mapping[str, int] | None = None,
-    seed: int = 0,
-    general: bool = True,
-    dtype: str = "auto",
-    device: str = "auto",
-    batch_size: int = 16,
-    micro_batch: int = 4,
-    general_max_new_tokens: int = 64,
+    settings: KLSettings | None = None,
 ) -> dict[str, Any]:
     """Task × model matrix of KL(π_model ‖ π_base): held-out prompts of each task, plus general ones.
 
     A run's own task is its on-task source; every other source is off-task. Models are loaded
-    one at a time next to the base, so memory stays at two models. `max_new_tokens` is one length
-    for every source or a mapping source → length; by default a run's own length on its own task,
-    else the task's default (`general_max_new_tokens` for the general prompts).
+    one at a time next to the base, so memory stays at two models. Lengths: `KLSettings`.
     """
-
+    s = settings or KLSettings()
     base_e = base if isinstance(base, Entry) else resolve_entry(base)
     entries_f = resolve_entries(models, base_e)
     sources: dict[str, Any] = build_sources(entries_f, tasks)
-    if general:
+    if s.general:
         sources[GENERAL] = GENERAL
     if not sources:
         raise AnalysisError("no prompt sources: pass tasks (or runs, which bring their task)")
-    base_model, base_tok = load_model(base_e.path, dtype, device)
-    cells: dict[str, dict[str, Any]] = {s: {} for s in sources}
+    base_model, base_tok = load_model(base_e.path, s.dtype, s.device)
+    cells: dict[str, dict[str, Any]] = {src: {} for src in sources}
     on_task = {e.label: (e.task_config.name if e.task_config is not None else None) for e in entries_f}
     for e in entries_f:
-        model, tok = load_model(e.path, dtype, device)
+        model, tok = load_model(e.path, s.dtype, s.device)
         check_same_vocab(tok, base_tok)
         for name, src in sources.items():
-            mnt = _length(
-                name, src, max_new_tokens, e if on_task[e.label] == name else None, general_max_new_tokens
-            )
-            prompts = source_prompts(src, tok, n_prompts)
+            mnt = _length(name, src, s.max_new_tokens, e if on_task[e.label] == name else None,
+                          s.general_max_new_tokens)
+            prompts = source_prompts(src, tok, s.n_prompts)
             res = kl_on_prompts(
-                model, base_model, tok, prompts, mnt, stable_int(seed, name), batch_size, micro_batch
+                model, base_model, tok, prompts, mnt, stable_int(s.seed, name), s.batch_size, s.micro_batch
             )
             cells[name][e.label] = res.to_dict() | {"max_new_tokens": mnt}
         del model
@@ -248,8 +238,8 @@ def kl_matrix(
         "models": [e.label for e in entries_f],
         "sources": list(sources),
         "on_task": on_task,
-        "n_prompts": n_prompts,
-        "seed": seed,
+        "n_prompts": s.n_prompts,
+        "seed": s.seed,
         "cells": cells,
         "summary": summary,
     }

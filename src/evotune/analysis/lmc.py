@@ -20,6 +20,7 @@ import torch
 
 from evotune.analysis.common import as_task, free_memory
 from evotune.analysis.kl import kl_on_prompts, source_prompts
+from evotune.analysis.settings import LMCSettings
 from evotune.backends.models import load_model
 from evotune.backends.resolve import Entry, resolve_entries
 from evotune.errors import AnalysisError
@@ -68,20 +69,103 @@ def _check_compatible(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tenso
             raise AnalysisError(f"{n}: shape {tuple(a[n].shape)} in {la} vs {tuple(b[n].shape)} in {lb}")
 
 
+class _Endpoints:
+    """fp32 tensors of the endpoints in use; every other cached endpoint is evicted before a load."""
+
+    def __init__(self, entries: Sequence[Entry], s: LMCSettings) -> None:
+        self.entries, self.s = entries, s
+        self.cache: dict[str, dict[str, torch.Tensor]] = {}
+
+    def get(self, i: int, keep: set[str]) -> dict[str, torch.Tensor]:
+        """Endpoint i's tensors, loading it (after evicting all not in `keep`) on first use."""
+        label = self.entries[i].label
+        if label not in self.cache:
+            for k in [k for k in self.cache if k not in keep]:
+                del self.cache[k]
+            free_memory()
+            m, _ = load_model(self.entries[i].path, self.s.dtype, self.s.device)
+            self.cache[label] = endpoint_tensors(m)
+            del m
+        return self.cache[label]
+
+    def pair(self, i: int, j: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Endpoints i and j, checked to be interpolable (at most these two stay in memory)."""
+        keep = {self.entries[i].label, self.entries[j].label}
+        a, b = self.get(i, keep), self.get(j, keep)
+        _check_compatible(a, b, self.entries[i].label, self.entries[j].label)
+        return a, b
+
+
+class _Probe:
+    """The working model θ(λ) and how one point is measured: greedy reward, and KL to a reference."""
+
+    def __init__(self, entries: Sequence[Entry], pairs: Sequence[tuple[int, int]], task: Any, s: LMCSettings) -> None:
+        self.t, self.s = task, s
+        self.lams = grid(s.points)  # before any load: a bad grid fails fast
+        self.work, self.tok = load_model(entries[pairs[0][0]].path if pairs else entries[0].path, s.dtype, s.device)
+        self.ref = None
+        self.kl_texts: list[str] = []
+        if s.kl:
+            self.ref, _ = load_model(entries[0 if s.kl_ref is None else s.kl_ref].path, s.dtype, s.device)
+            self.kl_texts = source_prompts(task, self.tok, s.kl_prompts)
+        self.mnt = s.max_new_tokens or task.default_max_new_tokens
+
+    def measure(self) -> dict[str, Any]:
+        res = evaluate(self.work, self.tok, self.t, "eval", self.mnt, self.s.batch_size, self.s.limit)
+        out = {"reward": res.summary["reward_mean"], "accuracy": res.summary["accuracy"],
+               "reward_items": [r["reward"] for r in res.rows]}  # same items at every λ: paired barriers
+        if self.ref is not None:
+            k = kl_on_prompts(self.work, self.ref, self.tok, self.kl_texts, self.mnt, self.s.seed)
+            out["kl"], out["kl_se"] = k.per_token["exact"]
+            out["kl_k3"] = k.per_token["k3"][0]
+        return out
+
+    def walk(
+        self, a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], ends: tuple[str, str],
+        at_end: dict[str, dict[str, Any]], log: Log | None,
+    ) -> dict[str, list[Any]]:
+        """The curve from a to b; an endpoint already measured (`at_end`) is reused, a new one recorded."""
+        curve: dict[str, list[Any]] = {k: [] for k in ("reward", "accuracy", "reward_items", "kl", "kl_se", "kl_k3")}
+        for lam in self.lams:
+            end = ends[0] if lam == 0 else ends[1] if lam == 1 else None
+            if end is not None and end in at_end:
+                row = at_end[end]
+            else:
+                interpolate_(self.work, a, b, lam)
+                row = self.measure()
+                if end is not None:
+                    at_end[end] = row
+            for k in curve:
+                curve[k].append(row.get(k))
+            if log:
+                log(f"lmc {ends[0]}→{ends[1]} λ={lam:.2f} reward={row['reward']:.4f}")
+        return curve
+
+
+def _record(name: str, ends: tuple[str, str], lams: list[float], curve: dict[str, list[Any]], kl: bool) -> dict[str, Any]:
+    """One path's result: the curves and the reward / accuracy barriers."""
+    rec: dict[str, Any] = {
+        "name": name,
+        "a": ends[0],
+        "b": ends[1],
+        "lambdas": lams,
+        "reward": curve["reward"],
+        "accuracy": curve["accuracy"],
+        "reward_items": curve["reward_items"],  # per λ, per held-out item (None where not kept)
+    }
+    if kl:
+        rec.update(kl=curve["kl"], kl_se=curve["kl_se"], kl_k3=curve["kl_k3"])
+    for metric in ("reward", "accuracy"):
+        h, lam = barrier(lams, curve[metric])
+        rec[f"barrier_{metric}"] = {"height": h, "lambda": lam}
+    return rec
+
+
 def lmc_curves(
     endpoints: Sequence[str | Entry],
     pairs: Sequence[tuple[int, int]],
     task: Any,
-    points: int = 11,
-    limit: int | None = None,
-    max_new_tokens: int | None = None,
-    batch_size: int = 64,
-    kl: bool = False,
-    kl_ref: int | None = None,
-    kl_prompts: int = 8,
-    seed: int = 0,
-    dtype: str = "auto",
-    device: str = "auto",
+    settings: LMCSettings | None = None,
     names: Sequence[str] | None = None,
     log: Log | None = None,
     known: Mapping[str, Mapping[str, float]] | None = None,
@@ -95,86 +179,25 @@ def lmc_curves(
     is asked for. Each point keeps its per-item rewards (`reward_items`), the same items at every
     λ, so a barrier can be judged on paired per-item differences (`evotune.stats`).
     """
-
+    s = settings or LMCSettings()
     entries = resolve_entries(endpoints)
-    t = as_task(task)
-    lams = grid(points)
-    work, tok = load_model(entries[pairs[0][0]].path if pairs else entries[0].path, dtype, device)
-    ref = None
-    kl_texts: list[str] = []
-    if kl:
-        ref, _ = load_model(entries[0 if kl_ref is None else kl_ref].path, dtype, device)
-        kl_texts = source_prompts(t, tok, kl_prompts)
-    mnt = max_new_tokens or t.default_max_new_tokens
-    cache: dict[str, dict[str, torch.Tensor]] = {}
-    at_end: dict[str, dict[str, Any]] = {} if kl else {k: dict(v) for k, v in (known or {}).items()}
-
-    def tensors(i: int, keep: set[str]) -> dict[str, torch.Tensor]:
-        """Endpoint i's tensors, evicting every cached endpoint not in `keep` before a load."""
-        label = entries[i].label
-        if label not in cache:
-            for k in [k for k in cache if k not in keep]:
-                del cache[k]
-            free_memory()
-            m, _ = load_model(entries[i].path, dtype, device)
-            cache[label] = endpoint_tensors(m)
-            del m
-        return cache[label]
-
-    def measure() -> dict[str, Any]:
-        res = evaluate(work, tok, t, "eval", mnt, batch_size, limit)
-        out = {"reward": res.summary["reward_mean"], "accuracy": res.summary["accuracy"],
-               "reward_items": [r["reward"] for r in res.rows]}  # same items at every λ: paired barriers
-        if ref is not None:
-            k = kl_on_prompts(work, ref, tok, kl_texts, mnt, seed)
-            out["kl"], out["kl_se"] = k.per_token["exact"]
-            out["kl_k3"] = k.per_token["k3"][0]
-        return out
-
+    probe = _Probe(entries, pairs, as_task(task), s)
+    at_end: dict[str, dict[str, Any]] = {} if s.kl else {k: dict(v) for k, v in (known or {}).items()}
+    tensors = _Endpoints(entries, s)
     results = []
     for pi, (i, j) in enumerate(pairs):
-        keep = {entries[i].label, entries[j].label}
-        a, b = tensors(i, keep), tensors(j, keep)
-        _check_compatible(a, b, entries[i].label, entries[j].label)
-        curve: dict[str, list[Any]] = {
-            "reward": [], "accuracy": [], "reward_items": [], "kl": [], "kl_se": [], "kl_k3": []
-        }
-        for lam in lams:
-            end = entries[i].label if lam == 0 else entries[j].label if lam == 1 else None
-            if end is not None and end in at_end:
-                row = at_end[end]
-            else:
-                interpolate_(work, a, b, lam)
-                row = measure()
-                if end is not None:
-                    at_end[end] = row
-            for k in curve:
-                curve[k].append(row.get(k))
-            if log:
-                log(f"lmc {entries[i].label}→{entries[j].label} λ={lam:.2f} reward={row['reward']:.4f}")
-        rec: dict[str, Any] = {
-            "name": names[pi] if names else f"{entries[i].label}→{entries[j].label}",
-            "a": entries[i].label,
-            "b": entries[j].label,
-            "lambdas": lams,
-            "reward": curve["reward"],
-            "accuracy": curve["accuracy"],
-            "reward_items": curve["reward_items"],  # per λ, per held-out item (None where not kept)
-        }
-        if ref is not None:
-            rec.update(kl=curve["kl"], kl_se=curve["kl_se"], kl_k3=curve["kl_k3"])
-        for metric in ("reward", "accuracy"):
-            h, lam = barrier(lams, curve[metric])
-            rec[f"barrier_{metric}"] = {"height": h, "lambda": lam}
-        results.append(rec)
-    cache.clear()
+        a, b = tensors.pair(i, j)
+        ends = (entries[i].label, entries[j].label)
+        curve = probe.walk(a, b, ends, at_end, log)
+        results.append(_record(names[pi] if names else f"{ends[0]}→{ends[1]}", ends, probe.lams, curve, probe.ref is not None))
+    tensors.cache.clear()
     free_memory()
     return {
-        "task": t.name,
-        "points": points,
-        "limit": limit,
-        "max_new_tokens": mnt,
-        "kl_ref": entries[0 if kl_ref is None else kl_ref].label if kl else None,
+        "task": probe.t.name,
+        "points": s.points,
+        "limit": s.limit,
+        "max_new_tokens": probe.mnt,
+        "kl_ref": entries[0 if s.kl_ref is None else s.kl_ref].label if s.kl else None,
         "pairs": results,
     }
 
@@ -184,12 +207,14 @@ def lmc(
     b: str | Entry,
     task: Any,
     base: str | Entry | None = None,
-    points: int = 11,
-    **kwargs: Any,
+    log: Log | None = None,
+    **settings: Any,
 ) -> dict[str, Any]:
-    """base→A, base→B and A→B in one call (just A→B without a base); KL is measured to the base."""
+    """base→A, base→B and A→B in one call (just A→B without a base); KL is measured to the base.
+
+    `settings` are `LMCSettings` fields (points, limit, kl, ...), given by name for convenience.
+    """
+    s = LMCSettings(**settings)
     if base is None:
-        return lmc_curves([a, b], [(0, 1)], task, points, names=["A→B"], **kwargs)
-    return lmc_curves(
-        [base, a, b], [(0, 1), (0, 2), (1, 2)], task, points, names=["base→A", "base→B", "A→B"], **kwargs
-    )
+        return lmc_curves([a, b], [(0, 1)], task, s, names=["A→B"], log=log)
+    return lmc_curves([base, a, b], [(0, 1), (0, 2), (1, 2)], task, s, names=["base→A", "base→B", "A→B"], log=log)

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
 
 from evotune.analysis.common import as_task
 from evotune.analysis.kl import kl_on_prompts, source_prompts
+from evotune.analysis.settings import RobustnessSettings
 from evotune.backends.models import load_model
 from evotune.backends.resolve import Entry, resolve_entry
 from evotune.errors import AnalysisError
@@ -67,15 +69,8 @@ def robustness_on(
     model: Any,
     tokenizer: Any,
     task: Any,
-    sigmas: Sequence[float] = (0.001, 0.003, 0.01),
-    trials: int = 8,
-    params: Sequence[str] = ("*",),
-    limit: int | None = None,
-    max_new_tokens: int | None = None,
-    batch_size: int = 64,
-    seed: int = 0,
+    settings: RobustnessSettings | None = None,
     ref_model: Any = None,
-    kl_prompts: int = 8,
     log: Log | None = None,
     baseline: dict[str, float] | None = None,
 ) -> dict[str, Any]:
@@ -84,54 +79,59 @@ def robustness_on(
     `baseline` is the unperturbed {reward, accuracy} when the caller already evaluated this model
     the same way (same task, limit, length, batch size); otherwise it is measured here.
     """
-
-    if trials < 1:
+    s = settings or RobustnessSettings()
+    if s.trials < 1:
         raise AnalysisError("trials must be >= 1")
-    if any(s < 0 for s in sigmas):
-        raise AnalysisError(f"σ must be >= 0, got {list(sigmas)}")
+    if any(sigma < 0 for sigma in s.sigmas):
+        raise AnalysisError(f"σ must be >= 0, got {list(s.sigmas)}")
     t = as_task(task)
-    mnt = t.max_new_tokens(max_new_tokens)
+    mnt = t.max_new_tokens(s.max_new_tokens)
+    params = s.globs()
     targets, aliases = select_targets(model, params)
     weights = EvolvingParams(targets)  # the one perturb/restore path ES uses (fp32 master, exact restore)
-    kl_texts = source_prompts(t, tokenizer, kl_prompts) if ref_model is not None else []
+    kl_texts = source_prompts(t, tokenizer, s.kl_prompts) if ref_model is not None else []
 
-    def measure() -> dict[str, float]:
-        s = evaluate(model, tokenizer, t, "eval", mnt, batch_size, limit).summary
-        return {"reward": s["reward_mean"], "accuracy": s["accuracy"]}
+    def measure(perturbed: bool) -> dict[str, float]:
+        r = evaluate(model, tokenizer, t, "eval", mnt, s.batch_size, s.limit).summary
+        row = {"reward": r["reward_mean"], "accuracy": r["accuracy"]}
+        if perturbed and ref_model is not None:
+            row["kl"] = kl_on_prompts(model, ref_model, tokenizer, kl_texts, mnt, s.seed).per_token["exact"][0]
+        return row
 
-    base = dict(baseline) if baseline is not None else measure()
-    curves = []
-    for sigma in sigmas:
-        rows = []
-        for k in range(trials):
-            weights.perturb(stable_int("robustness", seed, k), 1, sigma)
-            try:
-                row = measure()
-                if ref_model is not None:
-                    row["kl"] = kl_on_prompts(model, ref_model, tokenizer, kl_texts, mnt, seed).per_token[
-                        "exact"
-                    ][0]
-            finally:
-                weights.restore()
-            rows.append(row)
-            if log:
-                log(f"robustness σ={sigma:g} trial {k}: reward={row['reward']:.4f}")
-        curves.append(_curve(sigma, rows, base))
-    restored = weights.model_matches_master()
+    base = dict(baseline) if baseline is not None else measure(False)
+    curves = [_curve(sigma, _trials(weights, measure, sigma, s, log), base) for sigma in s.sigmas]
     return {
         "task": t.name,
-        "params": list(params),
+        "params": params,
         "perturbed": [n for n, _ in targets],
         "tied_aliases": aliases,
         "numel": sum(p.numel() for _, p in targets),
-        "limit": limit,
+        "limit": s.limit,
         "max_new_tokens": mnt,
-        "seed": seed,
-        "trials": trials,
+        "seed": s.seed,
+        "trials": s.trials,
         "baseline": base,
         "curves": curves,
-        "restored": restored,
+        "restored": weights.model_matches_master(),
     }
+
+
+def _trials(
+    weights: EvolvingParams, measure: Callable[[bool], dict[str, float]], sigma: float, s: RobustnessSettings,
+    log: Log | None,
+) -> list[dict[str, float]]:
+    """`s.trials` seeded perturbations at σ, each measured and then restored exactly."""
+    rows = []
+    for k in range(s.trials):
+        weights.perturb(stable_int("robustness", s.seed, k), 1, sigma)
+        try:
+            row = measure(True)
+        finally:
+            weights.restore()
+        rows.append(row)
+        if log:
+            log(f"robustness σ={sigma:g} trial {k}: reward={row['reward']:.4f}")
+    return rows
 
 
 def _curve(sigma: float, rows: Sequence[dict[str, float]], base: dict[str, float]) -> dict[str, Any]:
@@ -152,48 +152,21 @@ def _curve(sigma: float, rows: Sequence[dict[str, float]], base: dict[str, float
 def robustness(
     model: str | Entry,
     task: Any = None,
-    sigmas: Sequence[float] = (0.001, 0.003, 0.01),
-    trials: int = 8,
-    params: str | Sequence[str] = "*",
-    limit: int | None = None,
-    max_new_tokens: int | None = None,
-    batch_size: int = 64,
-    seed: int = 0,
-    kl: bool = False,
-    kl_prompts: int = 8,
-    dtype: str = "auto",
-    device: str = "auto",
+    settings: RobustnessSettings | None = None,
     log: Log | None = None,
     baseline: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Load a model (or run: its latest checkpoint and, by default, its task) and measure robustness.
 
-    `params` is a glob or comma-separated globs over parameter names (e.g. `lm_head*`).
+    `settings.params` is a glob or comma-separated globs over parameter names (e.g. `lm_head*`).
     """
-
+    s = settings or RobustnessSettings()
     e = model if isinstance(model, Entry) else resolve_entry(model)
     if task is None:
         if e.task_config is None:
             raise AnalysisError(f"{e.spec}: pass a task (only a run directory brings its own)")
         task = e.task_config
-        max_new_tokens = max_new_tokens or e.max_new_tokens  # the run's generation length
-    globs = [g.strip() for g in params.split(",") if g.strip()] if isinstance(params, str) else list(params)
-    m, tok = load_model(e.path, dtype, device)
-    ref = load_model(e.path, dtype, device)[0] if kl else None
-    res = robustness_on(
-        m,
-        tok,
-        task,
-        sigmas,
-        trials,
-        globs,
-        limit,
-        max_new_tokens,
-        batch_size,
-        seed,
-        ref,
-        kl_prompts,
-        log,
-        baseline,
-    )
-    return {"model": e.label, **res}
+        s = replace(s, max_new_tokens=s.max_new_tokens or e.max_new_tokens)  # the run's generation length
+    m, tok = load_model(e.path, s.dtype, s.device)
+    ref = load_model(e.path, s.dtype, s.device)[0] if s.kl else None
+    return {"model": e.label, **robustness_on(m, tok, task, s, ref, log, baseline)}

@@ -14,11 +14,21 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from evotune.analysis.settings import (
+    CompareConfig,
+    KLSettings,
+    LMCSettings,
+    RobustnessSettings,
+    default_of,
+    help_of,
+)
 from evotune.cli.app import DeviceOpt, DtypeOpt, analyze_app, app
 from evotune.cli.common import console, friendly, print_tables, split_csv
 from evotune.report import tables
 
 Opt = typer.Option
+# Defaults come from the settings classes (torch-free), so each is written once, in evotune.analysis.settings.
+_KL, _LMC, _ROB = KLSettings(), LMCSettings(), RobustnessSettings()
 
 OutOpt = Annotated[Path | None, Opt("--out", help="write the JSON result here")]
 SeedOpt = Annotated[int, Opt(help="sampling / noise seed")]
@@ -83,12 +93,12 @@ def kl_cmd(
     model: Annotated[list[str], Opt("--model", help="model(s) A: repeat or comma-separate")],
     base: Annotated[str | None, Opt(help="reference model B (default: the run's base model)")] = None,
     tasks: Annotated[str | None, Opt(help="comma-separated tasks (default: the runs' own tasks)")] = None,
-    n_prompts: Annotated[int, Opt(help="prompts per task / general set")] = 16,
+    n_prompts: Annotated[int, Opt(help="prompts per task / general set")] = _KL.n_prompts,
     max_new_tokens: Annotated[int | None, Opt(help="default: each task's own")] = None,
-    general: Annotated[bool, Opt(help="include the built-in general prompts (off-task)")] = True,
-    seed: SeedOpt = 0,
-    dtype: DtypeOpt = "auto",
-    device: DeviceOpt = "auto",
+    general: Annotated[bool, Opt(help="include the built-in general prompts (off-task)")] = _KL.general,
+    seed: SeedOpt = _KL.seed,
+    dtype: DtypeOpt = _KL.dtype,
+    device: DeviceOpt = _KL.device,
     out: OutOpt = None,
     threads: ThreadsOpt = None,
 ) -> None:
@@ -97,10 +107,9 @@ def kl_cmd(
     from evotune.analysis.kl import kl_matrix
 
     models = _models(model)
-    res = kl_matrix(
-        models, _base_for(models, base), split_csv(tasks), n_prompts, max_new_tokens, seed, general, dtype,
-        device=device,
-    )
+    settings = KLSettings(seed=seed, dtype=dtype, device=device, n_prompts=n_prompts,
+                          max_new_tokens=max_new_tokens, general=general)
+    res = kl_matrix(models, _base_for(models, base), split_csv(tasks), settings)
     _write(out, res)
     print_tables(tables.kl_tables(res))
 
@@ -135,15 +144,15 @@ def lmc_cmd(
     b: Annotated[str, Opt("--b", help="endpoint B")],
     base: Annotated[str | None, Opt(help="θ₀: adds the base→A and base→B paths")] = None,
     task: Annotated[str | None, Opt(help="task (default: A's run task)")] = None,
-    points: Annotated[int, Opt(help="λ grid size")] = 11,
-    limit: Annotated[int | None, Opt(help="evaluate on the first N held-out items")] = None,
-    max_new_tokens: Annotated[int | None, Opt()] = None,
-    kl: Annotated[bool, Opt("--kl", help="also KL(π_θ(λ) ‖ π_base) (π_A without --base)")] = False,
-    kl_prompts: Annotated[int, Opt()] = 8,
-    batch_size: Annotated[int, Opt()] = 64,
-    seed: SeedOpt = 0,
-    dtype: DtypeOpt = "auto",
-    device: DeviceOpt = "auto",
+    points: Annotated[int, Opt(help="λ grid size")] = _LMC.points,
+    limit: Annotated[int | None, Opt(help="evaluate on the first N held-out items")] = _LMC.limit,
+    max_new_tokens: Annotated[int | None, Opt()] = _LMC.max_new_tokens,
+    kl: Annotated[bool, Opt("--kl", help="also KL(π_θ(λ) ‖ π_base) (π_A without --base)")] = _LMC.kl,
+    kl_prompts: Annotated[int, Opt()] = _LMC.kl_prompts,
+    batch_size: Annotated[int, Opt()] = _LMC.batch_size,
+    seed: SeedOpt = _LMC.seed,
+    dtype: DtypeOpt = _LMC.dtype,
+    device: DeviceOpt = _LMC.device,
     out: OutOpt = None,
     threads: ThreadsOpt = None,
 ) -> None:
@@ -158,22 +167,8 @@ def lmc_cmd(
     if t is None:
         raise AnalysisError("pass --task (A is not a run that brings its task)")
     mnt = max_new_tokens or (ea.max_new_tokens if task is None else None)
-    res = lmc(
-        ea,
-        b,
-        t,
-        base,
-        points,
-        limit=limit,
-        max_new_tokens=mnt,
-        batch_size=batch_size,
-        kl=kl,
-        kl_prompts=kl_prompts,
-        seed=seed,
-        dtype=dtype,
-        device=device,
-        log=_log,
-    )
+    res = lmc(ea, b, t, base, log=_log, points=points, limit=limit, max_new_tokens=mnt, batch_size=batch_size,
+              kl=kl, kl_prompts=kl_prompts, seed=seed, dtype=dtype, device=device)
     _write(out, res)
     print_tables([tables.lmc_table(res)])
 
@@ -182,20 +177,20 @@ def lmc_cmd(
 @friendly
 def robustness_cmd(
     model: Annotated[str, Opt("--model", help="model or run")],
-    sigmas: Annotated[str, Opt(help="comma-separated noise scales σ")] = "0.001,0.003,0.01",
-    trials: Annotated[int, Opt(help="seeded trials per σ")] = 8,
+    sigmas: Annotated[str, Opt(help="comma-separated noise scales σ")] = ",".join(map(str, _ROB.sigmas)),
+    trials: Annotated[int, Opt(help="seeded trials per σ")] = _ROB.trials,
     params: Annotated[
         str, Opt(help="glob(s) of parameters to perturb, e.g. 'lm_head*' (tied: the embedding)")
-    ] = "*",
+    ] = ",".join(_ROB.globs()),
     task: Annotated[str | None, Opt(help="task (default: the run's task)")] = None,
-    limit: Annotated[int | None, Opt()] = None,
-    max_new_tokens: Annotated[int | None, Opt()] = None,
-    kl: Annotated[bool, Opt("--kl", help="also KL(π_perturbed ‖ π_unperturbed)")] = False,
-    kl_prompts: Annotated[int, Opt()] = 8,
-    batch_size: Annotated[int, Opt()] = 64,
-    seed: SeedOpt = 0,
-    dtype: DtypeOpt = "auto",
-    device: DeviceOpt = "auto",
+    limit: Annotated[int | None, Opt()] = _ROB.limit,
+    max_new_tokens: Annotated[int | None, Opt()] = _ROB.max_new_tokens,
+    kl: Annotated[bool, Opt("--kl", help="also KL(π_perturbed ‖ π_unperturbed)")] = _ROB.kl,
+    kl_prompts: Annotated[int, Opt()] = _ROB.kl_prompts,
+    batch_size: Annotated[int, Opt()] = _ROB.batch_size,
+    seed: SeedOpt = _ROB.seed,
+    dtype: DtypeOpt = _ROB.dtype,
+    device: DeviceOpt = _ROB.device,
     out: OutOpt = None,
     threads: ThreadsOpt = None,
 ) -> None:
@@ -204,69 +199,79 @@ def robustness_cmd(
     from evotune.analysis.common import parse_floats
     from evotune.analysis.robustness import robustness
 
-    res = robustness(
-        model,
-        task,
-        parse_floats(sigmas),
-        trials,
-        params,
-        limit,
-        max_new_tokens,
-        batch_size,
-        seed,
-        kl,
-        kl_prompts,
-        dtype,
-        device=device,
-        log=_log,
+    settings = RobustnessSettings(
+        seed=seed, dtype=dtype, device=device, sigmas=tuple(parse_floats(sigmas)), trials=trials, params=params,
+        limit=limit, max_new_tokens=max_new_tokens, batch_size=batch_size, kl=kl, kl_prompts=kl_prompts,
     )
+    res = robustness(model, task, settings, log=_log)
     _write(out, res)
     print_tables([tables.robustness_table({res['model']: res})])
     if res["tied_aliases"]:
         console.print(f"[yellow]tied: {res['tied_aliases']} — the input embeddings were perturbed too[/]")
 
 
+def _cc(name: str) -> Any:
+    """A `compare` option's default, from CompareConfig (lists as the comma-separated text the option takes)."""
+    v = default_of(CompareConfig, name)
+    return ",".join(map(str, v)) if isinstance(v, list) else v
+
+
+def _cc_help(name: str, extra: str = "") -> str:
+    return f"{help_of(CompareConfig, name)}{extra}"
+
+
 @app.command("compare")
 @friendly
 def compare_cmd(
     runs: Annotated[list[str], typer.Argument(help="runs or models to compare")],
-    base: Annotated[str | None, Opt(help="θ₀ (default: the first run's base model)")] = None,
+    base: Annotated[str | None, Opt(help=_cc_help("base"))] = _cc("base"),
     tasks: Annotated[str | None, Opt(help="comma-separated tasks (default: the runs' own tasks)")] = None,
-    out: Annotated[Path, Opt("--out", help="report directory (index.html, summary.json)")] = Path("report"),
-    limit: Annotated[int | None, Opt(help="held-out items per evaluation")] = 32,
-    kl_prompts: Annotated[int, Opt(help="prompts per source for KL")] = 16,
-    max_new_tokens: Annotated[int | None, Opt()] = None,
-    points: Annotated[int, Opt(help="LMC λ grid size")] = 11,
-    lmc_limit: Annotated[int | None, Opt(help="held-out items per LMC point (default: --limit)")] = None,
-    lmc_kl: Annotated[bool, Opt("--lmc-kl", help="KL to the base along LMC paths")] = False,
-    lmc_models: Annotated[str | None, Opt(help="comma-separated label globs of the models that get LMC paths "
-                                           "(default: all)")] = None,
-    sigmas: Annotated[str, Opt(help="robustness σ grid")] = "0.001,0.003,0.01",
-    trials: Annotated[int, Opt(help="robustness trials per σ")] = 4,
-    params: Annotated[str, Opt(help="robustness: parameters to perturb (glob)")] = "*",
-    robust_base: Annotated[bool, Opt(help="also measure the base model's robustness")] = True,
+    out: Annotated[Path, Opt("--out", help="report directory (index.html, summary.json)")] = Path(_cc("out_dir")),
+    limit: Annotated[int | None, Opt(help=_cc_help("limit"))] = _cc("limit"),
+    kl_prompts: Annotated[int, Opt(help=_cc_help("kl_prompts"))] = _cc("kl_prompts"),
+    max_new_tokens: Annotated[int | None, Opt(help=_cc_help("max_new_tokens"))] = _cc("max_new_tokens"),
+    points: Annotated[int, Opt("--points", help=_cc_help("lmc_points"))] = _cc("lmc_points"),
+    lmc_limit: Annotated[int | None, Opt(help=_cc_help("lmc_limit"))] = _cc("lmc_limit"),
+    lmc_kl: Annotated[bool, Opt("--lmc-kl", help=_cc_help("lmc_kl"))] = _cc("lmc_kl"),
+    lmc_models: Annotated[str | None, Opt(help=_cc_help("lmc_models", "; comma-separated"))] = _cc("lmc_models"),
+    sigmas: Annotated[str, Opt(help=_cc_help("sigmas"))] = _cc("sigmas"),
+    trials: Annotated[int, Opt(help=_cc_help("trials"))] = _cc("trials"),
+    params: Annotated[str, Opt("--params", help=_cc_help("robust_params"))] = _cc("robust_params"),
+    robust_base: Annotated[bool, Opt(help=_cc_help("robust_base"))] = _cc("robust_base"),
     skip: Annotated[str | None, Opt(help="analyses to skip: kl,delta,lmc,robustness")] = None,
-    samples: Annotated[int, Opt(help="sample completions per task in the report")] = 4,
-    batch_size: Annotated[int, Opt()] = 64,
-    seed: SeedOpt = 0,
-    dtype: DtypeOpt = "auto",
-    device: DeviceOpt = "auto",
+    samples: Annotated[int, Opt(help=_cc_help("samples"))] = _cc("samples"),
+    batch_size: Annotated[int, Opt()] = _cc("batch_size"),
+    seed: SeedOpt = _cc("seed"),
+    dtype: DtypeOpt = _cc("dtype"),
+    device: DeviceOpt = _cc("device"),
     threads: ThreadsOpt = None,
 ) -> None:
-    """Run every analysis on runs/models and write one self-contained HTML report + summary.json."""
+    """Run every analysis on runs/models and write one self-contained HTML report + summary.json.
+
+    Finished analyses are saved under OUT/steps/; rerunning the same command reuses them.
+    """
     _threads(threads)
     from evotune.analysis.common import parse_floats
-    from evotune.comparison import CompareConfig, compare
+    from evotune.comparison import compare
     from evotune.config import build_config
 
     cc = build_config(None, {
         "base": base, "tasks": split_csv(tasks) or [], "out_dir": str(out), "limit": limit, "kl_prompts": kl_prompts,
         "max_new_tokens": max_new_tokens, "lmc_points": points, "lmc_limit": lmc_limit, "lmc_kl": lmc_kl,
-        "lmc_models": split_csv(lmc_models) or None, "sigmas": parse_floats(sigmas), "trials": trials, "robust_params": params, "robust_base": robust_base,
-        "skip": split_csv(skip) or [], "samples": samples, "seed": seed, "dtype": dtype, "device": device,
-        "batch_size": batch_size,
+        "lmc_models": split_csv(lmc_models) or None, "sigmas": parse_floats(sigmas), "trials": trials,
+        "robust_params": params, "robust_base": robust_base, "skip": split_csv(skip) or [], "samples": samples,
+        "seed": seed, "dtype": dtype, "device": device, "batch_size": batch_size,
     }, CompareConfig)
     s = compare(runs, cc, log=_log)
+    _show_comparison(s)
+    console.print(f"wrote {Path(out) / 'index.html'} and {Path(out) / 'summary.json'}")
+    print(json.dumps({"report": str(Path(out) / "index.html"), "summary": str(Path(out) / "summary.json")}))
+    if s["errors"]:
+        raise typer.Exit(1)
+
+
+def _show_comparison(s: dict[str, Any]) -> None:
+    """The headline table of a comparison, its LMC barriers and its failed analyses."""
     t = Table(title=f"comparison against {s['base']['spec']} on {s['primary_task']}")
     for col in ("model", "reward", "accuracy", "on-task KL", "off-task KL", "‖Δ‖/‖θ₀‖", "hacking"):
         t.add_column(col)
@@ -290,7 +295,3 @@ def compare_cmd(
         )
     for k, v in s["errors"].items():
         console.print(f"[red]{k} failed:[/] {v}")
-    console.print(f"wrote {Path(out) / 'index.html'} and {Path(out) / 'summary.json'}")
-    print(json.dumps({"report": str(Path(out) / "index.html"), "summary": str(Path(out) / "summary.json")}))
-    if s["errors"]:
-        raise typer.Exit(1)
