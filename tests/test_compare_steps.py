@@ -84,3 +84,11 @@ def test_step_file_names_are_portable_and_distinct():
     names = [comparison._file_name(s) for s in steps]
     assert names[:2] == ["lmc", "robustness-run"] and names[4] == "robustness-b#2"
     assert len(set(names)) == len(names) and not any("/" in n or ":" in n for n in names)
+
+
+def test_a_step_saved_by_other_code_is_not_reused(monkeypatch, tmp_path):
+    """The fingerprint covers evotune's source: after an edit to an analysis, old results are stale."""
+    fp = comparison._fingerprint({"settings": {"limit": 2}})
+    assert fp == comparison._fingerprint({"settings": {"limit": 2}})
+    monkeypatch.setattr(comparison, "_code_hash", lambda: "edited")
+    assert comparison._fingerprint({"settings": {"limit": 2}}) != fp

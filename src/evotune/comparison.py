@@ -11,13 +11,14 @@ recorded under `errors` and the rest of the report is still written.
 Resumable: each finished step (evaluation, kl, delta, lmc, robustness:<model>) is saved as
 `steps/<name>.json` under `out_dir` with a fingerprint of what it depends on (its settings, the
 models' files, the results it reuses). A rerun with the same fingerprint reuses the step instead of
-recomputing it, so an interrupted comparison of large models continues where it stopped. Code
-changes are not part of the fingerprint: delete `steps/` to force a full recomputation.
+recomputing it, so an interrupted comparison of large models continues where it stopped. The
+fingerprint includes a hash of evotune's own source, so results of other code are never reused.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import json
 import re
@@ -305,7 +306,17 @@ def _fingerprint(inputs: dict[str, Any]) -> str:
         return v
 
     text = json.dumps(jsonable(plain(inputs)), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256((_code_hash() + text).encode()).hexdigest()
+
+
+@functools.cache
+def _code_hash() -> str:
+    """sha256 over evotune's .py sources: a step saved by other code (an edited analysis) is recomputed."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
 
 
 def _model_identity(e: Entry) -> dict[str, Any]:
