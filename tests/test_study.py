@@ -161,12 +161,15 @@ def test_study_end_to_end_on_tiny_models(tiny_model, tmp_path):
         "analysis.lmc_limit": 4, "analysis.sigmas": [0.01], "analysis.trials": 1,
         "analysis.passk_n": 2, "analysis.passk_prompts": 2, "analysis.passk_select": 1,
         "analysis.passk_temperatures": [1.0], "analysis.passk_sigmas": [0.01],
+        "methods": ["es", "grpo", "grpo_es", "es_null", "randopt"],
     }, StudyConfig)
-    res = run_study(cfg, progress=False)  # two worker processes train the eight runs
-    assert [r["method"] for r in res["runs"]] == ["es", "es", "grpo", "grpo", "grpo", "grpo", "es", "es"]
+    res = run_study(cfg, progress=False)  # two worker processes train the ten runs
+    assert [r["method"] for r in res["runs"]] == ["es", "es", "grpo", "grpo", "grpo", "grpo", "es", "es",
+                                                  "randopt", "randopt"]
     assert res["methods"] == {"base": "base", "es_seed0": "es", "es_seed1": "es", "grpo_seed0": "grpo",
                               "grpo_seed1": "grpo", "grpo_es_seed0": "grpo_es", "grpo_es_seed1": "grpo_es",
-                              "es_null_seed0": "es_null", "es_null_seed1": "es_null"}
+                              "es_null_seed0": "es_null", "es_null_seed1": "es_null",
+                              "randopt_seed0": "randopt", "randopt_seed1": "randopt"}
     assert all(r["completions"] >= 16 for r in res["runs"])
     null = build_config(tmp_path / "study" / "runs" / "es_null_seed1" / "config.yaml", None)
     assert null.es.null_control and null.method == "es"
@@ -194,6 +197,9 @@ def test_study_end_to_end_on_tiny_models(tiny_model, tmp_path):
     assert "pass@2" in by_key["temperature_beats_perturbation"]["measured"]
     assert "paired barrier" in by_key["barrier_between_solutions"]["measured"]
     assert "‖Δ_ES‖/‖Δ_null‖" in by_key["es_moves_further"]["measured"]
+    assert "ES − RandOpt" in by_key["es_beats_selection"]["measured"]
+    randopt = build_config(tmp_path / "study" / "runs" / "randopt_seed1" / "config.yaml", None)
+    assert randopt.method == "randopt" and randopt.es.population * 2 == 16  # N·T members × P prompts = the budget
     # the verdicts come from the evidence file alone: re-judging it gives the same table
     evidence = tmp_path / "study" / "report" / "evidence.json"
     again_judged = rejudge(evidence, tmp_path / "rejudged")
@@ -225,3 +231,24 @@ def test_the_shipped_evidence_rejudges_to_the_shipped_verdicts(tmp_path):
     assert (tmp_path / "verdicts.json").read_bytes() == (shipped / "verdicts.json").read_bytes()
     verdicts = [f["verdict"] for f in json.loads((shipped / "verdicts.json").read_text())["findings"]]
     assert len(verdicts) == 16 and "not run" not in verdicts
+
+
+def test_check_r_compares_es_with_selection_only_when_the_study_trains_randopt():
+    """ES's update against keeping the best random perturbation at the same completions (Welch over seeds)."""
+    ev = make_evidence(es_gain=20.0, seed=3)
+    assert "es_beats_selection" not in {r["key"] for r in findings(ev)}  # no randopt runs: no row
+    base = ev["rewards"]["base"]["t"]["reward"]
+
+    def with_randopt(gain: float) -> dict:
+        e = json.loads(json.dumps(ev))
+        for i in range(3):
+            r = [b + gain + 0.3 * ((i + j) % 5 - 2) for j, b in enumerate(base)]
+            e["models"][f"randopt_seed{i}"] = {"method": "randopt", "seed": i, "run": f"randopt_seed{i}"}
+            e["rewards"][f"randopt_seed{i}"] = {"t": {"reward": r, "correct": [False] * len(r),
+                                                      "reward_mean": sum(r) / len(r), "accuracy": 0.0}}
+        return {r["key"]: r for r in findings(e)}["es_beats_selection"]
+
+    assert with_randopt(2.0)["verdict"] == HOLDS  # ES gained ~20, selection ~2
+    assert with_randopt(40.0)["verdict"] == FAILS  # selection alone beat ES
+    close = with_randopt(20.0)
+    assert close["verdict"] in (UNSURE, UNDERPOWERED) and "Welch" in close["measured"]

@@ -102,6 +102,9 @@ CLAIM_RULES = {
     "ES − GRPO, Welch 95% t over seeds, read against 0 with margins.degradation; and ES's mean gain over trials at a "
     "larger σ (not the best trial: biased), t over seeds, above 0; holds if both hold; not informative if the null "
     "gets the same verdict",
+    "es_beats_selection": "held-out reward of ES minus RandOpt (the best of N·T perturbations of the base, scored on "
+    "the same training completions as ES, no update), Welch 95% t over seeds, read against 0 with margins.reward; "
+    "shown only when the study trains randopt",
     "temperature_beats_perturbation": "pass@k of temperature vs weight-perturbation sampling (each at its best "
     "setting chosen on train prompts), paired per prompt, Bonferroni over the k values; holds if above 0 at every k, "
     "does not hold if below 0 at some k; not testable when nothing is solved at the largest k",
@@ -114,6 +117,7 @@ CLAIM_RULES = {
 TITLES = {
     "es_learned": "L. ES learned the task (a check before the claims)",
     "shared_signal": "S. ES's change is shared across seeds beyond what a null ES shows (signal vs diffusion)",
+    "es_beats_selection": "R. ES learned more than selection alone (RandOpt at the same training completions)",
     "comparable_accuracy": "1a. ES and GRPO reach comparable held-out accuracy",
     "comparable_reward": "1b. ES and GRPO reach comparable held-out reward",
     "orthogonal_updates": "2. ES and GRPO updates are nearly orthogonal at every layer",
@@ -231,6 +235,7 @@ def findings(evidence: dict[str, Any]) -> list[dict[str, Any]]:
     rows = [
         _learned(E, es, nu),
         _shared(E, es, nu),
+        *([_selection(E, es, E.group("randopt"))] if E.group("randopt") else []),
         _comparable(E, es, gr, "correct", "comparable_accuracy", "accuracy"),
         _comparable(E, es, gr, "reward", "comparable_reward", "reward"),
         _orthogonal(E, es, gr, nu),
@@ -279,6 +284,19 @@ def _learned(E: Evidence, es: list[str], nu: list[str]) -> dict[str, Any]:
     if v == HOLDS and vs_null is not None and vs_null.verdict != HOLDS:
         v = vs_null.verdict if vs_null.verdict in (UNDERPOWERED, FAILS) else UNSURE
     return _row("es_learned", txt, v)
+
+
+def _selection(E: Evidence, es: list[str], ro: list[str]) -> dict[str, Any]:
+    """Does ES's update beat keeping the best random perturbation (Gan & Isola's RandOpt) at equal completions?"""
+    xe = [x for x in (E.mean(m) for m in es) if x is not None]
+    xr = [x for x in (E.mean(m) for m in ro) if x is not None]
+    if not xe or not xr:
+        return _row("es_beats_selection", "no held-out rewards for ES and RandOpt runs", NOT_RUN)
+    iv = welch_interval(xe, xr)
+    verdict, note = _v(read(iv, 0.0, E.margins["reward"]), "seeds per method")
+    txt = (f"held-out reward ES {statistics.fmean(xe):.3g} vs RandOpt (best member) {statistics.fmean(xr):.3g}; "
+           f"ES − RandOpt {iv.text()}; margin {E.margins['reward']:g} (pre-registered){note}")
+    return _row("es_beats_selection", txt, verdict)
 
 
 def _weight_shared(E: Evidence, labels: list[str]) -> float:

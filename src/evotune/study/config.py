@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -71,11 +72,12 @@ class StudyConfig(_Strict):
     # three per method: the fewest that give a spread (claims.MIN_SEEDS); fewer judge as inconclusive
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     threads: int | None = None
-    methods: list[Literal["es", "grpo", "grpo_es", "es_null"]] = Field(
+    methods: list[Literal["es", "grpo", "grpo_es", "es_null", "randopt"]] = Field(
         default_factory=lambda: ["es", "grpo", "grpo_es", "es_null"], min_length=1,
         description="what to train per seed: es, grpo, grpo_es (GRPO's update on completions from ES-perturbed "
-        "members, grpo.sampler=es; claim 13) and es_null (ES with each iteration's fitness randomly permuted: the "
-        "control that shows what an ES that learned nothing would measure)",
+        "members, grpo.sampler=es; claim 13), es_null (ES with each iteration's fitness randomly permuted: the "
+        "control that shows what an ES that learned nothing would measure) and randopt (the best of "
+        "budget.completions / es.prompts_per_iteration perturbations of the base, no update: check R)",
     )
     jobs: int = Field(default=1, ge=1, description="training runs at once, each its own process (with `threads` "
                       "torch threads each); runs are independent, so the weights do not depend on it")
@@ -100,6 +102,19 @@ class StudyConfig(_Strict):
             raise ValueError("a study compares methods at a matched budget: set budget.completions or budget.tokens")
         return self
 
+    @model_validator(mode="after")
+    def _randopt_budget(self) -> StudyConfig:
+        if "randopt" in self.methods and self.budget.completions is None:
+            raise ValueError("methods: randopt needs budget.completions (its population is completions / "
+                             "es.prompts_per_iteration); set budget.completions")
+        return self
+
+    def _randopt_settings(self) -> dict[str, Any]:
+        """ES's N·T members, each scored on ES's P prompts: the same training completions as an ES run."""
+        n = max(1, math.ceil((self.budget.completions or 0) / self.es.prompts_per_iteration))
+        return {"es.population": n, "randopt.members_per_step": min(self.es.population, n),
+                "randopt.top_k": min(4, n)}
+
     @property
     def out_dir(self) -> Path:
         return Path(self.out or f"studies_out/{self.name}")
@@ -108,6 +123,8 @@ class StudyConfig(_Strict):
         """One training run of the study; `grpo_es` is a GRPO run whose completions ES members write."""
         shared = self.model_dump(include={"threads", "model", "task", "generation", "eval", "budget", "es", "grpo", "ray"})
         kind, settings = variant_settings(method)
+        if kind == "randopt":  # ES's N·T members on P prompts each: the matched budget, spent on selection
+            settings = {**settings, **self._randopt_settings()}
         return derive(shared, {
             **settings, "method": kind, "seed": seed, "run_dir": str(self.out_dir / "runs" / f"{method}_seed{seed}"),
             # iterations/steps are caps; the shared budget is what stops both methods
