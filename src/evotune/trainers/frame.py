@@ -296,18 +296,19 @@ class Trainer(ABC):
         fresh, created = not self.resume_run, not Path(self.cfg.run_dir).exists()
         lengths = BUDGET_LENGTHS | _every_method("length")
         self.cfg, self.run, lock = open_run(self.cfg, self.resume_run, lengths, tuple(sorted(_every_method("own_dirs"))))
-        with lock:
-            try:
-                yield self.run
-            except Exception:
-                if fresh and self.steps_done == 0:
-                    self.discard_run()
-                    lock.release()
-                    if created:  # leave no trace of a start that never happened
-                        (self.run.path / LOCK_FILE).unlink(missing_ok=True)
-                        with contextlib.suppress(OSError):
-                            self.run.path.rmdir()
-                raise
+        try:  # open_run holds the lock already
+            yield self.run
+        except Exception:
+            if fresh and self.steps_done == 0:
+                self.discard_run()
+                lock.release()
+                if created:  # leave no trace of a start that never happened
+                    (self.run.path / LOCK_FILE).unlink(missing_ok=True)
+                    with contextlib.suppress(OSError):
+                        self.run.path.rmdir()
+            raise
+        finally:
+            lock.release()  # idempotent
 
     @contextlib.contextmanager
     def started(self) -> Iterator[int]:
