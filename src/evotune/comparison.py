@@ -41,6 +41,7 @@ from evotune.errors import AnalysisError
 from evotune.evaluation import evaluate_tasks
 from evotune.evaluation.hacking import HACK_KEYS
 from evotune.report.render import render_html
+from evotune.runs.layout import METRICS_FILE
 from evotune.runs.rundir import atomic_write_json, atomic_write_text, read_jsonl
 
 __all__ = ["ANALYSES", "BASE_LABEL", "CompareConfig", "compare", "hacking_table"]
@@ -403,7 +404,7 @@ def hacking_table(entries: Sequence[Entry], summaries: dict[str, dict[str, Any]]
     for e in entries:
         if e.run is None:
             continue
-        evals = [r for r in read_jsonl(e.run / "metrics.jsonl", skip_corrupt=True) if "eval/hacking" in r]
+        evals = [r for r in read_jsonl(e.run / METRICS_FILE, skip_corrupt=True) if "eval/hacking" in r]
         if evals:
             r = evals[-1]
             out.append(

@@ -18,20 +18,15 @@ from evotune.analysis.kl import kl_matrix
 from evotune.analysis.settings import KLSettings
 from evotune.config import TrainConfig, derive, load_run_config
 from evotune.report import plots
-from evotune.runs.rundir import atomic_write_json, read_jsonl
+from evotune.runs.layout import DONE, PARTIAL, run_state
+from evotune.runs.metrics import BUDGET_COMPLETIONS, EVAL_ACCURACY, EVAL_REWARD_MEAN, STEP, is_eval_row
+from evotune.runs.rundir import RunDir, atomic_write_json
 from evotune.trainers import make_trainer
 
 
 def train_run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train one cell with whichever method its config names."""
     return make_trainer(cfg, resume=resume, progress=progress).train()
-
-
-def run_state(run: Path) -> str:
-    """'done' (summary.json written), 'partial' (started) or 'new'."""
-    if (run / "summary.json").is_file():
-        return "done"
-    return "partial" if (run / "config.yaml").is_file() else "new"
 
 
 def _fmt(v: Any) -> str:
@@ -60,26 +55,26 @@ def run_grid(
             run = out / cell_name(assign) / f"seed{seed}"
             cfg = derive(base, {**assign, "seed": seed, "run_dir": str(run)})
             state = run_state(run)
-            if state != "done":
-                (trainer or train_run)(cfg, state == "partial", progress)
+            if state != DONE:
+                (trainer or train_run)(cfg, state == PARTIAL, progress)
             rows.append({"cell": cell_name(assign), **assign, "seed": seed, "run": str(run), **final_eval(run)})
     return rows
 
 
 def final_eval(run: Path) -> dict[str, Any]:
     """Held-out numbers of a run's last evaluation (first one too, for the improvement)."""
-    evals = [r for r in read_jsonl(run / "metrics.jsonl", skip_corrupt=True) if "eval/reward_mean" in r]
+    evals = [r for r in RunDir(run).read_metrics() if is_eval_row(r)]
     if not evals:
         return {}
     last, first = evals[-1], evals[0]
     return {
-        "reward": last["eval/reward_mean"],
-        "reward_start": first["eval/reward_mean"],
-        "accuracy": last.get("eval/accuracy"),
+        "reward": last[EVAL_REWARD_MEAN],
+        "reward_start": first[EVAL_REWARD_MEAN],
+        "accuracy": last.get(EVAL_ACCURACY),
         "hacking": last.get("eval/hacking", 0.0),
         "hack_reason": last.get("eval/hacking_reason", ""),
-        "steps": last.get("step"),
-        "completions": last.get("budget/completions"),
+        "steps": last.get(STEP),
+        "completions": last.get(BUDGET_COMPLETIONS),
     }
 
 

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from evotune.errors import ConfigError, EvotuneError
+from evotune.runs.layout import CONFIG_FILE
 
 console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -122,7 +123,7 @@ def assemble(config: Path | None, run_dir: str | None, resume: bool, overrides: 
     if resume and config is None:
         if run_dir is None:
             raise ConfigError("--resume needs --run-dir (or --config)")
-        config = Path(run_dir) / "config.yaml"
+        config = Path(run_dir) / CONFIG_FILE
         if not config.is_file():
             raise ConfigError(f"--resume: {run_dir} is not a run directory (no config.yaml)")
     return build_config(config, overrides)

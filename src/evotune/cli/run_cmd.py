@@ -12,6 +12,7 @@ from rich.table import Table
 
 from evotune.cli.app import DeviceOpt, DtypeOpt, SetOpt, TaskOpt, app, model_app
 from evotune.cli.common import console, friendly, parse_sets
+from evotune.runs.layout import CONFIG_FILE
 
 Opt = typer.Option
 
@@ -46,7 +47,7 @@ def eval_cmd(
     if out is not None and out.is_dir():
         raise ConfigError(f"--out {out} is a directory; give a file path, e.g. {out / 'results.jsonl'}")
     base: dict[str, Any] = {}
-    if (Path(model) / "config.yaml").is_file():  # a run: evaluate with its own task settings
+    if (Path(model) / CONFIG_FILE).is_file():  # a run: evaluate with its own task settings
         run_cfg = load_run_config(model)
         base = run_cfg.task.model_dump()
         max_new_tokens = run_cfg.generation.max_new_tokens if max_new_tokens is None else max_new_tokens

@@ -32,6 +32,7 @@ from evotune.errors import ConfigError
 from evotune.evaluation import evaluate_tasks
 from evotune.grpo.trl import completions_per_step
 from evotune.hashing import stable_int
+from evotune.runs.layout import CONFIG_FILE, SUMMARY_FILE
 from evotune.runs.rundir import atomic_write_json, write_jsonl
 from evotune.tasks import build_task
 from evotune.trainers import make_trainer
@@ -234,11 +235,11 @@ def run_continual(spec: ContinualSpec, on_stage: Callable[[int, str], None] | No
         d = stage_dir(spec, i)
         if on_stage is not None:
             on_stage(i, name)
-        if not (d / "summary.json").is_file():
+        if not (d / SUMMARY_FILE).is_file():
             cfg = stage_config(spec, i, prev)
-            make_trainer(cfg, resume=(d / "config.yaml").is_file(), progress=spec.progress).train()
+            make_trainer(cfg, resume=(d / CONFIG_FILE).is_file(), progress=spec.progress).train()
         ckpt = _final_checkpoint(d)
-        summary = json.loads((d / "summary.json").read_text())
+        summary = json.loads((d / SUMMARY_FILE).read_text())
         stages.append({"stage": i, "task": name, "dir": str(d), "model_in": prev, "checkpoint": str(ckpt),
                        "summary": summary})
         if not (root / "matrix" / f"row_{i}.json").is_file() and base_model is None and spec.kl_prompts > 0:

@@ -1,4 +1,5 @@
-"""GRPO through TRL (`trl`): validation, step data, the shared reward path, TRL checkpoints.
+"""GRPO through TRL (`trl`), one module per job: `validate`, `data`, `reward`, `resume` and `trl`
+(TRL's trainer, callback and settings; it re-exports the others).
 
 The trainer that runs it is `evotune.trainers.grpo.GRPOTrainer`; TRL itself is imported lazily.
 """

@@ -1,46 +1,53 @@
-"""GRPO through TRL: validation, step data, the shared reward path, TRL checkpoints and callback.
+"""GRPO through TRL: TRL's trainer with evotune's rules, the callback into the trainer frame, and its settings.
 
-`evotune.trainers.grpo.GRPOTrainer` drives these pieces inside the shared trainer frame.
+`evotune.trainers.grpo.GRPOTrainer` drives the GRPO pieces inside the shared trainer frame; each
+lives in a module named for its job and is re-exported here, the one import the trainer uses:
 
-What is shared with ES (so a comparison measures the method, not the plumbing):
-    prompts      step k trains on `task.batch("train", prompts_per_step, seed, k)`, the same seeded
-                 mini-batch rule ES uses for iteration k; the chat template is applied by the task
-    reward       each completion's token ids go through `decode_completion` and `task.score`
-    evaluation   `heldout_eval` (greedy, same decode path) at step 0, every `eval.every` and at the end
-    budget       completions, prompt and completion tokens, wall time; `--budget` stops the run
-    run dir      metrics.jsonl names, evals/iter_K.jsonl, checkpoints/iter_K (HF safetensors), summary.json
+    validate   settings TRL would reject, checked before any model loads   (`grpo.validate`)
+    data       step k trains on `task.batch("train", prompts_per_step, seed, k)`, ES's mini-batch
+               rule for iteration k; the chat template is applied by the task   (`grpo.data`)
+    reward     each completion's token ids go through `decode_completion` and `task.score`, as ES's do;
+               what the step saw becomes its shared `train/*` row   (`grpo.reward`)
+    resume     `RUN/trl/checkpoint-K`, TRL's optimizer, scheduler and RNG state   (`grpo.resume`)
+    TRL        the trainer subclass, the per-step callback, precision and GRPOConfig   (this module)
 
-What is GRPO's own: `RUN/trl/checkpoint-K` (TRL's optimizer, scheduler and RNG state — what `--resume`
-continues from) and the `grpo/*` metrics (loss, kl, entropy, clip ratio, reward std, lr, grad norm).
-
-Data order does not come from TRL's shuffling sampler: the dataset is the concatenation of the per-step
-batches and TRL reads it in order (`shuffle_dataset=False`), so a resumed run skips exactly the batches
-already trained on.
+What is shared with ES (so a comparison measures the method, not the plumbing): prompts, reward,
+evaluation (`heldout_eval`, greedy, same decode path, at step 0, every `eval.every` and at the end),
+budget (completions, prompt and completion tokens, wall time; `--budget` stops the run) and the run
+directory. What is GRPO's own: `RUN/trl/` and the `grpo/*` metrics (loss, kl, entropy, clip ratio,
+reward std, lr, grad norm). TRL itself is imported lazily: it takes seconds.
 """
 
 from __future__ import annotations
 
 import functools
-import shutil
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from evotune.backends.hf import decode_completion
-from evotune.checkpoints import checkpoint_dirs, read_state
 from evotune.config import TrainConfig
 from evotune.errors import ConfigError
-from evotune.runs.metrics import Budget, StepStats
-from evotune.runs.rundir import RunDir, keep_rows, read_jsonl
-
-# Loss types whose defaults work with token-level importance sampling (luspo/vespo need other settings).
-SUPPORTED_LOSSES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo")
-# Schedules that need no extra arguments and no metric to follow.
-SUPPORTED_SCHEDULERS = (
-    "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial", "inverse_sqrt",
+from evotune.grpo.data import StepData, build_step_data
+from evotune.grpo.resume import TRL_CKPT_PREFIX, TRL_DIR, budget_at, drop_after, trl_checkpoints, trl_dir
+from evotune.grpo.reward import RewardLog, make_reward_fn
+from evotune.grpo.validate import (
+    MAX_MICRO_BATCH,
+    SUPPORTED_LOSSES,
+    SUPPORTED_SCHEDULERS,
+    accumulation_steps,
+    completions_per_step,
+    validate_grpo,
+    validate_task_fit,
 )
-TRL_CKPT_PREFIX = "checkpoint-"
+from evotune.runs.metrics import Budget, StepStats
+from evotune.runs.rundir import RunDir
+
+__all__ = [
+    "MAX_MICRO_BATCH", "SUPPORTED_LOSSES", "SUPPORTED_SCHEDULERS", "TRL_CKPT_PREFIX", "TRL_DIR", "RewardLog", "StepData",
+    "accumulation_steps", "budget_at", "build_step_data", "completions_per_step", "drop_after", "grpo_args",
+    "grpo_precision", "make_reward_fn", "trl_checkpoints", "trl_classes", "trl_dir", "validate_grpo",
+    "validate_task_fit",
+]
+
 # TRL log key -> evotune metric name (anything else numeric becomes grpo/<key>).
 _TRL_NAMES = {
     "loss": "grpo/loss",
@@ -61,187 +68,6 @@ _TRL_NAMES = {
 }
 
 
-# -- validation -------------------------------------------------------------------------------------
-def completions_per_step(cfg: TrainConfig) -> int:
-    return cfg.grpo.prompts_per_step * cfg.grpo.num_generations
-
-
-MAX_MICRO_BATCH = 8  # completions per backward pass when grpo.gradient_accumulation_steps is not set
-
-
-def accumulation_steps(cfg: TrainConfig) -> int:
-    """grpo.gradient_accumulation_steps, or the fewest equal micro-batches of ≤ MAX_MICRO_BATCH completions."""
-    if cfg.grpo.gradient_accumulation_steps is not None:
-        return cfg.grpo.gradient_accumulation_steps
-    batch = completions_per_step(cfg)
-    return next(d for d in range(1, batch + 1) if batch % d == 0 and batch // d <= MAX_MICRO_BATCH)
-
-
-def validate_grpo(cfg: TrainConfig) -> None:
-    """Reject settings TRL would reject (or silently mis-handle) before any model is loaded."""
-    g = cfg.grpo
-    if cfg.method != "grpo":
-        raise ConfigError(f"method is {cfg.method!r}; a GRPO run needs method: grpo (use `evotune train grpo`)")
-    batch = completions_per_step(cfg)
-    if batch % g.num_generations:  # cannot happen with prompts_per_step × K, kept as TRL's own invariant
-        raise ConfigError(f"generation batch {batch} is not divisible by grpo.num_generations={g.num_generations}")
-    ga = accumulation_steps(cfg)
-    if batch % ga:
-        divisors = [d for d in range(1, batch + 1) if batch % d == 0]
-        raise ConfigError(
-            f"a GRPO step generates grpo.prompts_per_step × grpo.num_generations = {g.prompts_per_step} × "
-            f"{g.num_generations} = {batch} completions, which grpo.gradient_accumulation_steps={ga} cannot split "
-            f"into equal micro-batches: set grpo.gradient_accumulation_steps to a divisor of {batch} "
-            f"({', '.join(map(str, divisors))}) or change grpo.prompts_per_step / grpo.num_generations"
-        )
-    if g.sampler == "es" and cfg.es.antithetic and g.num_generations % 2:
-        raise ConfigError(
-            f"grpo.sampler=es with es.antithetic pairs members ±ε, so grpo.num_generations must be even, got "
-            f"{g.num_generations}: make it even or set es.antithetic=false"
-        )
-    if g.loss_type not in SUPPORTED_LOSSES:
-        raise ConfigError(f"grpo.loss_type {g.loss_type!r} is not supported; use one of {', '.join(SUPPORTED_LOSSES)}")
-    if g.lr_scheduler not in SUPPORTED_SCHEDULERS:
-        raise ConfigError(
-            f"grpo.lr_scheduler {g.lr_scheduler!r} is not supported; use one of {', '.join(SUPPORTED_SCHEDULERS)}"
-        )
-
-
-def validate_task_fit(cfg: TrainConfig, task: Any) -> None:
-    """Each step needs `prompts_per_step` distinct train prompts."""
-    n_train = len(task.split("train"))
-    if cfg.grpo.prompts_per_step > n_train:
-        raise ConfigError(
-            f"grpo.prompts_per_step={cfg.grpo.prompts_per_step} exceeds the {n_train} train prompts of task "
-            f"{cfg.task.name!r}: lower grpo.prompts_per_step or raise task.n_train"
-        )
-
-
-# -- data -------------------------------------------------------------------------------------------
-@dataclass
-class StepData:
-    """The rows TRL reads, in training order, plus what the reward needs to find each row's example."""
-
-    prompts: list[str]
-    example_index: list[int]
-    step: list[int]
-    examples: list[Any]  # the train split; `example_index` points into it
-    prompt_tokens: list[int]  # per train example, counted as ES counts them (no special tokens added)
-
-
-def build_step_data(cfg: TrainConfig, task: Any, tok: Any) -> StepData:
-    """Rows for steps 1..grpo.steps: step k's prompts are ES's mini-batch rule for iteration k."""
-    train = list(task.split("train"))
-    pos = {id(e): i for i, e in enumerate(train)}
-    rendered = [task.render(e, tok) for e in train]
-    counts = [len(tok(p, add_special_tokens=False)["input_ids"]) for p in rendered]
-    limit = cfg.grpo.max_prompt_length
-    if limit is not None and counts and max(counts) > limit:
-        worst = max(range(len(counts)), key=counts.__getitem__)
-        raise ConfigError(
-            f"train prompt {train[worst].id!r} is {counts[worst]} tokens, longer than grpo.max_prompt_length={limit}: "
-            f"raise grpo.max_prompt_length to at least {max(counts)} (prompts are never truncated)"
-        )
-    prompts, index, steps = [], [], []
-    for k in range(1, cfg.grpo.steps + 1):
-        for e in task.batch("train", cfg.grpo.prompts_per_step, cfg.seed, k):
-            i = pos[id(e)]
-            prompts.append(rendered[i])
-            index.append(i)
-            steps.append(k)
-    return StepData(prompts, index, steps, train, counts)
-
-
-# -- per-step accounting ----------------------------------------------------------------------------
-@dataclass
-class RewardLog:
-    """What the reward function saw during one optimizer step; reset by the callback each step."""
-
-    rewards: list[float] = field(default_factory=list)
-    correct: list[bool] = field(default_factory=list)
-    completion_tokens: int = 0
-    prompt_tokens: int = 0
-    sample: str = ""
-    t_generate: float = 0.0
-    t_score: float = 0.0
-
-    def reset(self) -> None:
-        self.__dict__.update(RewardLog().__dict__)
-
-
-def make_reward_fn(task: Any, tok: Any, stops: set[int], max_new_tokens: int, data: StepData, stats: RewardLog) -> Any:
-    """A TRL reward callable that scores exactly as ES does: `decode_completion` then `task.score`."""
-
-    def task_reward(
-        prompts: list[str], completion_ids: list[list[int]], example_index: list[int], step: list[int], **kw: Any
-    ) -> list[float]:
-        t0 = time.perf_counter()
-        state = kw.get("trainer_state")
-        if state is not None and set(step) != {state.global_step + 1}:
-            raise RuntimeError(f"data order broken: rows of steps {sorted(set(step))} at step {state.global_step + 1}")
-        out = []
-        comps = [decode_completion(tok, ids, stops, max_new_tokens) for ids in completion_ids]
-        scored = task.score_batch([c.text for c in comps], [data.examples[i] for i in example_index])
-        for c, i, r in zip(comps, example_index, scored, strict=True):
-            out.append(r.score)
-            stats.rewards.append(r.score)
-            stats.correct.append(r.correct)
-            stats.completion_tokens += c.n_tokens
-            stats.prompt_tokens += data.prompt_tokens[i]
-            if not stats.sample:
-                stats.sample = c.text
-        stats.t_score += time.perf_counter() - t0
-        return out
-
-    return task_reward
-
-
-# -- TRL checkpoints (resume) -----------------------------------------------------------------------
-def trl_checkpoints(run: RunDir) -> list[tuple[int, Path]]:
-    """Complete TRL checkpoints (TRL writes trainer_state.json last), oldest first."""
-    root = run.path / "trl"
-    if not root.is_dir():
-        return []
-    out = []
-    for d in root.iterdir():
-        num = d.name[len(TRL_CKPT_PREFIX):]
-        if d.name.startswith(TRL_CKPT_PREFIX) and num.isdigit() and (d / "trainer_state.json").is_file():
-            out.append((int(num), d))
-    return sorted(out)
-
-
-def drop_after(run: RunDir, last: int) -> None:
-    """Forget everything a killed or stopped run wrote past its last resumable step."""
-    root = run.path / "trl"
-    if root.is_dir():
-        for d in root.iterdir():
-            if d.is_dir() and d.name.startswith(TRL_CKPT_PREFIX) and not (d / "trainer_state.json").is_file():
-                shutil.rmtree(d, ignore_errors=True)  # a save cut short
-    keep_rows(run.metrics, lambda r: r.get("step", 0) <= last)
-    for k, d in checkpoint_dirs(run.path):
-        if k > last:
-            shutil.rmtree(d, ignore_errors=True)
-    if run.evals.is_dir():
-        for f in run.evals.glob("iter_*.jsonl"):
-            if f.stem[5:].isdigit() and int(f.stem[5:]) > last:
-                f.unlink()
-
-
-def budget_at(run: RunDir, step: int) -> Budget:
-    """Budget spent up to `step`: from its evotune checkpoint, else from its metrics row."""
-    for k, d in checkpoint_dirs(run.path):
-        if k == step and "budget" in (state := read_state(d)):
-            return Budget(**state["budget"])
-    for r in reversed(read_jsonl(run.metrics, skip_corrupt=True)):
-        if r.get("step") == step and "train/reward_mean" in r:
-            return Budget(
-                int(r["budget/completions"]), int(r["budget/completion_tokens"]), int(r["budget/prompt_tokens"]),
-                float(r["time/wall"]),
-            )
-    return Budget()
-
-
-# -- the TRL pieces (built lazily: importing TRL takes seconds) -------------------------------------
 @functools.cache
 def trl_classes() -> tuple[type, type]:
     from transformers import TrainerCallback
@@ -324,7 +150,7 @@ def grpo_args(
     batch, ga = completions_per_step(cfg), accumulation_steps(cfg)
     try:
         return GRPOConfig(
-            output_dir=str(run.path / "trl"),
+            output_dir=str(trl_dir(run)),
             use_cpu=device_type == "cpu",
             bf16=autocast == "bfloat16",  # autocast over the fp32 weights the optimizer updates
             fp16=autocast == "float16",

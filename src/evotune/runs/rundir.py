@@ -1,11 +1,14 @@
 """The run directory: one format for ES and GRPO, atomic writes, tolerant readers.
 
+File names and the run's states (new/partial/done) are `runs.layout`'s:
+
     RUN/config.yaml            the validated config the run was started with
     RUN/metrics.jsonl          one row per iteration/step (shared metric names)
     RUN/trajectory.jsonl       ES only: seeds and fitness per iteration (enough to rebuild weights)
     RUN/evals/iter_000010.jsonl  per-completion rows of each held-out evaluation
     RUN/checkpoints/iter_000010/ HF-loadable safetensors + tokenizer + evotune_state.json
     RUN/tb/                    TensorBoard events
+    RUN/summary.json           written last: the run is done
 
 Every file a resume depends on is written to a temporary name, fsynced and renamed, or appended
 line by line with fsync; readers drop a torn last line left by a kill -9.
@@ -32,6 +35,16 @@ from evotune.checkpoints import (
     file_hashes,
 )
 from evotune.errors import RunStateError
+from evotune.runs.layout import (
+    CHECKPOINTS_DIR,
+    CONFIG_FILE,
+    EVALS_DIR,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    TB_DIR,
+    TRAJECTORY_FILE,
+    is_run,
+)
 
 BEST_DIR = "best"
 
@@ -141,31 +154,39 @@ class RunDir:
 
     @property
     def config(self) -> Path:
-        return self.path / "config.yaml"
+        return self.path / CONFIG_FILE
 
     @property
     def metrics(self) -> Path:
-        return self.path / "metrics.jsonl"
+        return self.path / METRICS_FILE
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """Every complete metrics row; a corrupt line is skipped with a warning (nothing is rebuilt from it)."""
+        return read_jsonl(self.metrics, skip_corrupt=True)
 
     @property
     def trajectory(self) -> Path:
-        return self.path / "trajectory.jsonl"
+        return self.path / TRAJECTORY_FILE
+
+    @property
+    def summary(self) -> Path:
+        return self.path / SUMMARY_FILE
 
     @property
     def evals(self) -> Path:
-        return self.path / "evals"
+        return self.path / EVALS_DIR
 
     @property
     def tb(self) -> Path:
-        return self.path / "tb"
+        return self.path / TB_DIR
 
     def checkpoint_path(self, iteration: int) -> Path:
-        return self.path / "checkpoints" / f"iter_{iteration:06d}"
+        return self.path / CHECKPOINTS_DIR / f"iter_{iteration:06d}"
 
     @property
     def best(self) -> Path:
         """The best-by-eval checkpoint (`keep_best`): not an `iter_K`, so resume and pruning never use it."""
-        return self.path / "checkpoints" / BEST_DIR
+        return self.path / CHECKPOINTS_DIR / BEST_DIR
 
     def link_checkpoint(self, src: Path, dst: Path, state: dict[str, Any]) -> None:
         """`dst` as a copy of checkpoint `src` made of hard links (no disk), its state file extended by `state`.
@@ -191,7 +212,7 @@ class RunDir:
         _fsync_dir(dst.parent)
 
     def exists(self) -> bool:
-        return self.config.is_file()
+        return is_run(self.path)
 
     def save_checkpoint(
         self,

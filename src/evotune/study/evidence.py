@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from evotune.runs.layout import CONFIG_FILE, TRAJECTORY_FILE
+
 FORMAT = "evotune-study-evidence/1"
 BASE = "base"
 _SEED = re.compile(r"_seed(\d+)$")
@@ -37,16 +39,16 @@ def _r(x: Any, digits: int = 7) -> Any:
 
 def _run_info(run: str | None) -> dict[str, Any]:
     """ES hyper-parameters (for the closed-form diffusion norm), iterations with an update, wall time."""
-    if not run or not (Path(run) / "config.yaml").is_file():
+    if not run or not (Path(run) / CONFIG_FILE).is_file():
         return {}
     p = Path(run)
-    cfg = yaml.safe_load((p / "config.yaml").read_text()) or {}
+    cfg = yaml.safe_load((p / CONFIG_FILE).read_text()) or {}
     info: dict[str, Any] = {"wall_s": None}  # the caller knows it (run_facts: the last metrics row's time/wall)
     if cfg.get("method") == "es":
         es = cfg.get("es") or {}
         rows = []
-        if (p / "trajectory.jsonl").is_file():
-            rows = [json.loads(x) for x in (p / "trajectory.jsonl").read_text().splitlines() if x.strip()]
+        if (p / TRAJECTORY_FILE).is_file():
+            rows = [json.loads(x) for x in (p / TRAJECTORY_FILE).read_text().splitlines() if x.strip()]
         info["es"] = {"alpha": es.get("alpha"), "sigma": es.get("sigma"), "population": es.get("population"),
                       "shaping": es.get("shaping", "zscore"), "optimizer": es.get("optimizer", "sgd"),
                       "noise": es.get("noise", "full"), "null_control": bool(es.get("null_control")),

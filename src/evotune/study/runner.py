@@ -23,6 +23,7 @@ from evotune.config import TrainConfig, variant_of
 from evotune.errors import ConfigError
 from evotune.report.findings import findings_html
 from evotune.report.render import render_html
+from evotune.runs.layout import DONE, PARTIAL
 from evotune.runs.rundir import atomic_write_json, atomic_write_text
 from evotune.runs.summary import run_facts
 from evotune.study.config import StudyConfig, study_yaml
@@ -95,8 +96,8 @@ def train_all(cfg: StudyConfig, progress: bool, log: Any) -> dict[str, str]:
             state = run_state(Path(rc.run_dir))
             if log:
                 log(f"[study] {method} seed {seed}: {state}")
-            if state != "done":
-                todo.append((rc, state == "partial"))
+            if state != DONE:
+                todo.append((rc, state == PARTIAL))
             runs[rc.run_dir] = variant_of(rc)  # = method: run_config made it that variant
     if cfg.jobs == 1 or len(todo) <= 1:
         for rc, resume in todo:

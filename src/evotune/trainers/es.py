@@ -79,6 +79,8 @@ class ESTrainer(Trainer):
     """Full-rank or low-rank ES on one task (`cfg.es`), evaluated in-process or on Ray workers."""
 
     method = "es"
+    length = "es.iterations"
+    steps_name = "iterations"
 
     def __init__(
         self, cfg: TrainConfig, resume: bool = False, progress: bool = True,
@@ -180,7 +182,7 @@ class ESTrainer(Trainer):
     def optimizer_tensors(self) -> dict[str, Any] | None:
         return self.params.optimizer.state_tensors() if self.params.optimizer.stateful else None
 
-    def restore(self) -> int:
+    def rewind(self) -> int:
         """Newest checkpoint at or before the last trajectory row, then replay the rows after it."""
         rows = read_trajectory(self.run.trajectory)
         self.rows = rows

@@ -1,9 +1,10 @@
 """What every trainer does around its update rule: the run directory, budget, metrics, evals, summary.
 
 ES and GRPO both subclass `Trainer`, so their run directories, eval files, metric names, budget
-counters, checkpoint cadence and summaries are the same code. A subclass supplies `setup`
-(model, task, method state), `resume` (bring the weights to the last committed step) and either
-`step` (ES: the frame owns the loop) or its own loop that calls `after_step` (GRPO: TRL owns it).
+counters, checkpoint cadence and summaries are the same code. A subclass declares what is its
+own (`length`, `steps_name`, `own_dirs`, `rewind_loads_weights`) and supplies `setup` (model, task,
+method state), `rewind` (back to the last committed step) and either `step` (ES: the frame owns the
+loop) or its own loop that calls `after_step` (GRPO: TRL owns it).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import shutil
 import time
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,7 +29,17 @@ from evotune.errors import ConfigError, RunStateError
 from evotune.evaluation import check_prompts_fit, evaluate
 from evotune.runs.lock import LOCK_FILE, RunLock
 from evotune.runs.logger import MetricsLogger, check_trackers
-from evotune.runs.metrics import Budget, StepStats
+from evotune.runs.metrics import (
+    EVAL_PREFIX,
+    STEP,
+    TRAIN_REWARD_MEAN,
+    Budget,
+    StepStats,
+    eval_metrics,
+    eval_summary,
+    is_eval_row,
+    is_train_row,
+)
 from evotune.runs.rundir import RunDir, atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
 
 BASE_EVAL = "iter_000000.jsonl"  # the starting model's held-out rows (the `correct_lost` reference)
@@ -37,7 +48,7 @@ BASE_EVAL = "iter_000000.jsonl"  # the starting model's held-out rows (the `corr
 def best_rule(spec: str) -> tuple[str, bool]:
     """`keep_best` → (metrics key, whether lower is better): `reward_mean` → (eval/reward_mean, False)."""
     mode, _, name = spec.rpartition(":")
-    name = name if name.startswith("eval/") else f"eval/{name}"
+    name = name if name.startswith(EVAL_PREFIX) else f"{EVAL_PREFIX}{name}"
     return name, mode == "min"
 
 
@@ -53,7 +64,7 @@ def set_threads(threads: int | None) -> None:
     torch.set_num_threads(n)
 
 
-_LENGTH = {("es", "iterations"), ("grpo", "steps"), ("budget", "completions"), ("budget", "tokens")}
+BUDGET_LENGTHS = frozenset({"budget.completions", "budget.tokens"})  # every method's: the frame owns the budget
 
 
 # Where a run computes, not what: free to change on resume (the trajectory's recorded device type is
@@ -61,8 +72,13 @@ _LENGTH = {("es", "iterations"), ("grpo", "steps"), ("budget", "completions"), (
 _PLACEMENT = {("model", "device"), ("es", "master_device"), ("es", "allow_device_change")}
 
 
-def _changes(stored: dict[str, Any], given: dict[str, Any]) -> tuple[list[str], list[str], list[str]]:
-    """(settings that differ, lengths that shrink, lengths that grow) between stored and given config dumps."""
+def _changes(
+    stored: dict[str, Any], given: dict[str, Any], lengths: frozenset[str] = BUDGET_LENGTHS,
+) -> tuple[list[str], list[str], list[str]]:
+    """(settings that differ, lengths that shrink, lengths that grow) between stored and given config dumps.
+
+    `lengths` are the dotted settings that only say how long a run trains (`es.iterations`).
+    """
     changed, shrunk, grown = [], [], []
     for sec, val in given.items():
         if sec == "ray":  # where members run never changes the weights
@@ -76,7 +92,7 @@ def _changes(stored: dict[str, Any], given: dict[str, Any]) -> tuple[list[str], 
             old = stored.get(sec, {}).get(k)
             if old == v or (sec, k) in _PLACEMENT:
                 continue
-            if (sec, k) not in _LENGTH:
+            if f"{sec}.{k}" not in lengths:
                 changed.append(f"{sec}.{k}: {old!r} -> {v!r}")
             elif v is not None and (old is None or v < old):  # None = unlimited
                 shrunk.append(f"{sec}.{k}: {old!r} -> {v!r}")
@@ -93,18 +109,24 @@ def remove_temp_files(run: RunDir) -> None:
                 shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
 
 
-def has_progress(run: RunDir) -> bool:
-    """Whether a run directory holds any committed step (trajectory row, checkpoint, TRL state or train row)."""
-    if checkpoint_dirs(run.path) or (run.path / "trl").exists() or read_jsonl(run.trajectory, skip_corrupt=True):
+def has_progress(run: RunDir, own_dirs: tuple[str, ...] = ()) -> bool:
+    """Whether a run directory holds any committed step (trajectory row, checkpoint, a method's own
+    state such as GRPO's `trl/`, or train row)."""
+    if checkpoint_dirs(run.path) or any((run.path / d).exists() for d in own_dirs):
         return True
-    return any("train/reward_mean" in r for r in read_jsonl(run.metrics, skip_corrupt=True))
+    if read_jsonl(run.trajectory, skip_corrupt=True):
+        return True
+    return any(is_train_row(r) for r in run.read_metrics())
 
 
-def open_run(cfg: TrainConfig, resume: bool) -> tuple[TrainConfig, RunDir, RunLock]:
+def open_run(
+    cfg: TrainConfig, resume: bool, lengths: frozenset[str] = BUDGET_LENGTHS, own_dirs: tuple[str, ...] = (),
+) -> tuple[TrainConfig, RunDir, RunLock]:
     """Lock the run directory, then create it or reopen it for `--resume` (its stored config wins).
 
-    A resumed run may only lengthen (iterations/steps/budget, written back to config.yaml); any
-    other difference, or a shorter length, is an error rather than a silent change of experiment.
+    A resumed run may only lengthen (`lengths`: iterations/steps/budget, written back to config.yaml);
+    any other difference, or a shorter length, is an error rather than a silent change of experiment.
+    `own_dirs` are methods' own folders that mark a committed step (see `has_progress`).
     """
     run = RunDir(cfg.run_dir)
     if resume and not run.exists():
@@ -117,7 +139,7 @@ def open_run(cfg: TrainConfig, resume: bool) -> tuple[TrainConfig, RunDir, RunLo
         write = not resume
         if resume:
             stored = load_run_config(run.path)
-            changed, shrunk, grown = _changes(stored.model_dump(), cfg.model_dump())
+            changed, shrunk, grown = _changes(stored.model_dump(), cfg.model_dump(), lengths)
             if changed:
                 raise ConfigError("--resume cannot change a run's settings (only lengthen it): " + "; ".join(changed))
             if shrunk:
@@ -126,7 +148,7 @@ def open_run(cfg: TrainConfig, resume: bool) -> tuple[TrainConfig, RunDir, RunLo
             write = bool(grown)  # the stored config is rewritten only to record a longer run
             remove_temp_files(run)
         elif run.path.exists() and any(p.name != LOCK_FILE for p in run.path.iterdir()):
-            if not run.exists() or has_progress(run):
+            if not run.exists() or has_progress(run, own_dirs):
                 raise ConfigError(
                     f"run directory {run.path} already holds a run: pass --resume or choose another --run-dir"
                 )
@@ -155,21 +177,41 @@ def heldout_eval(
         base_rows=base_rows,
     )
     write_jsonl(run.evals / f"iter_{step:06d}.jsonl", res.rows)
-    row: dict[str, Any] = {"step": step, **extra, **{f"eval/{k}": v for k, v in res.summary.items()}}
+    row: dict[str, Any] = {STEP: step, **extra, **eval_metrics(res.summary)}
     for i, r in enumerate(res.rows[: cfg.eval.samples]):
-        row[f"eval/sample_{i}"] = r["completion"][:300]
+        row[f"{EVAL_PREFIX}sample_{i}"] = r["completion"][:300]
     logger.log(row, step)
     if res.summary.get("hacking"):
         warnings.warn(f"step {step}: possible reward hacking — {res.summary['hacking_reason']}", stacklevel=2)
     return res.summary
 
 
+def _every_method(attr: str) -> set[str]:
+    """What any method (every `Trainer` subclass) declares under `attr`.
+
+    A run's config holds every method's section and a folder may hold another method's run, so the
+    resume check and the fresh-start check must know them all (`evotune.trainers` imports every method).
+    """
+    out: set[str] = set()
+    todo: list[type[Trainer]] = [Trainer]
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        own = vars(cls).get(attr)
+        out |= {own} if isinstance(own, str) else set(own or ())
+    return out
+
+
 class Trainer(ABC):
     """One run of one method: owns the directory, the cadence of evals and checkpoints, the summary."""
 
+    # -- what a method declares --------------------------------------------------------------------
     method: ClassVar[str]
-    unit: ClassVar[str] = "it"
-    weights_restored_at_start: ClassVar[bool] = True  # False: `restore` only finds where to resume
+    length: ClassVar[str]  # the dotted setting that says how many steps it trains (a resume may raise it)
+    steps_name: ClassVar[str] = "steps"  # what its steps are called in the summary ("iterations done")
+    unit: ClassVar[str] = "it"  # the progress bar's unit
+    own_dirs: ClassVar[tuple[str, ...]] = ()  # its own folders in the run directory (GRPO: trl/)
+    rewind_loads_weights: ClassVar[bool] = True  # False: `rewind` only finds where to resume (GRPO: TRL loads them)
 
     def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True) -> None:
         self.cfg, self.resume_run, self.progress = cfg, resume, progress
@@ -184,16 +226,19 @@ class Trainer(ABC):
 
     # -- what a method supplies ------------------------------------------------------------------
     @property
-    @abstractmethod
-    def total_steps(self) -> int: ...
+    def total_steps(self) -> int:
+        """How many steps the run trains: the value of its `length` setting."""
+        section, _, name = self.length.partition(".")
+        return int(getattr(getattr(self.cfg, section), name))
 
     @abstractmethod
     def setup(self) -> None:
         """Load model, tokenizer and task into `self.model`, `self.tok`, `self.task`; build method state."""
 
     @abstractmethod
-    def restore(self) -> int:
-        """Bring the weights and `self.budget` to the last committed step; return that step."""
+    def rewind(self) -> int:
+        """Back to the last committed step: drop what was written after it, set `self.budget` (and, with
+        `rewind_loads_weights`, the weights) to that step's; return that step (0 for a fresh run)."""
 
     def step(self, k: int) -> StepStats:
         """One iteration (methods whose loop the frame owns)."""
@@ -208,8 +253,7 @@ class Trainer(ABC):
 
     def committed_task_states(self, start: int) -> list[dict[str, Any]]:
         """What a task's `iteration_hook` recorded for steps 1..start (default: their metrics rows)."""
-        return [r for r in read_jsonl(self.run.metrics, skip_corrupt=True)
-                if "train/reward_mean" in r and r["step"] <= start]
+        return [r for r in self.run.read_metrics() if is_train_row(r) and r[STEP] <= start]
 
     def checkpoint_state(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """(state for evotune_state.json, extra tensors) of a checkpoint."""
@@ -232,66 +276,78 @@ class Trainer(ABC):
     def train(self) -> dict[str, Any]:
         """Lock the run, bring it to its last committed step, finish that step's lost work, train on.
 
-        The lock is held until the summary is written. A fresh run that fails before its first
-        committed step is removed, so the corrected command can simply be run again.
+        The lock is held until the summary is written (`locked`); the model, logger and method
+        resources live for the training only (`started`).
         """
         resolve_device(self.cfg.model.device)  # no GPU for --device cuda: fail before a run directory exists
         check_trackers(self.cfg.report_to)  # a tracker misconfigured: one line, before anything is written
-        fresh = not self.resume_run
-        created = not Path(self.cfg.run_dir).exists()
-        self.cfg, self.run, lock = open_run(self.cfg, self.resume_run)
-        discarded = False
-        try:
-            try:
-                set_threads(self.cfg.threads)
-                self.setup()
-                check_prompts_fit(self.model, self.tok, self.task, self.task.max_new_tokens(self.cfg.generation.max_new_tokens),
-                                  self.cfg.eval.limit, self.cfg.generation.compile)
-                start = self.steps_done = self.restore()
-                self.best = self.read_best()
-                self.logger = MetricsLogger(self.run, start_step=start + 1, report_to=self.cfg.report_to,
-                                            config=self.cfg.model_dump(mode="json"))
-            except Exception:
-                if fresh:
-                    self.discard_run()
-                    discarded = True
-                raise
-            failed = False
-            try:
-                self.stop_reason = self.budget.spent(self.cfg)
-                # A task may hold run state its reward depends on (the safety task's Lagrangian λ):
-                # rebuilt from what the committed steps recorded, opened for the next step after any
-                # held-out eval (whose scores must not count towards a training step).
-                self.hook = getattr(self.task, "iteration_hook", None)
-                if self.hook is not None:
-                    self.hook.resume(self.committed_task_states(start))
-                self.finish_step(start, resumed=True)
-                if self.hook is not None:
-                    self.hook.begin(start + 1)
-                if self.progress:
-                    from tqdm.auto import tqdm
-
-                    self.bar = tqdm(total=self.total_steps, initial=start, desc=self.method.upper(), unit=self.unit,
-                                    dynamic_ncols=True)
-                self.run_loop(start)
-            except Exception:
-                failed = fresh and self.steps_done == 0
-                raise
-            finally:
-                self.logger.close()
-                if self.bar is not None:
-                    self.bar.close()
-                self.close()
-                if failed:
-                    self.discard_run()
-                    discarded = True
+        with self.locked():
+            with self.started() as start:
+                self.train_from(start)
             return self.write_summary()
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[RunDir]:
+        """Open the run directory under its lock (one writer per run), held until the block ends.
+
+        A fresh run that fails before its first committed step is removed (with the directory itself
+        when this start created it), so the corrected command can simply be run again.
+        """
+        fresh, created = not self.resume_run, not Path(self.cfg.run_dir).exists()
+        lengths = BUDGET_LENGTHS | _every_method("length")
+        self.cfg, self.run, lock = open_run(self.cfg, self.resume_run, lengths, tuple(sorted(_every_method("own_dirs"))))
+        try:  # open_run holds the lock already
+            yield self.run
+        except Exception:
+            if fresh and self.steps_done == 0:
+                self.discard_run()
+                lock.release()
+                if created:  # leave no trace of a start that never happened
+                    (self.run.path / LOCK_FILE).unlink(missing_ok=True)
+                    with contextlib.suppress(OSError):
+                        self.run.path.rmdir()
+            raise
         finally:
-            lock.release()
-            if discarded and created:  # leave no trace of a start that never happened
-                (self.run.path / LOCK_FILE).unlink(missing_ok=True)
-                with contextlib.suppress(OSError):
-                    self.run.path.rmdir()
+            lock.release()  # idempotent
+
+    @contextlib.contextmanager
+    def started(self) -> Iterator[int]:
+        """Model, task and metrics logger at the last committed step, which it yields; the logger, the
+        progress bar and the method's resources (`close`) are closed on the way out."""
+        set_threads(self.cfg.threads)
+        self.setup()
+        check_prompts_fit(self.model, self.tok, self.task, self.task.max_new_tokens(self.cfg.generation.max_new_tokens),
+                          self.cfg.eval.limit, self.cfg.generation.compile)
+        start = self.steps_done = self.rewind()
+        self.best = self.read_best()
+        self.logger = MetricsLogger(self.run, start_step=start + 1, report_to=self.cfg.report_to,
+                                    config=self.cfg.model_dump(mode="json"))
+        try:
+            yield start
+        finally:
+            self.logger.close()
+            if self.bar is not None:
+                self.bar.close()
+            self.close()
+
+    def train_from(self, start: int) -> None:
+        """Finish committed step `start`'s lost work (eval, checkpoint), then train the remaining steps."""
+        self.stop_reason = self.budget.spent(self.cfg)
+        # A task may hold run state its reward depends on (the safety task's Lagrangian λ):
+        # rebuilt from what the committed steps recorded, opened for the next step after any
+        # held-out eval (whose scores must not count towards a training step).
+        self.hook = getattr(self.task, "iteration_hook", None)
+        if self.hook is not None:
+            self.hook.resume(self.committed_task_states(start))
+        self.finish_step(start, resumed=True)
+        if self.hook is not None:
+            self.hook.begin(start + 1)
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.total_steps, initial=start, desc=self.method.upper(), unit=self.unit,
+                            dynamic_ncols=True)
+        self.run_loop(start)
 
     def discard_run(self) -> None:
         """Remove a fresh run directory that never committed a step (open_run found it empty)."""
@@ -313,7 +369,7 @@ class Trainer(ABC):
         if self.hook is not None:
             self.hook.begin(k + 1)
         if self.bar is not None:
-            post = {"reward": f"{row['train/reward_mean']:.3f}"}
+            post = {"reward": f"{row[TRAIN_REWARD_MEAN]:.3f}"}
             if "reward_mean" in self.last_eval:  # no eval yet (a resume between evals): show none, not nan
                 post["eval"] = f"{self.last_eval['reward_mean']:.3f}"
             self.bar.set_postfix(post, refresh=False)
@@ -323,20 +379,20 @@ class Trainer(ABC):
         """The held-out eval and checkpoint due after committed step k.
 
         On resume (`resumed`), only what a crash lost is redone: a due eval without its metrics row,
-        a due checkpoint that is missing, a train row that never landed (methods whose `restore`
-        leaves the weights at step k; GRPO's TRL loop restores them later, so it skips this).
+        a due checkpoint that is missing, a train row that never landed (methods whose `rewind`
+        leaves the weights at step k; GRPO's TRL loop loads them later, so it skips this).
         """
-        if resumed and k > 0 and not self.weights_restored_at_start:
+        if resumed and k > 0 and not self.rewind_loads_weights:
             return
         final = k >= self.total_steps or self.stop_reason is not None
         eval_due = k == 0 or (self.cfg.eval.every and k % self.cfg.eval.every == 0) or final
         ckpt_due = k > 0 and (k % self.cfg.checkpoint_every == 0 or final)
         if resumed:
-            logged = read_jsonl(self.run.metrics, skip_corrupt=True) if k > 0 or eval_due else []
-            steps = {r.get("step") for r in logged if "train/reward_mean" in r}
+            logged = self.run.read_metrics() if k > 0 or eval_due else []
+            steps = {r.get(STEP) for r in logged if is_train_row(r)}
             if k > 0 and k not in steps and (row := self.lost_row(k)) is not None:
                 self.logger.log(row, k)
-            evals = {r.get("step") for r in logged if "eval/reward_mean" in r}
+            evals = {r.get(STEP) for r in logged if is_eval_row(r)}
             eval_due = eval_due and (k not in evals or not (self.run.evals / f"iter_{k:06d}.jsonl").is_file())
             ckpt_due = ckpt_due and k not in dict(checkpoint_dirs(self.run.path))
         value = None
@@ -344,8 +400,8 @@ class Trainer(ABC):
             self.last_eval = self.evaluate(k)
             value = self.eval_value(self.last_eval, k)
         elif resumed and self.cfg.keep_best:  # a crash between this step's eval and its best checkpoint
-            row = next((r for r in reversed(logged) if r.get("step") == k and "eval/reward_mean" in r), {})
-            value = self.eval_value({n[5:]: v for n, v in row.items() if n.startswith("eval/")}, k)
+            row = next((r for r in reversed(logged) if r.get(STEP) == k and is_eval_row(r)), {})
+            value = self.eval_value(eval_summary(row), k)
         if ckpt_due:
             self.save_checkpoint(k)
         if value is not None and is_better(value, self.best and self.best["value"], best_rule(self.cfg.keep_best)[1]):
@@ -365,7 +421,7 @@ class Trainer(ABC):
         """The `keep_best` metric of an eval summary (None without keep_best); a metric evals lack is an error."""
         if not self.cfg.keep_best or not summary:
             return None
-        key = best_rule(self.cfg.keep_best)[0][5:]
+        key = best_rule(self.cfg.keep_best)[0][len(EVAL_PREFIX):]
         if key not in summary:
             raise ConfigError(f"keep_best: the eval at step {k} has no metric {key!r}; "
                               f"use one of {', '.join(sorted(n for n, v in summary.items() if isinstance(v, float)))}")
@@ -409,20 +465,20 @@ class Trainer(ABC):
 
     def write_summary(self) -> dict[str, Any]:
         if not self.last_eval:  # nothing left to train (resumed after the end): report the last eval on file
-            evals = [r for r in read_jsonl(self.run.metrics, skip_corrupt=True) if "eval/reward_mean" in r]
-            self.last_eval = {k[5:]: v for k, v in (evals[-1] if evals else {}).items()
-                              if k.startswith("eval/") and not k.startswith("eval/sample_")}  # the keys evaluate returns
+            evals = [r for r in self.run.read_metrics() if is_eval_row(r)]
+            self.last_eval = {k: v for k, v in eval_summary(evals[-1] if evals else {}).items()
+                              if not k.startswith("sample_")}  # the keys evaluate returns
         summary = {
             "method": self.method,
             "steps": self.steps_done,
-            "stop_reason": self.stop_reason or f"{'iterations' if self.method == 'es' else 'steps'} done",
+            "stop_reason": self.stop_reason or f"{self.steps_name} done",
             **self.budget.as_metrics(),
-            **{f"eval/{n}": v for n, v in self.last_eval.items()},
+            **eval_metrics(self.last_eval),
         }
         if self.best is not None:
             summary["best"] = {**self.best, "path": str(self.run.best.relative_to(self.run.path))}
         summary.update(self.summary_extra())
-        old = self.run.path / "summary.json"
+        old = self.run.summary
         with contextlib.suppress(ValueError):  # a resume never drops what an earlier summary held; a damaged one is replaced
             summary = {**json.loads(old.read_text()), **summary} if old.is_file() else summary
         atomic_write_json(old, summary)

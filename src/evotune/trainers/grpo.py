@@ -67,8 +67,10 @@ class GRPOTrainer(Trainer):
     """Owns one GRPO run: directory, model, TRL trainer, evaluation cadence, checkpoints, resume."""
 
     method = "grpo"
+    length = "grpo.steps"
     unit = "step"
-    weights_restored_at_start = False  # TRL loads its checkpoint inside its own train()
+    own_dirs = (glue.TRL_DIR,)  # TRL's checkpoints: what --resume continues from
+    rewind_loads_weights = False  # TRL loads its checkpoint inside its own train()
 
     def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True) -> None:
         glue.validate_grpo(cfg)  # before any model is loaded or directory written
@@ -76,10 +78,6 @@ class GRPOTrainer(Trainer):
         self.task = build_task(cfg.task)
         glue.validate_task_fit(cfg, self.task)
         self.rewards = glue.RewardLog()
-
-    @property
-    def total_steps(self) -> int:
-        return self.cfg.grpo.steps
 
     def setup(self) -> None:
         cfg = self.cfg
@@ -90,7 +88,8 @@ class GRPOTrainer(Trainer):
         self.data = glue.build_step_data(cfg, self.task, self.tok)
         self.stops = stop_ids(self.model, self.tok)  # before TRL touches the generation config
 
-    def restore(self) -> int:
+    def rewind(self) -> int:
+        """The newest complete TRL checkpoint's step, with everything after it dropped (TRL loads its weights)."""
         ckpts = glue.trl_checkpoints(self.run)
         start, self.resume_from = ckpts[-1] if ckpts else (0, None)
         glue.drop_after(self.run, start)
@@ -114,10 +113,10 @@ class GRPOTrainer(Trainer):
         return stats
 
     def checkpoint_state(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        return {"trl_checkpoint": f"trl/{glue.TRL_CKPT_PREFIX}{self.steps_done}"}, None
+        return {"trl_checkpoint": f"{glue.TRL_DIR}/{glue.TRL_CKPT_PREFIX}{self.steps_done}"}, None
 
     def run_loop(self, start: int) -> None:
-        if self.stop_reason is not None or start >= self.cfg.grpo.steps:
+        if self.stop_reason is not None or start >= self.total_steps:
             return
         import datasets
         from transformers import PrinterCallback, ProgressCallback, set_seed

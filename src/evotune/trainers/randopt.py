@@ -24,7 +24,7 @@ from evotune.es.randopt import majority_vote, top_k
 from evotune.es.strategy import Member, ask
 from evotune.es.trajectory import check_device, read_trajectory, trajectory_row
 from evotune.evaluation import evaluate, summarize
-from evotune.runs.metrics import Budget, StepStats
+from evotune.runs.metrics import STEP, Budget, StepStats
 from evotune.runs.rundir import keep_rows, read_jsonl, write_jsonl
 from evotune.trainers.es import ESTrainer
 
@@ -60,6 +60,7 @@ class RandOptTrainer(ESTrainer):
     """N perturbations scored, the best kept as the run's weights, the top K's majority vote evaluated."""
 
     method = "randopt"
+    steps_name = "steps"  # its steps are slices of one population, not ES iterations
     unit = "step"
 
     def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True, **kw: Any) -> None:
@@ -80,10 +81,11 @@ class RandOptTrainer(ESTrainer):
         self.row = trajectory_row(k, members, res, self.params)  # no update: no placement, no rewards
         return res
 
-    def restore(self) -> int:
+    def rewind(self) -> int:
+        """The scored slices on file; the weights stay the base's until the selection at the end."""
         rows = self.rows = read_trajectory(self.run.trajectory)
         scored_members(rows, self.cfg)  # a damaged or foreign trajectory stops here
-        keep_rows(self.run.metrics, lambda r: r.get("step", 0) <= len(rows))
+        keep_rows(self.run.metrics, lambda r: r.get(STEP, 0) <= len(rows))
         self.budget = Budget(**rows[-1]["budget"]) if rows else Budget()
         return len(rows)
 
@@ -100,7 +102,7 @@ class RandOptTrainer(ESTrainer):
 
     def vote_eval(self, k: int, chosen: list[Member], resumed: bool) -> None:
         """Held-out majority vote of the top K members (each answers greedily; the vote picks a completion)."""
-        logged = [r for r in read_jsonl(self.run.metrics, skip_corrupt=True) if r.get("step") == k and "vote/reward_mean" in r]
+        logged = [r for r in self.run.read_metrics() if r.get(STEP) == k and "vote/reward_mean" in r]
         if resumed and logged and (self.run.evals / f"vote_iter_{k:06d}.jsonl").is_file():
             self.vote = {n: v for n, v in logged[-1].items() if n.startswith("vote/")}
             return
@@ -120,7 +122,7 @@ class RandOptTrainer(ESTrainer):
         summary = summarize(rows, read_jsonl(base) if base.is_file() else None)
         self.vote = {"vote/k": float(len(chosen)), **{f"vote/{n}": v for n, v in summary.items()
                                                      if isinstance(v, (int, float))}}
-        self.logger.log({"step": k, **self.vote}, k)
+        self.logger.log({STEP: k, **self.vote}, k)
 
     def summary_extra(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.vote)
