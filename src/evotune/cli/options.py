@@ -36,3 +36,29 @@ def add_options(flags: Sequence[Flag], into: str, collect: Callable[[dict[str, A
         return wrapper
 
     return decorate
+
+
+class FieldDefault:
+    """A flag's default, read from the config model that owns it (pydantic model or dataclass).
+
+    typer calls it when the command runs and prints it (`str`) in the command's `--help`, so the
+    default is written once, in the model, and the model's module (pydantic, fastapi, ...) is only
+    imported by the command that needs it, never by `evotune --help`. Use it as
+    `Opt(default_factory=FieldDefault("module:Model", "field"))`.
+    """
+
+    def __init__(self, model: str, name: str) -> None:
+        self.model, self.name = model, name
+
+    def __call__(self) -> Any:
+        import dataclasses
+        import importlib
+
+        module, _, cls_name = self.model.partition(":")
+        cls = getattr(importlib.import_module(module), cls_name)
+        if dataclasses.is_dataclass(cls):
+            return next(f.default for f in dataclasses.fields(cls) if f.name == self.name)
+        return cls.model_fields[self.name].default
+
+    def __str__(self) -> str:
+        return str(self())
