@@ -5,7 +5,7 @@ forward for the decode steps (CUDA graphs with inductor on a GPU). Prompts are l
 multiple of `COMPILE_PAD` tokens so that a handful of shapes are compiled once, not one per batch.
 Module hooks (batched low-rank ES) are *guarded*: by default dynamo skips hook guards, so hooks
 added after a compile would be silently ignored and every "perturbed" member would be the
-unperturbed model (RESEARCH.md §7). Compiled and eager tokens can differ; each is deterministic.
+unperturbed model (docs/gpu.md). Compiled and eager tokens can differ; each is deterministic.
 """
 
 from __future__ import annotations
