@@ -39,19 +39,20 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import json  # noqa: E402
-import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
 import warnings  # noqa: E402
-from collections.abc import Callable, Iterator  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import torch  # noqa: E402
+
+from evotune.timeouts import time_limit  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = ("exact", "eager", "cuda", "compiled")
@@ -99,18 +100,9 @@ class Ctx:
         return row
 
 
-@contextlib.contextmanager
-def alarm(seconds: float) -> Iterator[None]:
-    def fire(signum: int, frame: Any) -> None:
-        raise StepTimeout(f"timed out after {seconds:.0f} s")
-
-    old = signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
+def alarm(seconds: float) -> contextlib.AbstractContextManager[None]:
+    """End a step with StepTimeout after `seconds` (at its next Python instruction)."""
+    return time_limit(seconds, lambda: StepTimeout(f"timed out after {seconds:.0f} s"))
 
 
 def guarded(ctx: Ctx, step: str, what: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:

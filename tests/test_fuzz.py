@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import pytest
 
 import fuzz_corpus as corpus
 from evotune.errors import EvotuneError
+from evotune.timeouts import time_limit
 
 SEED = int(os.environ.get("EVOTUNE_FUZZ_SEED", "26"))
 FAST, FULL = 60, 10_000
@@ -37,19 +37,9 @@ class Hang(Exception):
     pass
 
 
-@contextmanager
-def limit(seconds: float) -> Iterator[None]:
+def limit(seconds: float) -> AbstractContextManager[None]:
     """SIGALRM after `seconds`: an input that hangs fails the test instead of stalling it."""
-    def _raise(*_: object) -> None:
-        raise Hang(f"no answer within {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, _raise)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
+    return time_limit(seconds, lambda: Hang(f"no answer within {seconds} s"))
 
 
 def one_line(exc: BaseException) -> None:

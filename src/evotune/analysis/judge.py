@@ -37,9 +37,10 @@ from typing import Any
 import numpy as np
 
 from evotune.analysis.common import free_memory, jsonable
+from evotune.analysis.judge_settings import JudgeSettings
 from evotune.backends.hf import generate
 from evotune.backends.models import load_model
-from evotune.backends.resolve import resolve_entries
+from evotune.backends.resolve import Entry, resolve_entries
 from evotune.config import TaskConfig
 from evotune.errors import AnalysisError
 from evotune.evaluation import score_rows
@@ -377,92 +378,91 @@ def _scorer_views(rows: dict[str, list[dict[str, Any]]], models: Sequence[str]) 
 
 # -- end to end: generate, score, judge, write ---------------------------------------------------------
 def judge_tournament(
-    models: Sequence[str],
-    judge: str,
-    task: str | None = None,
-    *,
-    labels: Sequence[str] | None = None,
-    n_prompts: int = 24,
-    out_dir: str | Path = "judge",
-    max_new_tokens: int | None = None,
-    scorer_url: str | None = None,
-    use_scorer: bool = True,
-    n_boot: int = 1000,
-    seed: int = 0,
-    batch_size: int = 16,
-    dtype: str = "float32",
-    device: str = "auto",
-    samples: int = 4,
-    log: Callable[[str], None] | None = None,
+    models: Sequence[str], s: JudgeSettings, log: Callable[[str], None] | None = None
 ) -> dict[str, Any]:
     """Greedy replies of every model on held-out prompts, scored by the training scorer (the task's
-    reward) and judged pairwise by `judge`; writes `judge.json` to `out_dir` (HTML: `report.judge_section`).
+    reward) and judged pairwise by `s.judge`; writes `judge.json` to `s.out_dir` (HTML: `report.judge_section`).
     """
     if len(models) < 2:
         raise AnalysisError("a tournament needs at least two models (--models A,B,...)")
     entries = resolve_entries(models)
-    names = list(labels) if labels else [e.label for e in entries]
+    names = list(s.labels) if s.labels else [e.label for e in entries]
     if len(names) != len(entries) or len(set(names)) != len(names):
         raise AnalysisError(f"--labels must name each of the {len(entries)} models once, got {names}")
-    # the runs' own task settings, so "held out" means the eval split none of them trained on
-    tcfg = next((e.task_config for e in entries if e.task_config is not None and task in (None, e.task_config.name)),
-                None)
-    if tcfg is None:
-        if task is None:
-            raise AnalysisError("pass --task: none of the models is a run that brings its task")
-        tcfg = TaskConfig(name=task)
-    if scorer_url:
-        tcfg = tcfg.model_copy(update={"options": {**tcfg.options, "scorer_url": scorer_url}})
-    t = build_task(tcfg)
-    examples = t.split("eval")[:n_prompts]
+    t, tcfg = _held_out_task(entries, s)
+    examples = t.split("eval")[:s.n_prompts]
     if not examples:
         raise AnalysisError(f"task {tcfg.name!r} has no held-out prompts")
     mnt = t.max_new_tokens(
-        max_new_tokens if max_new_tokens is not None else next((e.max_new_tokens for e in entries if e.max_new_tokens), None)
+        s.max_new_tokens if s.max_new_tokens is not None
+        else next((e.max_new_tokens for e in entries if e.max_new_tokens), None)
     )
     timing: dict[str, float] = {}
-    comps: dict[str, list[Any]] = {}
     t0 = time.perf_counter()
-    for name, e in zip(names, entries, strict=True):
-        model, tok = load_model(e.path, dtype, device)
-        comps[name] = generate(model, tok, [t.render(x, tok) for x in examples], mnt, batch_size=batch_size)
-        if log:
-            log(f"generated {len(examples)} replies of {name}")
-        del model
-        free_memory()
+    comps = _replies(t, examples, names, entries, mnt, s, log)
     timing["generate"] = time.perf_counter() - t0
     texts = {m: [c.text for c in cs] for m, cs in comps.items()}
     scorer_rows = None
-    if use_scorer:
+    if s.use_scorer:
         t0 = time.perf_counter()
         scorer_rows = {m: score_rows(t, examples, comps[m]) for m in names}
         timing["score"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    jm, jt = load_model(judge, dtype, device)
-    tour = Tournament(names, [x.prompt for x in examples], texts).run(LLMJudge(jm, jt, batch_size), log)
+    jm, jt = load_model(s.judge, s.dtype, s.device)
+    tour = Tournament(names, [x.prompt for x in examples], texts).run(LLMJudge(jm, jt, s.batch_size), log)
     del jm
     free_memory()
     timing["judge"] = time.perf_counter() - t0
-    summary = tournament_summary(tour, scorer_rows, n_boot, seed)
+    summary = tournament_summary(tour, scorer_rows, s.n_boot, s.seed)
     summary.update(
-        judge=judge, task=tcfg.name, entries=[{"label": n, "spec": e.spec, "path": e.path} for n, e in
-                                              zip(names, entries, strict=True)],
-        settings={"n_prompts": len(examples), "max_new_tokens": mnt, "n_boot": n_boot, "seed": seed, "dtype": dtype,
-                  "device": device,
-                  "scorer": (tcfg.options.get("scorer_url") or "task reward") if use_scorer else None},
+        judge=s.judge, task=tcfg.name, entries=[{"label": n, "spec": e.spec, "path": e.path} for n, e in
+                                                zip(names, entries, strict=True)],
+        settings={"n_prompts": len(examples), "max_new_tokens": mnt, "n_boot": s.n_boot, "seed": s.seed,
+                  "dtype": s.dtype, "device": s.device,
+                  "scorer": (tcfg.options.get("scorer_url") or "task reward") if s.use_scorer else None},
         collapse={m: collapse_stats(texts[m]) for m in names},
         refusal=_refusal_rates(examples, texts),
         samples=[{"id": x.id, "prompt": x.prompt, "kind": _kind(x), **{m: texts[m][k] for m in names}}
-                 for k, x in enumerate(examples[:samples])],
+                 for k, x in enumerate(examples[:s.samples])],
         timing=timing,
     )
     if scorer_rows:
-        summary["scorer_samples"] = {m: [r["reward"] for r in rows[:samples]] for m, rows in scorer_rows.items()}
+        summary["scorer_samples"] = {m: [r["reward"] for r in rows[:s.samples]] for m, rows in scorer_rows.items()}
     summary = jsonable(summary)
-    out = Path(out_dir)
+    out = Path(s.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "judge.json", summary)
     return summary
+
+
+def _held_out_task(entries: Sequence[Entry], s: JudgeSettings) -> tuple[Any, TaskConfig]:
+    """The task (and its config) whose eval split the models are judged on.
+
+    The runs' own task settings win, so "held out" means the eval split none of them trained on.
+    """
+    tcfg = next((e.task_config for e in entries if e.task_config is not None and s.task in (None, e.task_config.name)),
+                None)
+    if tcfg is None:
+        if s.task is None:
+            raise AnalysisError("pass --task: none of the models is a run that brings its task")
+        tcfg = TaskConfig(name=s.task)
+    if s.scorer_url:
+        tcfg = tcfg.model_copy(update={"options": {**tcfg.options, "scorer_url": s.scorer_url}})
+    return build_task(tcfg), tcfg
+
+
+def _replies(t: Any, examples: Sequence[Any], names: Sequence[str], entries: Sequence[Entry], mnt: int,
+             s: JudgeSettings, log: Callable[[str], None] | None) -> dict[str, list[Any]]:
+    """Each model's greedy completions, loaded one model at a time (only one is ever in memory)."""
+    comps: dict[str, list[Any]] = {}
+    for name, e in zip(names, entries, strict=True):
+        model, tok = load_model(e.path, s.dtype, s.device)
+        comps[name] = generate(model, tok, [t.render(x, tok) for x in examples], mnt, batch_size=s.batch_size)
+        if log:
+            log(f"generated {len(examples)} replies of {name}")
+        del model
+        free_memory()
+    return comps
 
 
 def _kind(x: Any) -> str | None:

@@ -5,7 +5,7 @@ forward for the decode steps (CUDA graphs with inductor on a GPU). Prompts are l
 multiple of `COMPILE_PAD` tokens so that a handful of shapes are compiled once, not one per batch.
 Module hooks (batched low-rank ES) are *guarded*: by default dynamo skips hook guards, so hooks
 added after a compile would be silently ignored and every "perturbed" member would be the
-unperturbed model (RESEARCH.md §7). Compiled and eager tokens can differ; each is deterministic.
+unperturbed model (docs/gpu.md). Compiled and eager tokens can differ; each is deterministic.
 """
 
 from __future__ import annotations
@@ -97,53 +97,25 @@ def generate(
     fixed-length completions (benchmarks with random weights). `min_prompt_tokens` left-pads every
     batch to at least that many prompt tokens, so a compiled caller keeps one static shape.
     """
-    from transformers import GenerationConfig
-
-    if max_new_tokens < 1:
-        raise ModelError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if batch_size < 1:
-        raise ModelError(f"batch size must be >= 1, got {batch_size}")
-    if not math.isfinite(temperature) or temperature < 0:
-        raise ModelError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
+    _check_request(max_new_tokens, batch_size, temperature)
     context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     stops = stop_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(stops))
-    sample = temperature > 0
-    gen_cfg = GenerationConfig(
-        max_new_tokens=max_new_tokens,
-        do_sample=sample,
-        temperature=temperature if sample else None,
-        top_k=0 if sample else None,
-        top_p=1.0 if sample else None,
-        eos_token_id=sorted(stops),
-        pad_token_id=pad,
-        min_new_tokens=min_new_tokens,
-    )
     device = next(model.parameters()).device
-    pad_to = None
-    if compile_backend is not None:
-        gen_cfg.cache_implementation = "static"
-        gen_cfg.compile_config = compile_config(compile_backend, device)
-        pad_to = COMPILE_PAD
+    gen_cfg = _generation_config(max_new_tokens, temperature, stops, pad, min_new_tokens, compile_backend, device)
+    pad_to = None if compile_backend is None else COMPILE_PAD
     out: list[Completion] = []
     old_side, tokenizer.padding_side = tokenizer.padding_side, "left"  # new tokens must start at one column
     try:
         for start in range(0, len(prompts), batch_size):
-            chunk = list(prompts[start : start + batch_size])
-            enc = tokenizer(
-                chunk, return_tensors="pt", padding=True, add_special_tokens=False, pad_to_multiple_of=pad_to
-            ).to(device)
-            short = (min_prompt_tokens or 0) - enc["input_ids"].shape[1]
-            if short > 0:  # left padding: positions come from the attention mask, so the prompt is unchanged
-                enc["input_ids"] = torch.nn.functional.pad(enc["input_ids"], (short, 0), value=pad)
-                enc["attention_mask"] = torch.nn.functional.pad(enc["attention_mask"], (short, 0), value=0)
+            enc = _encode(tokenizer, prompts[start : start + batch_size], device, pad, pad_to, min_prompt_tokens)
             if isinstance(context, int) and enc["input_ids"].shape[1] + max_new_tokens > context:
                 longest = int(enc["attention_mask"].sum(1).max())
                 raise ModelError(
                     f"a prompt of {longest} tokens plus max_new_tokens {max_new_tokens} exceeds the model's context "
                     f"of {context} tokens; shorten the prompts or lower --max-new-tokens"
                 )
-            if sample:  # each batch's sampling stream is a pure function of (seed, batch start)
+            if temperature > 0:  # each batch's sampling stream is a pure function of (seed, batch start)
                 torch.manual_seed(stable_int("sample", 0 if seed is None else seed, start))
             if compile_backend is None:
                 seqs = model.generate(**enc, generation_config=gen_cfg)
@@ -156,3 +128,47 @@ def generate(
         tokenizer.padding_side = old_side
     return out
 
+
+def _check_request(max_new_tokens: int, batch_size: int, temperature: float) -> None:
+    """Refuse what `model.generate` would misread or fail on deep inside transformers."""
+    if max_new_tokens < 1:
+        raise ModelError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if batch_size < 1:
+        raise ModelError(f"batch size must be >= 1, got {batch_size}")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ModelError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
+
+
+def _generation_config(max_new_tokens: int, temperature: float, stops: set[int], pad: int,
+                       min_new_tokens: int | None, compile_backend: str | None, device: torch.device) -> Any:
+    """Greedy, or plain temperature sampling (top-k and top-p off); a static cache when compiled."""
+    from transformers import GenerationConfig
+
+    sample = temperature > 0
+    gen_cfg = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=sample,
+        temperature=temperature if sample else None,
+        top_k=0 if sample else None,
+        top_p=1.0 if sample else None,
+        eos_token_id=sorted(stops),
+        pad_token_id=pad,
+        min_new_tokens=min_new_tokens,
+    )
+    if compile_backend is not None:
+        gen_cfg.cache_implementation = "static"
+        gen_cfg.compile_config = compile_config(compile_backend, device)
+    return gen_cfg
+
+
+def _encode(tokenizer: Any, chunk: Sequence[str], device: torch.device, pad: int, pad_to: int | None,
+            min_prompt_tokens: int | None) -> Any:
+    """One left-padded batch of prompts on `device`, at least `min_prompt_tokens` wide."""
+    enc = tokenizer(
+        list(chunk), return_tensors="pt", padding=True, add_special_tokens=False, pad_to_multiple_of=pad_to
+    ).to(device)
+    short = (min_prompt_tokens or 0) - enc["input_ids"].shape[1]
+    if short > 0:  # left padding: positions come from the attention mask, so the prompt is unchanged
+        enc["input_ids"] = torch.nn.functional.pad(enc["input_ids"], (short, 0), value=pad)
+        enc["attention_mask"] = torch.nn.functional.pad(enc["attention_mask"], (short, 0), value=0)
+    return enc

@@ -4,10 +4,7 @@ Command modules import this module; `cli.main` imports them all. Nothing here im
 module, so the CLI has no import circle.
 """
 
-import functools
-import inspect
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,6 +12,7 @@ import typer
 from rich.table import Table
 
 from evotune.cli.common import assemble, console, parse_sets
+from evotune.cli.options import add_options
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Evolution Strategies and GRPO post-training.")
 
@@ -91,32 +89,21 @@ _SHARED: list[tuple[str, Any, Any, str | None]] = [
 ]
 
 
-def shared_train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Give a trainer command the shared flags; it receives them parsed, as `args: TrainArgs`.
+def _train_args(vals: dict[str, Any]) -> TrainArgs:
+    """The shared flags' values as `TrainArgs`: each config key, the budget split into its two fields."""
+    from evotune.config import BudgetConfig
 
-    typer reads the command's signature, so the shared parameters are appended to it here.
-    """
-    own = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.name != "args"]
-    shared = [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=False if tp is bool else None,
-                          annotation=Annotated[tp, opt])
-        for name, tp, opt, _ in _SHARED
-    ]
+    o: dict[str, Any] = {key: vals[name] for name, _, _, key in _SHARED if key is not None}
+    if vals["budget"] is not None:
+        b = BudgetConfig.parse(vals["budget"])
+        o["budget.completions"], o["budget.tokens"] = b.completions, b.tokens
+    return TrainArgs(vals["config"], vals["run_dir"], vals["no_progress"], o, parse_sets(vals["sets"]))
 
-    @functools.wraps(fn)
-    def wrapper(**kw: Any) -> Any:
-        from evotune.config import BudgetConfig
 
-        vals = {name: kw.pop(name) for name, *_ in _SHARED}
-        o: dict[str, Any] = {key: vals[name] for name, _, _, key in _SHARED if key is not None}
-        if vals["budget"] is not None:
-            b = BudgetConfig.parse(vals["budget"])
-            o["budget.completions"], o["budget.tokens"] = b.completions, b.tokens
-        return fn(**kw, args=TrainArgs(vals["config"], vals["run_dir"], vals["no_progress"], o, parse_sets(vals["sets"])))
-
-    kinds = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
-    wrapper.__signature__ = inspect.Signature(kinds + shared)  # type: ignore[attr-defined]
-    return wrapper
+# Gives a trainer command the shared flags; it receives them parsed, as `args: TrainArgs`.
+shared_train_options = add_options(
+    [(name, tp, opt, False if tp is bool else None) for name, tp, opt, _ in _SHARED], "args", _train_args
+)
 
 
 def print_summary(summary: dict[str, Any]) -> None:

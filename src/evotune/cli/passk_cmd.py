@@ -9,6 +9,7 @@ from rich.table import Table
 
 from evotune.cli.app import DeviceOpt, DtypeOpt, analyze_app
 from evotune.cli.common import console, friendly
+from evotune.cli.options import FieldDefault
 
 Opt = typer.Option
 
@@ -16,6 +17,7 @@ Opt = typer.Option
 @analyze_app.command("passk")
 @friendly
 def passk_cmd(
+    *,  # --batch-size's default is the generation config's own
     model: Annotated[str, Opt(help="model directory, run directory or smollm2-135m")],
     task: Annotated[str, Opt(help="task name")],
     n: Annotated[int, Opt(help="samples per prompt (k = 1..n)")] = 16,
@@ -24,7 +26,7 @@ def passk_cmd(
     n_select: Annotated[int, Opt(help="train-split prompts used to pick the best T and σ")] = 16,
     n_report: Annotated[int, Opt(help="held-out prompts the numbers are reported on")] = 32,
     max_new_tokens: Annotated[int | None, Opt()] = None,
-    batch_size: Annotated[int, Opt()] = 64,
+    batch_size: Annotated[int, Opt(default_factory=FieldDefault("evotune.config:GenerateConfig", "batch_size"))],
     seed: Annotated[int, Opt()] = 0,
     out: Annotated[Path, Opt(help="output directory (passk.json, passk.png)")] = Path("passk"),
     dtype: DtypeOpt = "auto",

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from evotune.cli.app import DeviceOpt, DtypeOpt, SetOpt, TaskOpt, app, model_app
 from evotune.cli.common import console, friendly, parse_sets
+from evotune.cli.options import FieldDefault
 from evotune.runs.layout import CONFIG_FILE
 
 Opt = typer.Option
@@ -20,13 +21,14 @@ Opt = typer.Option
 @app.command("eval")
 @friendly
 def eval_cmd(
+    *,  # --batch-size's default is the generation config's own
     model: Annotated[str, Opt(help="model directory, run directory (latest checkpoint) or smollm2-135m")],
     task: TaskOpt = None,
     split: Annotated[str, Opt(help="train | eval")] = "eval",
     out: Annotated[Path | None, Opt(help="write per-completion rows here (JSONL)")] = None,
     limit: Annotated[int | None, Opt()] = None,
     max_new_tokens: Annotated[int | None, Opt()] = None,
-    batch_size: Annotated[int, Opt()] = 64,
+    batch_size: Annotated[int, Opt(default_factory=FieldDefault("evotune.config:GenerateConfig", "batch_size"))],
     temperature: Annotated[float, Opt(help="0 = greedy, as in training")] = 0.0,
     n_train: Annotated[int | None, Opt()] = None,
     n_eval: Annotated[int | None, Opt()] = None,
@@ -38,7 +40,6 @@ def eval_cmd(
 ) -> None:
     """Score any model on a task split with the same code path as training."""
     from evotune.backends.models import load_model
-    from evotune.config import TaskConfig, build_config, load_run_config
     from evotune.errors import ConfigError
     from evotune.evaluation import evaluate
     from evotune.runs.rundir import write_jsonl
@@ -46,24 +47,37 @@ def eval_cmd(
 
     if out is not None and out.is_dir():
         raise ConfigError(f"--out {out} is a directory; give a file path, e.g. {out / 'results.jsonl'}")
-    base: dict[str, Any] = {}
-    if (Path(model) / CONFIG_FILE).is_file():  # a run: evaluate with its own task settings
-        run_cfg = load_run_config(model)
-        base = run_cfg.task.model_dump()
-        max_new_tokens = run_cfg.generation.max_new_tokens if max_new_tokens is None else max_new_tokens
-    o = {"name": task, "n_train": n_train, "n_eval": n_eval, "data": data, "reward": reward, **parse_sets(sets)}
-    for k, v in o.items():
-        if v is not None:
-            base[k] = v
-    if "name" not in base:
-        raise ConfigError("--task is required unless --model is an evotune run directory")
-    tcfg = build_config(None, None, TaskConfig) if not base else TaskConfig.model_validate(base)
+    given = {"name": task, "n_train": n_train, "n_eval": n_eval, "data": data, "reward": reward, **parse_sets(sets)}
+    tcfg, max_new_tokens = _eval_task(model, given, max_new_tokens)
     t = build_task(tcfg)
     m, tok = load_model(model, dtype, device)
     res = evaluate(m, tok, t, split, max_new_tokens, batch_size, limit, temperature)
     if out is not None:
         write_jsonl(out, res.rows)
     console.print_json(json.dumps(res.summary))
+
+
+def _eval_task(model: str, given: dict[str, Any], max_new_tokens: int | None) -> tuple[Any, int | None]:
+    """The task config to evaluate on, and the completion length.
+
+    A run brings its own task settings (and length), which the flags given override; any other
+    model needs --task.
+    """
+    from evotune.config import TaskConfig, build_config, load_run_config
+    from evotune.errors import ConfigError
+
+    base: dict[str, Any] = {}
+    if (Path(model) / CONFIG_FILE).is_file():  # a run: evaluate with its own task settings
+        run_cfg = load_run_config(model)
+        base = run_cfg.task.model_dump()
+        max_new_tokens = run_cfg.generation.max_new_tokens if max_new_tokens is None else max_new_tokens
+    for k, v in given.items():
+        if v is not None:
+            base[k] = v
+    if "name" not in base:
+        raise ConfigError("--task is required unless --model is an evotune run directory")
+    tcfg = build_config(None, None, TaskConfig) if not base else TaskConfig.model_validate(base)
+    return tcfg, max_new_tokens
 
 
 @app.command("replay")

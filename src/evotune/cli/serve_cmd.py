@@ -7,32 +7,40 @@ from typing import Annotated
 
 import typer
 
-from evotune.cli.app import DeviceOpt
 from evotune.cli.common import console, friendly
+from evotune.cli.options import FieldDefault
 
 Opt = typer.Option
 
 
+def _default(name: str) -> FieldDefault:
+    return FieldDefault("evotune.serve.app:ScorerConfig", name)
+
+
 @friendly
 def scorer(
-    reward: Annotated[str, Opt(help="reward head: seqcls:PATH | judge:MODEL | none")] = "judge:smollm2-135m",
-    cost: Annotated[str, Opt(help="cost head: seqcls:PATH | judge:MODEL | none")] = "judge:smollm2-135m",
-    host: Annotated[str, Opt(help="bind address; anything but loopback needs --token")] = "127.0.0.1",
-    port: Annotated[int, Opt()] = 8000,
+    *,  # every default is ScorerConfig's own (read when the command runs or shows its help)
+    reward: Annotated[str, Opt(default_factory=_default("reward"), help="reward head: seqcls:PATH | judge:MODEL | none")],
+    cost: Annotated[str, Opt(default_factory=_default("cost"), help="cost head: seqcls:PATH | judge:MODEL | none")],
+    host: Annotated[str, Opt(default_factory=_default("host"), help="bind address; anything but loopback needs --token")],
+    port: Annotated[int, Opt(default_factory=_default("port"))],
     token: Annotated[str | None, Opt(envvar="EVOTUNE_SCORER_TOKEN", show_envvar=True,
                                      help="bearer token clients must send")] = None,
-    max_batch: Annotated[int, Opt(help="most items per request")] = 64,
-    max_chars: Annotated[int, Opt(help="longest prompt or completion accepted")] = 16_000,
-    max_body_bytes: Annotated[int, Opt(help="largest request body")] = 4_000_000,
-    timeout: Annotated[float, Opt(help="seconds per request, queueing included (504 after)")] = 120.0,
-    batch_size: Annotated[int, Opt(help="items per forward pass")] = 8,
-    format: Annotated[str, Opt(help="seqcls input: auto | chat | beaver | plain")] = "auto",
-    reward_label: Annotated[int, Opt(help="multi-class reward head: class scored as log-odds")] = 1,
-    cost_label: Annotated[int, Opt(help="multi-class cost head: class scored as log-odds (the unsafe one)")] = 1,
+    max_batch: Annotated[int, Opt(default_factory=_default("max_batch"), help="most items per request")],
+    max_chars: Annotated[int, Opt(default_factory=_default("max_chars"), help="longest prompt or completion accepted")],
+    max_body_bytes: Annotated[int, Opt(default_factory=_default("max_body_bytes"), help="largest request body")],
+    timeout: Annotated[float, Opt(default_factory=_default("timeout"),
+                                  help="seconds per request, queueing included (504 after)")],
+    batch_size: Annotated[int, Opt(default_factory=_default("batch_size"), help="items per forward pass")],
+    format: Annotated[str, Opt(default_factory=_default("format"), help="seqcls input: auto | chat | beaver | plain")],
+    reward_label: Annotated[int, Opt(default_factory=_default("reward_label"),
+                                     help="multi-class reward head: class scored as log-odds")],
+    cost_label: Annotated[int, Opt(default_factory=_default("cost_label"),
+                                   help="multi-class cost head: class scored as log-odds (the unsafe one)")],
     reward_rubric: Annotated[Path | None, Opt(help="judge rubric file with {prompt} and {completion}")] = None,
     cost_rubric: Annotated[Path | None, Opt(help="judge rubric file with {prompt} and {completion}")] = None,
-    dtype: Annotated[str, Opt(help="float32 | bfloat16 | float16")] = "float32",
-    device: DeviceOpt = "auto",
+    dtype: Annotated[str, Opt(default_factory=_default("dtype"), help="float32 | bfloat16 | float16")],
+    device: Annotated[str, Opt(default_factory=_default("device"), help="auto | cpu | cuda | cuda:N (auto: CUDA when present)")],
     threads: Annotated[int | None, Opt(help="torch threads")] = None,
 ) -> None:
     """Serve reward and cost of (prompt, completion) pairs: POST /score, GET /health."""

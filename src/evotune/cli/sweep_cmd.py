@@ -1,5 +1,11 @@
-"""`evotune sweep es|grpo`: a hyper-parameter grid × seeds, resumable, with per-cell heat-maps."""
+"""`evotune sweep es|grpo`: a hyper-parameter grid × seeds, resumable, with per-cell heat-maps.
 
+Both commands share the flags of the base run (one table, `BASE_FLAGS`); each adds its two axes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -8,8 +14,45 @@ from rich.table import Table
 
 from evotune.cli.app import sweep_app
 from evotune.cli.common import assemble, console, friendly, parse_sets
+from evotune.cli.options import REQUIRED, Flag, add_options
 
 Opt = typer.Option
+
+
+@dataclass(frozen=True)
+class SweepArgs:
+    """The flags every sweep shares, parsed: where it goes, its seeds and what its base run overrides."""
+
+    out: Path
+    seeds: str = "0"
+    config: Path | None = None
+    task: str | None = None
+    model: str | None = None
+    budget: str | None = None
+    max_new_tokens: int | None = None
+    eval_limit: int | None = None
+    sets: list[str] | None = None
+    kl: bool = False
+    no_progress: bool = False
+    device: str | None = None
+
+
+_D = SweepArgs  # every default below is SweepArgs' own
+BASE_FLAGS: list[Flag] = [
+    ("out", Path, Opt("--out", help="sweep directory (cells/seedK run directories inside)"), REQUIRED),
+    ("seeds", str, Opt(help="comma-separated seeds"), _D.seeds),
+    ("config", Path | None, Opt("--config", "-c"), _D.config),
+    ("task", str | None, Opt(), _D.task),
+    ("model", str | None, Opt(), _D.model),
+    ("budget", str | None, Opt(help="completions=N or tokens=N per run"), _D.budget),
+    ("max_new_tokens", int | None, Opt(), _D.max_new_tokens),
+    ("eval_limit", int | None, Opt(), _D.eval_limit),
+    ("sets", list[str] | None, Opt("--set"), _D.sets),
+    ("kl", bool, Opt(help="also measure on-task KL to the base per run"), _D.kl),
+    ("no_progress", bool, Opt("--no-progress"), _D.no_progress),
+    ("device", str | None, Opt(help="auto | cpu | cuda | cuda:N"), _D.device),
+]
+base_options = add_options(BASE_FLAGS, "args", lambda v: SweepArgs(**v))
 
 
 def _floats(text: str | None, flag: str) -> list[float] | None:
@@ -23,78 +66,62 @@ def _floats(text: str | None, flag: str) -> list[float] | None:
         raise ConfigError(f"{flag} {text!r}: use comma-separated numbers") from exc
 
 
-def _run(method: str, axes: dict[str, list[Any]], seeds: str, out: Path, config: Path | None, task: str | None,
-         model: str | None, budget: str | None, max_new_tokens: int | None, eval_limit: int | None,
-         sets: list[str] | None, kl: bool, progress: bool, device: str | None = None) -> None:
+def _base_config(method: str, a: SweepArgs) -> Any:
+    """The base run every cell varies: YAML < --set < the named flags, as in `train`."""
     from evotune.config import BudgetConfig
+
+    o: dict[str, Any] = {"method": method, "task.name": a.task, "model.name": a.model, "run_dir": str(a.out / "_base"),
+                         "generation.max_new_tokens": a.max_new_tokens, "eval.limit": a.eval_limit,
+                         "model.device": a.device}
+    if a.budget:
+        b = BudgetConfig.parse(a.budget)
+        o["budget.completions"], o["budget.tokens"] = b.completions, b.tokens
+    o = {**parse_sets(a.sets), **{k: v for k, v in o.items() if v is not None}}  # flag > --set > YAML, as in train
+    return assemble(a.config, None, False, o)
+
+
+def _run(method: str, axes: dict[str, list[Any] | None], a: SweepArgs) -> None:
     from evotune.errors import ConfigError
     from evotune.sweep import sweep
 
-    o: dict[str, Any] = {"method": method, "task.name": task, "model.name": model, "run_dir": str(out / "_base"),
-                         "generation.max_new_tokens": max_new_tokens, "eval.limit": eval_limit,
-                         "model.device": device}
-    if budget:
-        b = BudgetConfig.parse(budget)
-        o["budget.completions"], o["budget.tokens"] = b.completions, b.tokens
-    o = {**parse_sets(sets), **{k: v for k, v in o.items() if v is not None}}  # flag > --set > YAML, as in train
-    base = assemble(config, None, False, o)
-    axes = {k: v for k, v in axes.items() if v}
-    if not axes:
+    base = _base_config(method, a)
+    grid = {k: v for k, v in axes.items() if v}
+    if not grid:
         raise ConfigError("give at least one grid axis")
-    seed_list = [int(s) for s in seeds.split(",") if s.strip()]
-    res = sweep(base, axes, seed_list, out, progress=progress, kl=kl)
+    seed_list = [int(s) for s in a.seeds.split(",") if s.strip()]
+    res = sweep(base, grid, seed_list, a.out, progress=not a.no_progress, kl=a.kl)
     t = Table(title=f"sweep {method}: held-out reward per cell (mean ± std over {len(seed_list)} seeds)")
-    for col in [*axes, "reward", "accuracy", "hacking", *(["kl"] if kl else [])]:
+    for col in [*grid, "reward", "accuracy", "hacking", *(["kl"] if a.kl else [])]:
         t.add_column(col.split(".")[-1])
     for c in res["cells"]:
         vals = [f"{c.get(f'{m}_mean', float('nan')):.3g} ± {c.get(f'{m}_std', 0):.2g}"
-                for m in ["reward", "accuracy", "hacking", *(["kl"] if kl else [])]]
-        t.add_row(*[str(c[a]) for a in axes], *vals)
+                for m in ["reward", "accuracy", "hacking", *(["kl"] if a.kl else [])]]
+        t.add_row(*[str(c[k]) for k in grid], *vals)
     console.print(t)
-    console.print(f"wrote {out / 'sweep.json'} and heat-maps")
+    console.print(f"wrote {a.out / 'sweep.json'} and heat-maps")
 
 
 @sweep_app.command("es")
 @friendly
+@base_options
 def sweep_es(
-    out: Annotated[Path, Opt("--out", help="sweep directory (cells/seedK run directories inside)")],
     alpha: Annotated[str | None, Opt(help="comma-separated α values")] = None,
     sigma: Annotated[str | None, Opt(help="comma-separated σ values")] = None,
-    seeds: Annotated[str, Opt(help="comma-separated seeds")] = "0",
-    config: Annotated[Path | None, Opt("--config", "-c")] = None,
-    task: Annotated[str | None, Opt()] = None,
-    model: Annotated[str | None, Opt()] = None,
-    budget: Annotated[str | None, Opt(help="completions=N or tokens=N per run")] = None,
-    max_new_tokens: Annotated[int | None, Opt()] = None,
-    eval_limit: Annotated[int | None, Opt()] = None,
-    sets: Annotated[list[str] | None, Opt("--set")] = None,
-    kl: Annotated[bool, Opt(help="also measure on-task KL to the base per run")] = False,
-    no_progress: Annotated[bool, Opt("--no-progress")] = False,
-    device: Annotated[str | None, Opt(help="auto | cpu | cuda | cuda:N")] = None,
+    *,
+    args: SweepArgs,
 ) -> None:
     """ES grid over α × σ (and seeds)."""
-    axes = {"es.alpha": _floats(alpha, "--alpha"), "es.sigma": _floats(sigma, "--sigma")}
-    _run("es", axes, seeds, out, config, task, model, budget, max_new_tokens, eval_limit, sets, kl, not no_progress, device)
+    _run("es", {"es.alpha": _floats(alpha, "--alpha"), "es.sigma": _floats(sigma, "--sigma")}, args)
 
 
 @sweep_app.command("grpo")
 @friendly
+@base_options
 def sweep_grpo(
-    out: Annotated[Path, Opt("--out")],
     beta: Annotated[str | None, Opt(help="comma-separated KL weights β")] = None,
     lr: Annotated[str | None, Opt(help="comma-separated learning rates")] = None,
-    seeds: Annotated[str, Opt()] = "0",
-    config: Annotated[Path | None, Opt("--config", "-c")] = None,
-    task: Annotated[str | None, Opt()] = None,
-    model: Annotated[str | None, Opt()] = None,
-    budget: Annotated[str | None, Opt()] = None,
-    max_new_tokens: Annotated[int | None, Opt()] = None,
-    eval_limit: Annotated[int | None, Opt()] = None,
-    sets: Annotated[list[str] | None, Opt("--set")] = None,
-    kl: Annotated[bool, Opt()] = False,
-    no_progress: Annotated[bool, Opt("--no-progress")] = False,
-    device: Annotated[str | None, Opt(help="auto | cpu | cuda | cuda:N")] = None,
+    *,
+    args: SweepArgs,
 ) -> None:
     """GRPO grid over β × learning rate (and seeds)."""
-    axes = {"grpo.beta": _floats(beta, "--beta"), "grpo.learning_rate": _floats(lr, "--lr")}
-    _run("grpo", axes, seeds, out, config, task, model, budget, max_new_tokens, eval_limit, sets, kl, not no_progress, device)
+    _run("grpo", {"grpo.beta": _floats(beta, "--beta"), "grpo.learning_rate": _floats(lr, "--lr")}, args)

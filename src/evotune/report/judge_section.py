@@ -21,15 +21,19 @@ def _interval(cell: Mapping[str, Any]) -> str:
 
 
 def judge_html(s: Mapping[str, Any]) -> str:
-    models = list(s["models"])
+    """The whole judge section: ratings, win rates, position bias, scorer agreement, collapse, samples."""
     groups = list(s["criteria"])
-    sc = s.get("scorer") or {}
     body = para(
         f"judge {s['judge']} on {s['n_prompts']} held-out {s['task']} prompts; every pair compared in both orders "
         "(a win counts only if it survives the swap, else a tie), Bradley–Terry ratings on the Elo scale "
         f"(1000 = average) with bootstrap-over-prompts 95% intervals ({s['settings']['n_boot']} resamples).",
         "note",
     )
+    return body + "".join(part(s, groups) for part in (_ratings, _win_rates, _position, _agreement, _replies))
+
+
+def _ratings(s: Mapping[str, Any], groups: list[str]) -> str:
+    models, sc = list(s["models"]), s.get("scorer") or {}
     heads = ["model"] + [f"{g} Elo [95% CI]" for g in groups] + [f"{g} soft Elo [95% CI]" for g in groups]
     rows = [[m] + [_interval(s[g]["elo"][m]) for g in groups] + [_interval(s[g]["soft"]["elo"][m]) for g in groups]
             for m in models]
@@ -38,9 +42,13 @@ def judge_html(s: Mapping[str, Any]) -> str:
         heads += [f"scorer {k} (mean)" for k in keys]
         for r, m in zip(rows, models, strict=True):
             r += [sc["per_model"][m][k] for k in keys]
-    body += "<h3>ratings</h3>" + table(heads, rows) + para(
+    return "<h3>ratings</h3>" + table(heads, rows) + para(
         "hard: verdicts per order, Bradley–Terry with a position term; soft: σ(½(ℓ_AB − ℓ_BA)) from the judge's "
         "log-odds in both orders (position bias subtracted), Bradley–Terry on the fractional wins.", "note")
+
+
+def _win_rates(s: Mapping[str, Any], groups: list[str]) -> str:
+    models, body = list(s["models"]), ""
     for g in groups:
         for kind, src in (("hard", s[g]), ("soft", s[g]["soft"])):
             wr = src["win_rate"]
@@ -48,7 +56,11 @@ def judge_html(s: Mapping[str, Any]) -> str:
                 [""] + models, [[m] + [None if i == j else wr[i][j] for j in range(len(models))]
                                 for i, m in enumerate(models)]
             )
-    body += "<h3>position bias</h3>" + table(
+    return body
+
+
+def _position(s: Mapping[str, Any], groups: list[str]) -> str:
+    return "<h3>position bias</h3>" + table(
         ["criterion", "judged pairs", "first chosen", "mean log-odds first vs second", "fitted position effect [95% CI]",
          "order-consistent verdicts"],
         [[g, s[g]["position"].get("n"), s[g]["position"].get("first_rate"), s[g]["position"].get("bias_logit"),
@@ -56,14 +68,24 @@ def judge_html(s: Mapping[str, Any]) -> str:
           f"{fmt(s[g]['position_effect']['hi'], 3)}]", s[g]["position"].get("consistency")] for g in groups],
     ) + para("an unbiased judge chooses the first reply half the time; the position term of the hard model and "
              "the order difference of the soft verdicts take a constant bias out of the ratings.", "note")
-    if sc:
-        body += "<h3>agreement with the training scorer</h3>" + table(
-            ["criterion", "scorer view", "decisive (hard)", "same direction (hard)", "τ (hard)", "decisive (soft)",
-             "same direction (soft)", "τ (soft)"],
-            [[g, sc[g]["scorer_view"], sc[g]["n"], sc[g]["rate"], sc[g]["rank_tau"], sc[g]["soft_n"],
-              sc[g]["soft_rate"], sc[g]["soft_rank_tau"]] for g in groups if g in sc],
-        ) + para("same direction: on judged (pair, prompt)s, the scorer's view prefers the reply the judge prefers; "
-                 "τ: Kendall's τ between the judge's Elo ranking and the scorer's mean per model.", "note")
+
+
+def _agreement(s: Mapping[str, Any], groups: list[str]) -> str:
+    sc = s.get("scorer") or {}
+    if not sc:
+        return ""
+    return "<h3>agreement with the training scorer</h3>" + table(
+        ["criterion", "scorer view", "decisive (hard)", "same direction (hard)", "τ (hard)", "decisive (soft)",
+         "same direction (soft)", "τ (soft)"],
+        [[g, sc[g]["scorer_view"], sc[g]["n"], sc[g]["rate"], sc[g]["rank_tau"], sc[g]["soft_n"],
+          sc[g]["soft_rate"], sc[g]["soft_rank_tau"]] for g in groups if g in sc],
+    ) + para("same direction: on judged (pair, prompt)s, the scorer's view prefers the reply the judge prefers; "
+             "τ: Kendall's τ between the judge's Elo ranking and the scorer's mean per model.", "note")
+
+
+def _replies(s: Mapping[str, Any], groups: list[str]) -> str:
+    """What the replies look like: mode collapse, refusal phrases, and a few samples side by side."""
+    models, body = list(s["models"]), ""
     coll = s.get("collapse") or {}
     if coll:
         body += "<h3>mode collapse</h3>" + table(

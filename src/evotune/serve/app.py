@@ -186,27 +186,8 @@ async def _send_json(send: Any, status: int, detail: str, extra: list[tuple[byte
 def create_app(cfg: ScorerConfig, scorer: Any) -> Any:
     """The FastAPI app around a loaded scorer (a callable (prompts, completions) -> [(reward, cost)])."""
     check_bind(cfg.host, cfg.token)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
-        # one inference thread per server run (lifespan state): a restarted server gets a fresh one
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evotune-scorer")
-        stop = threading.Event()
-        try:
-            yield {"pool": pool, "stop": stop}
-        finally:  # Ctrl-C: no new micro-batch starts; the exit waits for at most the one running
-            stop.set()
-            pool.shutdown(wait=False, cancel_futures=True)
-
-    app = FastAPI(title="evotune scorer", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        parts = [f"{'.'.join(str(x) for x in e.get('loc', ()) if x != 'body') or 'body'}: {e.get('msg', '')}"
-                 for e in exc.errors()[:5]]
-        more = f"; ... and {len(exc.errors()) - 5} more" if len(exc.errors()) > 5 else ""
-        detail = "invalid request — " + "; ".join(parts) + more + ' (send {"items": [{"prompt": str, "completion": str}]})'
-        return JSONResponse(status_code=422, content={"detail": " ".join(detail.split())})
+    app = FastAPI(title="evotune scorer", docs_url=None, redoc_url=None, openapi_url=None, lifespan=_lifespan)
+    app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
     describe = scorer.describe() if hasattr(scorer, "describe") else {}
 
     def auth(request: Request) -> None:
@@ -229,33 +210,8 @@ def create_app(cfg: ScorerConfig, scorer: Any) -> Any:
                 raise HTTPException(413, f"item {i} has a field of {longest} characters (max_chars={cfg.max_chars})")
         if not n:
             return ScoreResponse(scores=[], seconds=0.0)
-        prompts = [it.prompt for it in req.items]
-        comps = [it.completion for it in req.items]
         t0 = time.perf_counter()
-        deadline = time.monotonic() + cfg.timeout
-        loop = asyncio.get_running_loop()
-        out: list[tuple[float, float]] = []
-        # One micro-batch per executor call: a request past its deadline (or a server told to stop)
-        # starts no further work, so the worker is free for the next request within one micro-batch.
-        for i in range(0, n, cfg.batch_size):
-            left = deadline - time.monotonic()
-            if request.state.stop.is_set():
-                raise HTTPException(503, "the scorer is shutting down")
-            if left <= 0:
-                raise HTTPException(504, f"scoring {n} items took longer than {cfg.timeout:g} s")
-            try:
-                part = await asyncio.wait_for(
-                    loop.run_in_executor(request.state.pool, scorer, prompts[i : i + cfg.batch_size],
-                                         comps[i : i + cfg.batch_size]), left)
-            except TimeoutError:
-                raise HTTPException(504, f"scoring {n} items took longer than {cfg.timeout:g} s") from None
-            except RuntimeError as exc:
-                if request.state.stop.is_set() or "shutdown" in str(exc):  # the pool was shut down under us
-                    raise HTTPException(503, "the scorer is shutting down") from None
-                raise HTTPException(500, f"scorer failed: {type(exc).__name__}: {str(exc)[:300]}") from None
-            except Exception as exc:  # a backend failure is the service's fault: say what it was
-                raise HTTPException(500, f"scorer failed: {type(exc).__name__}: {str(exc)[:300]}") from None
-            out.extend(part)
+        out = await _score_in_micro_batches(cfg, scorer, req, request)
         if len(out) != n or not all(math.isfinite(r) and math.isfinite(c) for r, c in out):
             raise HTTPException(500, "scorer produced a wrong number of scores or a non-finite one")
         return ScoreResponse(
@@ -263,6 +219,62 @@ def create_app(cfg: ScorerConfig, scorer: Any) -> Any:
         )
 
     return _Gate(app, cfg.max_body_bytes, cfg.token)
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
+    """One inference thread per server run (lifespan state): a restarted server gets a fresh one."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evotune-scorer")
+    stop = threading.Event()
+    try:
+        yield {"pool": pool, "stop": stop}
+    finally:  # Ctrl-C: no new micro-batch starts; the exit waits for at most the one running
+        stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """A malformed body as one 422 line that names the fields and the expected shape."""
+    parts = [f"{'.'.join(str(x) for x in e.get('loc', ()) if x != 'body') or 'body'}: {e.get('msg', '')}"
+             for e in exc.errors()[:5]]
+    more = f"; ... and {len(exc.errors()) - 5} more" if len(exc.errors()) > 5 else ""
+    detail = "invalid request — " + "; ".join(parts) + more + ' (send {"items": [{"prompt": str, "completion": str}]})'
+    return JSONResponse(status_code=422, content={"detail": " ".join(detail.split())})
+
+
+async def _score_in_micro_batches(cfg: ScorerConfig, scorer: Any, req: ScoreRequest,
+                                  request: Request) -> list[tuple[float, float]]:
+    """Score `req` on the worker thread, one micro-batch per executor call.
+
+    A request past its deadline (or a server told to stop) starts no further work, so the worker is
+    free for the next request within one micro-batch.
+    """
+    n = len(req.items)
+    prompts = [it.prompt for it in req.items]
+    comps = [it.completion for it in req.items]
+    deadline = time.monotonic() + cfg.timeout
+    loop = asyncio.get_running_loop()
+    out: list[tuple[float, float]] = []
+    for i in range(0, n, cfg.batch_size):
+        left = deadline - time.monotonic()
+        if request.state.stop.is_set():
+            raise HTTPException(503, "the scorer is shutting down")
+        if left <= 0:
+            raise HTTPException(504, f"scoring {n} items took longer than {cfg.timeout:g} s")
+        try:
+            part = await asyncio.wait_for(
+                loop.run_in_executor(request.state.pool, scorer, prompts[i : i + cfg.batch_size],
+                                     comps[i : i + cfg.batch_size]), left)
+        except TimeoutError:
+            raise HTTPException(504, f"scoring {n} items took longer than {cfg.timeout:g} s") from None
+        except RuntimeError as exc:
+            if request.state.stop.is_set() or "shutdown" in str(exc):  # the pool was shut down under us
+                raise HTTPException(503, "the scorer is shutting down") from None
+            raise HTTPException(500, f"scorer failed: {type(exc).__name__}: {str(exc)[:300]}") from None
+        except Exception as exc:  # a backend failure is the service's fault: say what it was
+            raise HTTPException(500, f"scorer failed: {type(exc).__name__}: {str(exc)[:300]}") from None
+        out.extend(part)
+    return out
 
 
 def build_app(cfg: ScorerConfig) -> Any:

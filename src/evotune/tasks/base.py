@@ -9,11 +9,9 @@ from __future__ import annotations
 import importlib
 import math
 import random
-import signal
-import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +27,7 @@ from evotune.errors import (
     raised_at,
 )
 from evotune.hashing import stable_int
+from evotune.timeouts import time_limit
 
 MAX_SCORE = 1e100  # larger scores overflow the float sums of ES fitness shaping and summaries
 # Text far beyond any model's context is refused before a tokenizer sees it: a 30 MB prompt took
@@ -307,27 +306,9 @@ class Task(ABC):
         return [self.score(c, e) for c, e in zip(completions, examples, strict=True)]
 
 
-@contextmanager
-def _time_limit(seconds: float, what: str) -> Iterator[None]:
-    """Interrupt a hung reward with SIGALRM (only possible in the main thread on Unix)."""
-    if (
-        seconds <= 0
-        or threading.current_thread() is not threading.main_thread()
-        or not hasattr(signal, "setitimer")
-    ):
-        yield
-        return
-
-    def _raise(signum: int, frame: object) -> None:
-        raise RewardTimeout(f"{what} did not return within {seconds:g} s (hung reward function?)")
-
-    old = signal.signal(signal.SIGALRM, _raise)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
+def _time_limit(seconds: float, what: str) -> AbstractContextManager[None]:
+    """Interrupt a hung reward (only possible in the main thread on Unix)."""
+    return time_limit(seconds, lambda: RewardTimeout(f"{what} did not return within {seconds:g} s (hung reward function?)"))
 
 
 # -- registry ---------------------------------------------------------------------------------
