@@ -60,6 +60,15 @@ def _run_info(run: str | None) -> dict[str, Any]:
 def build_evidence(summary: dict[str, Any], methods: dict[str, str], study: dict[str, Any],
                    passk: dict[str, Any] | None = None, wall: dict[str, float] | None = None) -> dict[str, Any]:
     """The evidence of one study from compare's `summary`, the study method of each label, and its settings."""
+    return _r({"format": FORMAT, "study": study, "primary_task": summary.get("primary_task"),
+               "tasks": summary.get("tasks"), "models": _models(summary, methods, wall),
+               "rewards": _rewards(summary), "hacking": _hacking(summary), "geometry": _geometry(summary.get("delta")),
+               "kl": _kl(summary.get("kl")), "lmc": _lmc(summary.get("lmc")),
+               "robustness": _robustness(summary.get("robustness")), "passk": _passk(passk),
+               "timing": summary.get("timing")})
+
+
+def _models(summary: dict[str, Any], methods: dict[str, str], wall: dict[str, float] | None) -> dict[str, Any]:
     models: dict[str, Any] = {BASE: {"method": "base", "seed": None, "run": None}}
     for e in summary.get("entries") or []:
         label = e["label"]
@@ -69,58 +78,78 @@ def build_evidence(summary: dict[str, Any], methods: dict[str, str], study: dict
             info["wall_s"] = wall[label]
         models[label] = {"method": methods.get(label) or e.get("method") or "", "seed": int(m.group(1)) if m else None,
                          "run": Path(str(e["run"])).name if e.get("run") else None, **info}
-    rewards: dict[str, Any] = {}
-    for label, per_task in (summary.get("evaluation") or {}).items():
-        rewards[label] = {t: {"reward": s.get("item_rewards"), "correct": s.get("item_correct"),
-                              "reward_mean": s.get("reward_mean"), "accuracy": s.get("accuracy"),
-                              "mean_tokens": s.get("mean_tokens")}
-                          for t, s in per_task.items()}
-    hacking = {}
+    return models
+
+
+def _rewards(summary: dict[str, Any]) -> dict[str, Any]:
+    """Per model and task: the per-item rewards and correctness (the replicate of paired comparisons)."""
+    return {label: {t: {"reward": s.get("item_rewards"), "correct": s.get("item_correct"),
+                        "reward_mean": s.get("reward_mean"), "accuracy": s.get("accuracy"),
+                        "mean_tokens": s.get("mean_tokens")}
+                    for t, s in per_task.items()}
+            for label, per_task in (summary.get("evaluation") or {}).items()}
+
+
+def _hacking(summary: dict[str, Any]) -> dict[str, Any]:
+    """Detector rates per model and task, from the comparison's own evaluations only."""
+    hacking: dict[str, Any] = {}
     for row in summary.get("hacking") or []:
         src = str(row.get("source", ""))
         if not src.startswith("compare eval ("):
             continue
         task = src[len("compare eval ("):-1]
         hacking.setdefault(row["model"], {})[task] = {k: row[k] for k in row if k.startswith("hack_")}
-    delta, geometry = summary.get("delta"), None
-    if delta:
-        def group(g: dict[str, Any]) -> dict[str, Any]:
-            return {"numel": g.get("numel"), "base_norm": g.get("base_norm"), "norm": g.get("delta_norm"),
-                    "cos": g.get("cosine")}
+    return hacking
 
-        geometry = {"models": delta["models"], "total": group(delta["total"]),
-                    "layers": {k: group(g) for k, g in delta["layers"].items()},
-                    "modules": {k: group(g) for k, g in delta["modules"].items()}}
-    kl = None
-    if summary.get("kl"):
-        k = summary["kl"]
-        kl = {"cells": {src: {lab: {est: {"mean": c[est]["mean"], "se": c[est]["se"]} for est in ("exact", "k3")
-                                    if est in c} | {"n_seqs": c.get("n_seqs"), "n_tokens": c.get("n_tokens")}
-                              for lab, c in cells.items()}
-                        for src, cells in (k.get("cells") or {}).items()},
-              "summary": {lab: {side: (v or {}).get("exact", {}).get("mean") if isinstance(v, dict) else v
-                                for side, v in s.items()} for lab, s in (k.get("summary") or {}).items()},
-              "sources": list((k.get("cells") or {}).keys())}
-    lmc = None
-    if summary.get("lmc"):
-        lmc = [{"a": p.get("a"), "b": p.get("b"), "lambdas": p.get("lambdas"), "reward": p.get("reward"),
-                "reward_items": p.get("reward_items")} for p in summary["lmc"].get("pairs") or []]
-    robust = None
-    if summary.get("robustness"):
-        robust = {lab: {"baseline": (r.get("baseline") or {}).get("reward"),
-                        "curves": [{"sigma": c["sigma"], "trials": c.get("reward")} for c in r.get("curves", [])
-                                   if c.get("sigma", 0) > 0]}
-                  for lab, r in summary["robustness"].items()}
-    pk = None
-    if passk:
-        task = (passk.get("settings") or {}).get("task")
-        pk = {"n": passk["n"], "task": task.get("name") if isinstance(task, dict) else task,
-              "temperature": {"value": passk["temperature"]["value"], "counts": passk["temperature"]["counts"]},
-              "perturbation": {"value": passk["perturbation"]["value"], "counts": passk["perturbation"]["counts"]}}
-    return _r({"format": FORMAT, "study": study, "primary_task": summary.get("primary_task"),
-               "tasks": summary.get("tasks"), "models": models, "rewards": rewards, "hacking": hacking,
-               "geometry": geometry, "kl": kl, "lmc": lmc, "robustness": robust, "passk": pk,
-               "timing": summary.get("timing")})
+
+def _geometry(delta: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not delta:
+        return None
+
+    def group(g: dict[str, Any]) -> dict[str, Any]:
+        return {"numel": g.get("numel"), "base_norm": g.get("base_norm"), "norm": g.get("delta_norm"),
+                "cos": g.get("cosine")}
+
+    return {"models": delta["models"], "total": group(delta["total"]),
+            "layers": {k: group(g) for k, g in delta["layers"].items()},
+            "modules": {k: group(g) for k, g in delta["modules"].items()}}
+
+
+def _kl(k: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not k:
+        return None
+    return {"cells": {src: {lab: {est: {"mean": c[est]["mean"], "se": c[est]["se"]} for est in ("exact", "k3")
+                                  if est in c} | {"n_seqs": c.get("n_seqs"), "n_tokens": c.get("n_tokens")}
+                            for lab, c in cells.items()}
+                      for src, cells in (k.get("cells") or {}).items()},
+            "summary": {lab: {side: (v or {}).get("exact", {}).get("mean") if isinstance(v, dict) else v
+                              for side, v in s.items()} for lab, s in (k.get("summary") or {}).items()},
+            "sources": list((k.get("cells") or {}).keys())}
+
+
+def _lmc(lmc: dict[str, Any] | None) -> list[dict[str, Any]] | None:
+    if not lmc:
+        return None
+    return [{"a": p.get("a"), "b": p.get("b"), "lambdas": p.get("lambdas"), "reward": p.get("reward"),
+             "reward_items": p.get("reward_items")} for p in lmc.get("pairs") or []]
+
+
+def _robustness(robustness: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not robustness:
+        return None
+    return {lab: {"baseline": (r.get("baseline") or {}).get("reward"),
+                  "curves": [{"sigma": c["sigma"], "trials": c.get("reward")} for c in r.get("curves", [])
+                             if c.get("sigma", 0) > 0]}
+            for lab, r in robustness.items()}
+
+
+def _passk(passk: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not passk:
+        return None
+    task = (passk.get("settings") or {}).get("task")
+    return {"n": passk["n"], "task": task.get("name") if isinstance(task, dict) else task,
+            "temperature": {"value": passk["temperature"]["value"], "counts": passk["temperature"]["counts"]},
+            "perturbation": {"value": passk["perturbation"]["value"], "counts": passk["perturbation"]["counts"]}}
 
 
 def read_evidence(path: str | Path) -> dict[str, Any]:
