@@ -65,6 +65,9 @@ CLAIM_RULES = {
     "pairs ⟨u_i, u_j⟩ / mean ‖u_i‖². ES's φ minus the null's, exact permutation test over models (one-sided, α = 0.05): "
     "holds if p ≤ 0.05. Weight space reported beside it: φ_w = mean ⟨Δ_i, Δ_j⟩ / mean ‖Δ_i‖² against the noise floor "
     "1/√d and the closed-form bound N·T/d",
+    "es_beats_selection": "held-out reward of ES minus RandOpt (the best of N·T perturbations of the base, scored on "
+    "the same training completions as ES, no update), Welch 95% t over seeds, read against 0 with margins.reward; "
+    "shown only when the study trains randopt",
     "comparable_accuracy": "ES − GRPO held-out accuracy, Welch 95% t interval over seeds; holds if it lies inside "
     "±margins.accuracy, does not hold if wholly outside; underpowered if its half-width exceeds the margin (then it "
     "could never fit), else inconclusive",
@@ -102,9 +105,6 @@ CLAIM_RULES = {
     "ES − GRPO, Welch 95% t over seeds, read against 0 with margins.degradation; and ES's mean gain over trials at a "
     "larger σ (not the best trial: biased), t over seeds, above 0; holds if both hold; not informative if the null "
     "gets the same verdict",
-    "es_beats_selection": "held-out reward of ES minus RandOpt (the best of N·T perturbations of the base, scored on "
-    "the same training completions as ES, no update), Welch 95% t over seeds, read against 0 with margins.reward; "
-    "shown only when the study trains randopt",
     "temperature_beats_perturbation": "pass@k of temperature vs weight-perturbation sampling (each at its best "
     "setting chosen on train prompts), paired per prompt, Bonferroni over the k values; holds if above 0 at every k, "
     "does not hold if below 0 at some k; not testable when nothing is solved at the largest k",
