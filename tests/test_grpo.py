@@ -185,16 +185,16 @@ def test_micro_batches_are_bounded_by_default(grpo_config, tmp_path):
 
 
 def test_indivisible_batch_is_a_config_error_naming_the_numbers(grpo_config, tmp_path):
-    cfg = grpo_config(**{"grpo.prompts_per_step": 1, "grpo.num_generations": 3, "grpo.gradient_accumulation_steps": 2})
-    with pytest.raises(ConfigError) as exc:
-        GRPOTrainer(cfg, progress=False).train()
+    with pytest.raises(ConfigError) as exc:  # refused where the config is built, before any trainer exists
+        grpo_config(**{"grpo.prompts_per_step": 1, "grpo.num_generations": 3, "grpo.gradient_accumulation_steps": 2})
     msg = str(exc.value)
     assert "1 × 3 = 3" in msg and "gradient_accumulation_steps=2" in msg and "divisor of 3 (1, 3)" in msg
-    assert not Path(cfg.run_dir).exists(), "a rejected config must not leave a run directory"
+    assert "Value error" not in msg
+    assert not (tmp_path / "grpo").exists(), "a rejected config must not leave a run directory"
     with pytest.raises(ConfigError, match="prompts_per_step=30 exceeds the 24 train prompts"):
         GRPOTrainer(grpo_config(**{"grpo.prompts_per_step": 30}), progress=False).train()
-    with pytest.raises(ConfigError, match="loss_type"):
-        GRPOTrainer(grpo_config(**{"grpo.loss_type": "ppo"}), progress=False).train()
+    with pytest.raises(ConfigError, match="grpo.loss_type 'ppo' is not supported; use one of grpo, dr_grpo"):
+        grpo_config(**{"grpo.loss_type": "ppo"})
     res = CliRunner().invoke(app, ["train", "grpo", "--task", "toy_letters", "--run-dir", str(tmp_path / "cli"),
                                    "--prompts-per-step", "1", "--num-generations", "3", "--grad-accum", "2"])
     assert res.exit_code == 2 and "1 × 3 = 3" in res.output

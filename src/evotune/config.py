@@ -291,7 +291,17 @@ class RayConfig(_Strict):
         return bool(self.workers or self.address)
 
 
+# GRPO loss types whose defaults work with token-level importance sampling (luspo/vespo need other settings),
+# and learning-rate schedules that need no extra arguments and no metric to follow.
+GRPO_LOSSES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo")
+GRPO_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial",
+                   "inverse_sqrt")
+MAX_MICRO_BATCH = 8  # completions per backward pass when grpo.gradient_accumulation_steps is not set
+
+
 class GRPOConfig(_Strict):
+    """TRL's GRPO settings; every check TRL would make (or silently skip) is made here, when the config is built."""
+
     beta: float = Field(default=0.04, ge=0)
     num_generations: int = Field(default=8, ge=2)
     prompts_per_step: int = Field(default=2, ge=1)
@@ -314,6 +324,35 @@ class GRPOConfig(_Strict):
         "(completion j of every group greedily from the member θ + σ·ε_j, with es.sigma, es.antithetic and "
         "es.include/exclude): 'sample with ES, optimise with gradients'",
     )
+
+    @property
+    def completions_per_step(self) -> int:
+        return self.prompts_per_step * self.num_generations
+
+    @property
+    def accumulation_steps(self) -> int:
+        """gradient_accumulation_steps, or the fewest equal micro-batches of ≤ MAX_MICRO_BATCH completions."""
+        if self.gradient_accumulation_steps is not None:
+            return self.gradient_accumulation_steps
+        batch = self.completions_per_step
+        return next(d for d in range(1, batch + 1) if batch % d == 0 and batch // d <= MAX_MICRO_BATCH)
+
+    @model_validator(mode="after")
+    def _trl_accepts(self) -> GRPOConfig:
+        if self.loss_type not in GRPO_LOSSES:
+            raise ValueError(f"grpo.loss_type {self.loss_type!r} is not supported; use one of {', '.join(GRPO_LOSSES)}")
+        if self.lr_scheduler not in GRPO_SCHEDULERS:
+            raise ValueError(f"grpo.lr_scheduler {self.lr_scheduler!r} is not supported; use one of "
+                             f"{', '.join(GRPO_SCHEDULERS)}")
+        batch, ga = self.completions_per_step, self.accumulation_steps
+        if batch % ga:
+            divisors = ", ".join(str(d) for d in range(1, batch + 1) if batch % d == 0)
+            raise ValueError(
+                f"a GRPO step generates grpo.prompts_per_step × grpo.num_generations = {self.prompts_per_step} × "
+                f"{self.num_generations} = {batch} completions, which grpo.gradient_accumulation_steps={ga} cannot "
+                f"split into equal micro-batches: set grpo.gradient_accumulation_steps to a divisor of {batch} "
+                f"({divisors}) or change grpo.prompts_per_step / grpo.num_generations")
+        return self
 
 
 class RandOptConfig(_Strict):
@@ -386,6 +425,9 @@ class TrainConfig(_Strict):
         if self.method != "grpo" or self.grpo.sampler != "es":
             return self
         es = self.es
+        if es.antithetic and self.grpo.num_generations % 2:
+            raise ValueError(f"grpo.sampler=es with es.antithetic pairs members ±ε, so grpo.num_generations must be "
+                             f"even, got {self.grpo.num_generations}: make it even or set es.antithetic=false")
         if es.sigma_schedule.kind != "constant" or es.sigma_schedule.warmup:
             raise ValueError("es.sigma_schedule: grpo.sampler=es perturbs with the constant es.sigma; "
                              "remove es.sigma_schedule (or use grpo.sampler=policy)")
@@ -489,7 +531,7 @@ def format_validation_error(exc: ValidationError) -> str:
     for e in errors[:5]:
         loc = (".".join(str(x) for x in e["loc"]) or "config")[:100]
         parts.append(
-            f"{loc}: {e['msg']}"
+            f"{loc}: {e['msg'].removeprefix('Value error, ')}"
             + (f" (got {e['input']!r:.120})" if "input" in e and not isinstance(e["input"], dict) else "")
         )
     more = f"; ... and {len(errors) - 5} more" if len(errors) > 5 else ""

@@ -24,15 +24,14 @@ import functools
 import time
 from typing import Any
 
-from evotune.config import TrainConfig
+from evotune.config import GRPO_LOSSES as SUPPORTED_LOSSES
+from evotune.config import GRPO_SCHEDULERS as SUPPORTED_SCHEDULERS
+from evotune.config import MAX_MICRO_BATCH, TrainConfig
 from evotune.errors import ConfigError
 from evotune.grpo.data import StepData, build_step_data
 from evotune.grpo.resume import TRL_CKPT_PREFIX, TRL_DIR, budget_at, drop_after, trl_checkpoints, trl_dir
 from evotune.grpo.reward import RewardLog, make_reward_fn
 from evotune.grpo.validate import (
-    MAX_MICRO_BATCH,
-    SUPPORTED_LOSSES,
-    SUPPORTED_SCHEDULERS,
     accumulation_steps,
     completions_per_step,
     validate_grpo,
