@@ -39,7 +39,7 @@ def main() -> None:
     run = runs / "demo-2it"
     base = ["train", "es", "--config", "configs/demo.yaml", "--run-dir", str(run), *SETS]
     text, est_wall, est_rss = timed([*base, "--estimate"], runs / "estimate.time")
-    est = json.loads(text.strip().splitlines()[-1])
+    est = json.loads([ln for ln in text.splitlines() if ln.startswith("{")][-1])  # stderr holds library bars
     (out / "estimate.txt").write_text(text)
     text, wall, rss = timed(base, runs / "run.time")
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
