@@ -326,22 +326,10 @@ def local_splits(
     return tr, ev
 
 
-def check_options(task: Task, known: tuple[str, ...]) -> None:
-    """Reject unknown options (and `reward`: these tasks always keep their own reward)."""
-    unknown = sorted(k for k, v in task.options.items() if k not in known and v is not None)
-    if unknown:
-        hint = " (these tasks keep their own reward)" if "reward" in unknown else ""
-        raise TaskError(f"{task.name}: unknown option(s) {unknown}{hint}; known: {list(known)}")
-    if task.options.get("eval_data") and not task.options.get("data"):
-        raise TaskError(f"{task.name}: eval_data needs data as well")
-    if task.options.get("data") and not Path(task.options["data"]).exists():
-        raise TaskError(f"{task.name}: data file {task.options['data']!r} not found")
-
-
 class SuiteTask(Task):
     """Shared shape of the suite tasks (math, chemistry, boolq): a generator, or the user's own file.
 
-    Subclasses set `known_options`, `system` and `convert_answer` (a local row's answer → what the
+    Subclasses set `known_options` (checked by `Task`), `system` and `convert_answer` (a local row's answer → what the
     reward expects, ValueError if it cannot be graded) and implement `generate_splits`.
     """
 
@@ -353,9 +341,9 @@ class SuiteTask(Task):
     def __init__(
         self, seed: int = 0, n_train: int | None = None, n_eval: int | None = None, *args: Any, **kwargs: Any
     ) -> None:
-        super().__init__(seed, n_train, n_eval, *args, **kwargs)
-        self._given = (n_train, n_eval)  # a local file's own size wins unless the user gave one
-        check_options(self, self.known_options)
+        super().__init__(seed, n_train, n_eval, *args, **kwargs)  # checks known_options
+        if self.options.get("data") and not Path(self.options["data"]).exists():
+            raise TaskError(f"{self.name}: data file {self.options['data']!r} not found")
 
     def system_prompt(self) -> str | None:
         return self.system

@@ -139,6 +139,8 @@ class Task(ABC):
     default_max_new_tokens: int = 64
     # Seconds one reward call may take before it is reported as hung (main thread only).
     reward_timeout: float = 10.0
+    # The options this task understands; None (a user's own task) takes any. Checked once, here.
+    known_options: tuple[str, ...] | None = None
 
     def __init__(
         self,
@@ -155,7 +157,18 @@ class Task(ABC):
             raise TaskError(f"{self.name}: split sizes must be >= 0 (got n_train={n_train}, n_eval={n_eval})")
         self.prompt_style = prompt_style or PromptStyle()
         self.options = options
+        self._given = (n_train, n_eval)  # the user's sizes: where None, a data file's own size wins
         self._splits: tuple[list[Example], list[Example]] | None = None
+        if self.known_options is not None:
+            self._check_options(self.known_options)
+
+    def _check_options(self, known: tuple[str, ...]) -> None:
+        unknown = sorted(k for k, v in self.options.items() if k not in known and v is not None)
+        if unknown:
+            hint = " (this task keeps its own reward)" if "reward" in unknown else ""
+            raise TaskError(f"{self.name}: unknown option(s) {unknown}{hint}; known: {list(known)}")
+        if self.options.get("eval_data") and not self.options.get("data"):
+            raise TaskError(f"{self.name}: eval_data needs data as well")
 
     def max_new_tokens(self, override: int | None = None) -> int:
         """The completion length to generate: `override` when given, else the task's own default."""

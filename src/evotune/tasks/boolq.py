@@ -19,7 +19,6 @@ from typing import Any
 from evotune.tasks.answers import SuiteTask, single_choice, unwrap
 from evotune.tasks.base import Example, Reward, register_task, stable_int
 
-_OPTIONS = ("data", "eval_data")
 _SYSTEM = (
     "Read the passage and answer the question about it with yes or no. Use only the passage. "
     "Reply in the form \\boxed{yes} or \\boxed{no}."

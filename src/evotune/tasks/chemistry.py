@@ -25,7 +25,6 @@ from typing import Any
 from evotune.tasks.answers import SuiteTask, single_choice
 from evotune.tasks.base import Example, Reward, disjoint_split, register_task, stable_int
 
-_OPTIONS = ("data", "eval_data")
 LETTERS = "ABCD"
 # The format is spelled out with all four letters (no placeholder letter a small model might copy, and
 # no single example letter that would bias the choice).

@@ -468,22 +468,17 @@ class Conciseness(Task):
     default_n_train = 200
     default_n_eval = 100
     default_max_new_tokens = 32
+    known_options = _OPTIONS
 
     def __init__(
         self, seed: int = 0, n_train: int | None = None, n_eval: int | None = None, *args: Any, **kwargs: Any
     ) -> None:
-        super().__init__(seed, n_train, n_eval, *args, **kwargs)
-        self._given = (n_train, n_eval)  # a data file's own size wins unless the user gave one
-        unknown = sorted(k for k, v in self.options.items() if k not in _OPTIONS and v is not None)
-        if unknown:
-            raise TaskError(f"conciseness: unknown option(s) {unknown}; known: {list(_OPTIONS)}")
+        super().__init__(seed, n_train, n_eval, *args, **kwargs)  # checks known_options
         self.split_rule = self.options.get("split") or "seeded"
         if self.split_rule not in SPLIT_RULES:
             raise TaskError(
                 f"conciseness: split must be one of {', '.join(SPLIT_RULES)}, got {self.split_rule!r}"
             )
-        if self.options.get("eval_data") and not self.options.get("data"):
-            raise TaskError("conciseness: eval_data needs data as well")
 
     def load(self, path: str | Path) -> list[Example]:
         """Items of a data file: rows {question (or prompt): str, answer: str | [str, ...], id?}."""

@@ -357,16 +357,13 @@ class Countdown(Task):
     default_n_train = 200
     default_n_eval = 500
     default_max_new_tokens = 128
+    known_options = _OPTIONS
 
     def __init__(
         self, seed: int = 0, n_train: int | None = None, n_eval: int | None = None, *args: Any, **kwargs: Any
     ) -> None:
-        super().__init__(seed, n_train, n_eval, *args, **kwargs)
-        self._given = (n_train, n_eval)  # a data file's own size wins unless the user gave one
+        super().__init__(seed, n_train, n_eval, *args, **kwargs)  # checks known_options
         opts = self.options
-        unknown = sorted(k for k, v in opts.items() if k not in _OPTIONS and v is not None)
-        if unknown:
-            raise TaskError(f"countdown: unknown option(s) {unknown}; known: {sorted(_OPTIONS)}")
         self.reward_kind = self._choice("reward", REWARDS)
         self.prompt_format = self._choice("prompt", PROMPTS)
         self.distribution = self._choice("distribution", DISTRIBUTIONS)
@@ -383,8 +380,6 @@ class Countdown(Task):
         if not cfg["min_target"] <= cfg["max_target"]:
             raise TaskError(f"countdown: need min_target <= max_target, got {cfg}")
         self.cfg = cfg
-        if opts.get("eval_data") and not opts.get("data"):
-            raise TaskError("countdown: eval_data needs data as well")
         if self.prompt_format != "evotune":
             self.prompt_style = self._reference_style(self.prompt_style)
 

@@ -115,14 +115,12 @@ def compile_answer_pattern(pattern: str) -> re.Pattern[str]:
 class JsonlTask(Task):
     """Rows from `data` (and optionally `eval_data`); `reward` is exact | numeric | contains | regex."""
 
+    known_options = _OPTIONS
+
     def __init__(
         self, seed: int = 0, n_train: int | None = None, n_eval: int | None = None, *args: Any, **kwargs: Any
     ) -> None:
-        super().__init__(seed, n_train, n_eval, *args, **kwargs)
-        self._n_train_given, self._n_eval_given = n_train, n_eval
-        unknown = sorted(k for k, v in self.options.items() if k not in _OPTIONS and v is not None)
-        if unknown:
-            raise TaskError(f"jsonl: unknown option(s) {unknown}; known: {list(_OPTIONS)}")
+        super().__init__(seed, n_train, n_eval, *args, **kwargs)  # checks known_options
         if not self.options.get("data"):
             raise TaskError(
                 "jsonl: no data file; pass --data PATH (.jsonl, .parquet or a save_to_disk directory)"
@@ -176,8 +174,8 @@ class JsonlTask(Task):
         train_rows = self.load(self.data_path)
         if self.eval_path is None:
             n_unique = len({e.prompt for e in train_rows})
-            n_eval = self._n_eval_given if self._n_eval_given is not None else max(1, round(0.2 * n_unique))
-            n_train = self._n_train_given if self._n_train_given is not None else max(0, n_unique - n_eval)
+            n_eval = self._given[1] if self._given[1] is not None else max(1, round(0.2 * n_unique))
+            n_train = self._given[0] if self._given[0] is not None else max(0, n_unique - n_eval)
             tr, ev = disjoint_split(train_rows, n_train, n_eval, self.seed)
         else:
             tr, ev = self._split_two_files(train_rows)
@@ -193,8 +191,8 @@ class JsonlTask(Task):
                 f"jsonl: {len(overlap)} prompt(s) appear in both {self.data_path} and {self.eval_path}, "
                 f"e.g. {next(iter(overlap))[:80]!r}"
             )
-        n_tr = self._n_train_given if self._n_train_given is not None else len({e.prompt for e in train_rows})
-        n_ev = self._n_eval_given if self._n_eval_given is not None else len({e.prompt for e in eval_rows})
+        n_tr = self._given[0] if self._given[0] is not None else len({e.prompt for e in train_rows})
+        n_ev = self._given[1] if self._given[1] is not None else len({e.prompt for e in eval_rows})
         tr, _ = disjoint_split(train_rows, n_tr, 0, self.seed)
         _, ev = disjoint_split(eval_rows, 0, n_ev, self.seed)
         return tr, ev

@@ -165,13 +165,11 @@ class SafetyTask(Task):
     default_n_eval = 48
     default_max_new_tokens = 96
     reward_timeout = 0.0  # the HTTP client has its own timeouts and retries
+    known_options = tuple(_OPTIONS)
 
     def __init__(self, seed: int = 0, n_train: int | None = None, n_eval: int | None = None, *a: Any,
                  **kw: Any) -> None:
-        super().__init__(seed, n_train, n_eval, *a, **kw)
-        unknown = sorted(k for k in self.options if k not in _OPTIONS)
-        if unknown:
-            raise TaskError(f"safety: unknown option(s) {unknown}; known: {sorted(_OPTIONS)}")
+        super().__init__(seed, n_train, n_eval, *a, **kw)  # checks known_options
         o = {**_OPTIONS, **{k: v for k, v in self.options.items() if v is not None}}
         self.opts = o
         try:
