@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from evotune.backends.models import load_model
 from evotune.checkpoints import latest_checkpoint, read_state
 from evotune.cli.main import app
 from evotune.distributed import RayEvaluator, start_local_ray, threads_per_worker
+from evotune.distributed.session import RaySession
 from evotune.errors import ModelError, ReplicaMismatchError
 from evotune.es.params import make_params
 from evotune.es.update import apply_row
@@ -29,11 +31,20 @@ from evotune.trainers import ESTrainer
 ITERS = 3
 
 
+SESSION: list[RaySession] = []  # the module's session: runs given it rebuild replicas in parked actors
+
+
 @pytest.fixture(scope="module", autouse=True)
 def ray_session():
     session = start_local_ray(num_cpus=2)
+    SESSION[:] = [session]
     yield session
     session.shutdown()
+    SESSION.clear()
+
+
+def _pooled(model, tok, task, params, cfg):
+    return RayEvaluator(model, tok, task, params, cfg, session=SESSION[0])
 
 
 def _cfg(tiny_model, run_dir, **over):
@@ -59,6 +70,7 @@ def _cfg(tiny_model, run_dir, **over):
 
 
 def _run(cfg, factory=None) -> dict:
+    factory = factory or (_pooled if cfg.ray.enabled else None)
     ESTrainer(cfg, progress=False, evaluator_factory=factory).train()
     return _outcome(cfg.run_dir)
 
@@ -137,6 +149,7 @@ def test_full_rank_identical_for_1_and_2_workers_and_in_process(
         "10",
     ]
     args += ["--threads", "1", "--workers", "2", "--no-progress"]
+    SESSION[0].drop_idle()  # the CLI's evaluator is not handed the session: free the CPUs parked actors hold
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     two = _outcome(tmp_path / "w2")
@@ -162,7 +175,41 @@ def test_worker_that_cannot_load_the_model_fails_at_start(tiny_model, tmp_path):
     with pytest.raises(ModelError, match=r"Ray worker \d.* could not load the model: .*does not exist"):
         RayEvaluator(
             model, tok, build_task(cfg.task), make_params(model, cfg.es), cfg.model_copy(update={"ray": ray1}),
+            session=SESSION[0],
         )
+
+
+def test_actor_pool_is_the_given_sessions_and_nobody_elses(tiny_model, tmp_path, ray_session):
+    """Warm actors are parked only in a session the caller passed in; an evaluator without one stops its own."""
+    cfg = _cfg(tiny_model, tmp_path / "pool", **{"ray.workers": 1, "ray.threads": 1})  # 1 CPU each: room for two
+    model, tok = load_model(str(tiny_model))
+    task = build_task(cfg.task)
+    params = make_params(model, cfg.es)
+    ray_session.drop_idle()
+    first = RayEvaluator(model, tok, task, params, cfg, session=ray_session)
+    pid = first.worker_pids()[0]
+    first.close()
+    assert [len(v) for v in ray_session.idle.values()] == [1] and ray.is_initialized()  # parked; Ray left up
+    second = RayEvaluator(model, tok, task, params, cfg, session=ray_session)
+    assert second.workers[0].reused and second.worker_pids() == [pid] and not any(ray_session.idle.values())
+    second.close()
+    lone = RayEvaluator(model, tok, task, params, cfg)  # Ray is up, but nobody handed this one the session
+    lone_pid = lone.worker_pids()[0]
+    assert lone_pid != pid and not lone.workers[0].reused
+    lone.close()
+    assert [len(v) for v in ray_session.idle.values()] == [1] and ray.is_initialized()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _alive(lone_pid):
+        time.sleep(0.2)
+    assert not _alive(lone_pid) and _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def test_replay_rebuild_and_replica_drift_detection(tiny_model, tmp_path):
@@ -176,7 +223,7 @@ def test_replay_rebuild_and_replica_drift_detection(tiny_model, tmp_path):
     params = make_params(model, cfg.es)
     local = SequentialEvaluator(model, tok, task, params, cfg)
     ray_cfg = _cfg(tiny_model, tmp_path / "direct", **{"ray.workers": 1, "ray.check_every": 1})
-    ev = RayEvaluator(model, tok, task, params, ray_cfg)
+    ev = RayEvaluator(model, tok, task, params, ray_cfg, session=SESSION[0])
     try:
         rows = []
         for k in (1, 2):
@@ -239,7 +286,7 @@ def test_killed_worker_then_resume_match_an_undisturbed_run(reference, tiny_mode
     made: list[_Killing] = []
 
     def factory(model, tok, task, params, cfg):
-        made.append(_Killing(model, tok, task, params, cfg))
+        made.append(_Killing(model, tok, task, params, cfg, session=SESSION[0]))
         return made[-1]
 
     ray2 = {"ray.workers": 2, "ray.check_every": 1}
@@ -251,7 +298,7 @@ def test_killed_worker_then_resume_match_an_undisturbed_run(reference, tiny_mode
     assert ev.rebuilds == [{"slot": 0, "rows": 1, "from_checkpoint": 1}]
     # resume for the last iteration: fresh replicas catch up from the checkpoint of iteration 2
     longer = cfg.model_copy(update={"es": cfg.es.model_copy(update={"iterations": ITERS})})
-    ESTrainer(longer, resume=True, progress=False).train()  # Ray workers from the stored config
+    ESTrainer(longer, resume=True, progress=False, evaluator_factory=_pooled).train()  # Ray workers: stored config
     got = _outcome(cfg.run_dir)
     assert got["fitness"] == reference["fitness"]
     assert got["checksum"] == reference["checksum"]

@@ -8,8 +8,13 @@ import typer
 
 from evotune.cli.app import app
 from evotune.cli.common import console, friendly, parse_sets, split_csv
+from evotune.cli.options import FieldDefault
 
 Opt = typer.Option
+
+
+def _spec(name: str) -> FieldDefault:
+    return FieldDefault("evotune.continual.spec:ContinualSpec", name)  # the default is written once, there
 
 
 def parse_task_opts(items: list[str] | None) -> dict[str, dict[str, Any]]:
@@ -32,12 +37,16 @@ def continual(
     tasks: Annotated[str, Opt(help="comma-separated task sequence, e.g. countdown,math,chemistry,boolq")],
     budget_per_task: Annotated[str, Opt("--budget-per-task", help="each stage's budget: completions=N and/or tokens=N")],
     run_dir: Annotated[str, Opt("--run-dir", help="directory of the continual run (rerun to continue it)")],
-    method: Annotated[str, Opt(help="es | grpo")] = "es",
-    model: Annotated[str, Opt(help="base model: smollm2-135m, a model directory or a run")] = "smollm2-135m",
-    eval_limit: Annotated[int | None, Opt(help="held-out items per task for the matrix (default 100)")] = 100,
-    max_new_tokens: Annotated[int | None, Opt(help="for training and evaluation (default: each task's own)")] = None,
-    seed: Annotated[int, Opt(help="seed of the tasks' splits and of every stage")] = 0,
-    kl_prompts: Annotated[int, Opt(help="held-out prompts per task for KL to the base (0 = skip)")] = 8,
+    method: Annotated[str, Opt(help="es | grpo", default_factory=_spec("method"))],
+    model: Annotated[str, Opt(help="base model: smollm2-135m, a model directory or a run",
+                              default_factory=_spec("model"))],
+    eval_limit: Annotated[int | None, Opt(help="held-out items per task for the matrix",
+                                          default_factory=_spec("eval_limit"))],
+    max_new_tokens: Annotated[int | None, Opt(help="for training and evaluation (default: each task's own)",
+                                              default_factory=_spec("max_new_tokens"))],
+    seed: Annotated[int, Opt(help="seed of the tasks' splits and of every stage", default_factory=_spec("seed"))],
+    kl_prompts: Annotated[int, Opt(help="held-out prompts per task for KL to the base (0 = skip)",
+                                   default_factory=_spec("kl_prompts"))],
     task_opt: Annotated[list[str] | None, Opt("--task-opt", help="TASK:KEY=VALUE, e.g. math:difficulty=2")] = None,
     sets: Annotated[list[str] | None, Opt("--set", help="trainer settings for every stage, e.g. es.population=8")] = None,
     threads: Annotated[int | None, Opt()] = None,
@@ -46,7 +55,8 @@ def continual(
 ) -> None:
     """Train the tasks one after another; matrix, BWT, forgetting and KL → continual.json and a PNG."""
     from evotune.continual.report import tables
-    from evotune.continual.runner import PLOT_FILE, RESULT_FILE, ContinualSpec, run_continual
+    from evotune.continual.runner import PLOT_FILE, RESULT_FILE, run_continual
+    from evotune.continual.spec import ContinualSpec
 
     spec = ContinualSpec(
         tasks=split_csv(tasks) or [], method=method, run_dir=run_dir, budget=budget_per_task, model=model,

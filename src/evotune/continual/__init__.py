@@ -7,7 +7,17 @@ from evotune.continual.metrics import (
     forgetting,
     forward_transfer,
 )
-from evotune.continual.runner import ContinualSpec, run_continual
+from evotune.continual.spec import ContinualSpec
+
+
+def __getattr__(name: str) -> object:
+    """`run_continual` imports torch: loaded when first asked for, so `continual.spec` stays light."""
+    if name == "run_continual":
+        from evotune.continual.runner import run_continual
+
+        return run_continual
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ContinualSpec",

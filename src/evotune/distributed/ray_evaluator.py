@@ -36,7 +36,6 @@ from typing import Any
 
 from evotune.config import TrainConfig
 from evotune.distributed.session import (
-    IDLE_ACTORS,
     SETUP_TIMEOUT_S,
     RaySession,
     available_cores,
@@ -89,7 +88,12 @@ def _unwrap(ray: Any, exc: BaseException, worker: WorkerSlot | None = None) -> B
 
 
 class RayEvaluator:
-    """An `Evaluator` (and `Follower`) whose members run on Ray actors; the driver's own params stay the reference."""
+    """An `Evaluator` (and `Follower`) whose members run on Ray actors; the driver's own params stay the reference.
+
+    Without `session` it opens (and on `close` shuts down) its own Ray, or borrows an initialised one and
+    stops its actors on `close`. Given a `session` (the caller's, from `start_local_ray`/`connect_ray`), it
+    takes warm actors parked there and parks its healthy ones back on `close`; the caller shuts it down.
+    """
 
     def __init__(
         self,
@@ -98,6 +102,7 @@ class RayEvaluator:
         task: Task,
         params: EvolvingParams,
         cfg: TrainConfig,
+        session: RaySession | None = None,
     ) -> None:
         rc = cfg.ray
         if not rc.enabled:
@@ -116,7 +121,8 @@ class RayEvaluator:
         self.failures = 0
         # replacement replicas: slot, rows at launch, checkpoint used (0 = replayed from the base model)
         self.rebuilds: list[dict[str, int]] = []
-        self.session: RaySession | None = None
+        self.session: RaySession | None = session
+        self._pool = session  # where warm actors come from and go back to; None: start and stop our own
         self._calls = 0
         self._checked = -1
         self._driver_sum: tuple[int, str] | None = None
@@ -139,7 +145,7 @@ class RayEvaluator:
     ) -> None:
         ray = self.ray
         if address:
-            self.session = connect_ray(address)
+            self.session = self.session or connect_ray(address)
             node_cpus = [
                 int(n["Resources"]["CPU"])
                 for n in ray.nodes()
@@ -156,7 +162,7 @@ class RayEvaluator:
             n_workers = workers
             cores = available_cores()
             self.threads = threads or threads_per_worker(cores, n_workers)
-            self.session = start_local_ray(max(cores, n_workers * self.threads))
+            self.session = self.session or start_local_ray(max(cores, n_workers * self.threads))
         self.n_workers = n_workers
         self.max_failures = 2 * n_workers + 2 if max_failures is None else max_failures
         self._actor_cls = ray.remote(ReplicaWorker).options(
@@ -168,24 +174,16 @@ class RayEvaluator:
         self.setup_bytes = message_bytes(task) * n_workers
         expect = self._driver_checksum()
         for slot in range(n_workers):
-            self.workers.append(self._launch(slot, expect, reuse=not self.session.owned))
+            self.workers.append(self._launch(slot, expect, reuse=self._pool is not None))
         while any(w.pending is not None for w in self.workers):
             self._await_builds(at_start=True)
         self._checked = 0
 
-    def _pool_key(self) -> tuple[str, int]:
-        return self.ray.get_runtime_context().get_job_id(), self.threads
-
     def _new_actor(self, reuse: bool) -> tuple[Any, bool]:
-        """(actor, reused): a warm idle actor of this session with the same threads, else a new one."""
-        key = self._pool_key()
-        for other in [k for k in IDLE_ACTORS if k != key]:  # free their CPUs (or stale handles)
-            for actor in IDLE_ACTORS.pop(other):
-                with contextlib.suppress(Exception):
-                    self.ray.kill(actor, no_restart=True)
-        idle = IDLE_ACTORS.get(key, [])
-        if reuse and idle:
-            return idle.pop(), True
+        """(actor, reused): a warm actor parked in the given session with the same threads, else a new one."""
+        warm = self._pool.take_idle(self.threads) if reuse and self._pool is not None else None
+        if warm is not None:
+            return warm, True
         return self._actor_cls.remote(self.threads), False
 
     def _launch(self, slot: int, expect: str, reuse: bool = False) -> WorkerSlot:
@@ -428,17 +426,16 @@ class RayEvaluator:
         return [w.pid for w in self.workers]
 
     def close(self) -> None:
-        """Stop Ray if this evaluator started it; in a borrowed session, pool the healthy idle actors."""
-        pool = self.session is not None and not self.session.owned
+        """Park the healthy idle actors in the given session; else stop them, and Ray if this evaluator started it."""
         for w in self.workers:
-            if pool and w.pending is None and w.busy is None:
+            if self._pool is not None and w.pending is None and w.busy is None:
                 with contextlib.suppress(Exception):
                     self.ray.get(w.actor.reset.remote(), timeout=60)
-                    IDLE_ACTORS.setdefault(self._pool_key(), []).append(w.actor)
+                    self._pool.park(self.threads, w.actor)
                     continue
             with contextlib.suppress(Exception):
                 self.ray.kill(w.actor, no_restart=True)
         self.workers = []
-        if self.session is not None:
+        if self.session is not None and self._pool is None:
             self.session.shutdown()
-            self.session = None
+        self.session = None

@@ -9,7 +9,7 @@ import pickle
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from evotune.errors import ConfigError
@@ -64,26 +64,46 @@ def message_bytes(obj: Any) -> int:
 
 # -- the Ray session ----------------------------------------------------------------------------
 
-# Idle replica actors of a Ray session this process borrowed, keyed by (job id, threads). Starting an
-# actor costs a Python process importing torch and transformers (seconds); a later run in the same
-# session (a sweep, a test module) rebuilds its replica in a warm one instead. Actors are reset (model
-# dropped) before they are pooled, and never pooled after a failure.
-IDLE_ACTORS: dict[tuple[str, int], list[Any]] = {}
-
-
 @dataclass
 class RaySession:
-    """A Ray connection: `owned` if this process opened it (and so must shut it down)."""
+    """A Ray connection: `owned` if this process opened it (and so must shut it down).
+
+    `idle` holds replica actors parked by the evaluators this session was given (keyed by threads per
+    actor). Starting an actor costs a Python process importing torch and transformers (seconds); a later
+    run given the same session (several runs in one process, a test module) rebuilds its replica in a
+    warm one instead. Actors are reset (model dropped) before they are parked, never after a failure.
+    A parked actor keeps its CPUs (Ray's resources) until it is taken, `drop_idle` or `shutdown`.
+    """
 
     owned: bool
     temp_dir: str | None = None
+    idle: dict[int, list[Any]] = field(default_factory=dict)
+
+    def take_idle(self, threads: int) -> Any | None:
+        """A parked actor with `threads` threads (the others are stopped: they hold CPUs), or None."""
+        self.drop_idle(keep=threads)
+        parked = self.idle.get(threads)
+        return parked.pop() if parked else None
+
+    def park(self, threads: int, actor: Any) -> None:
+        self.idle.setdefault(threads, []).append(actor)
+
+    def drop_idle(self, keep: int | None = None) -> None:
+        """Stop the parked actors (except those with `keep` threads)."""
+        import ray
+
+        for threads in [t for t in self.idle if t != keep]:
+            for actor in self.idle.pop(threads):
+                with contextlib.suppress(Exception):
+                    ray.kill(actor, no_restart=True)
 
     def shutdown(self) -> None:
+        if self.idle:
+            self.drop_idle()
         if not self.owned:
             return
         import ray
 
-        IDLE_ACTORS.clear()
         ray.shutdown()
         if self.temp_dir:
             shutil.rmtree(self.temp_dir, ignore_errors=True)

@@ -81,6 +81,7 @@ class ESTrainer(Trainer):
     method = "es"
     length = "es.iterations"
     steps_name = "iterations"
+    placement = ("es.master_device", "es.allow_device_change")
 
     def __init__(
         self, cfg: TrainConfig, resume: bool = False, progress: bool = True,

@@ -67,17 +67,14 @@ def set_threads(threads: int | None) -> None:
 BUDGET_LENGTHS = frozenset({"budget.completions", "budget.tokens"})  # every method's: the frame owns the budget
 
 
-# Where a run computes, not what: free to change on resume (the trajectory's recorded device type is
-# checked when the weights are rebuilt, so a change of device type still stops with its own error).
-_PLACEMENT = {("model", "device"), ("es", "master_device"), ("es", "allow_device_change")}
-
-
 def _changes(
     stored: dict[str, Any], given: dict[str, Any], lengths: frozenset[str] = BUDGET_LENGTHS,
+    placement: frozenset[str] = frozenset(),
 ) -> tuple[list[str], list[str], list[str]]:
     """(settings that differ, lengths that shrink, lengths that grow) between stored and given config dumps.
 
-    `lengths` are the dotted settings that only say how long a run trains (`es.iterations`).
+    `lengths` are the dotted settings that only say how long a run trains (`es.iterations`); `placement`
+    those that say where it computes, not what (`model.device`): free to change on resume.
     """
     changed, shrunk, grown = [], [], []
     for sec, val in given.items():
@@ -90,7 +87,7 @@ def _changes(
             continue
         for k, v in val.items():
             old = stored.get(sec, {}).get(k)
-            if old == v or (sec, k) in _PLACEMENT:
+            if old == v or f"{sec}.{k}" in placement:
                 continue
             if f"{sec}.{k}" not in lengths:
                 changed.append(f"{sec}.{k}: {old!r} -> {v!r}")
@@ -121,12 +118,14 @@ def has_progress(run: RunDir, own_dirs: tuple[str, ...] = ()) -> bool:
 
 def open_run(
     cfg: TrainConfig, resume: bool, lengths: frozenset[str] = BUDGET_LENGTHS, own_dirs: tuple[str, ...] = (),
+    placement: frozenset[str] = frozenset(),
 ) -> tuple[TrainConfig, RunDir, RunLock]:
     """Lock the run directory, then create it or reopen it for `--resume` (its stored config wins).
 
     A resumed run may only lengthen (`lengths`: iterations/steps/budget, written back to config.yaml);
     any other difference, or a shorter length, is an error rather than a silent change of experiment.
-    `own_dirs` are methods' own folders that mark a committed step (see `has_progress`).
+    `own_dirs` are methods' own folders that mark a committed step (see `has_progress`); `placement`
+    settings (where the run computes) may change on resume.
     """
     run = RunDir(cfg.run_dir)
     if resume and not run.exists():
@@ -139,7 +138,7 @@ def open_run(
         write = not resume
         if resume:
             stored = load_run_config(run.path)
-            changed, shrunk, grown = _changes(stored.model_dump(), cfg.model_dump(), lengths)
+            changed, shrunk, grown = _changes(stored.model_dump(), cfg.model_dump(), lengths, placement)
             if changed:
                 raise ConfigError("--resume cannot change a run's settings (only lengthen it): " + "; ".join(changed))
             if shrunk:
@@ -211,6 +210,9 @@ class Trainer(ABC):
     steps_name: ClassVar[str] = "steps"  # what its steps are called in the summary ("iterations done")
     unit: ClassVar[str] = "it"  # the progress bar's unit
     own_dirs: ClassVar[tuple[str, ...]] = ()  # its own folders in the run directory (GRPO: trl/)
+    # dotted settings that say where it computes, not what: free to change on resume (the trajectory's
+    # recorded device type is checked when weights are rebuilt, so a change of device type still stops)
+    placement: ClassVar[tuple[str, ...]] = ("model.device",)
     rewind_loads_weights: ClassVar[bool] = True  # False: `rewind` only finds where to resume (GRPO: TRL loads them)
 
     def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True) -> None:
@@ -295,7 +297,8 @@ class Trainer(ABC):
         """
         fresh, created = not self.resume_run, not Path(self.cfg.run_dir).exists()
         lengths = BUDGET_LENGTHS | _every_method("length")
-        self.cfg, self.run, lock = open_run(self.cfg, self.resume_run, lengths, tuple(sorted(_every_method("own_dirs"))))
+        self.cfg, self.run, lock = open_run(self.cfg, self.resume_run, lengths, tuple(sorted(_every_method("own_dirs"))),
+                                            frozenset(_every_method("placement")))
         try:  # open_run holds the lock already
             yield self.run
         except Exception:
