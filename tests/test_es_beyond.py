@@ -317,3 +317,53 @@ def test_ablation_tiny_mode_pairs_runs_by_seed(tmp_path):
     assert {by["randopt", s]["completions"] for s in (0, 1, 2)} == {by["paper", 0]["completions"]}
     assert [r["variant"] for r in rows] == ["paper", "clip", "randopt", "randopt vote"]
     assert "| clip |" in (tmp_path / "table.md").read_text()
+
+
+def _grid():
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "benchmarks" / "es_grid.py"
+    spec = importlib.util.spec_from_file_location("es_grid", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_grid_cells_and_verdicts_on_constructed_gains():
+    grid = _grid()
+    cells = grid.cells()
+    assert len(cells) == 14 and cells["null"]["es.null_control"] is True
+    # the N slice keeps the step RMS α/√N of the centre in one cell per N, and α in the other
+    for n in (4, 16):
+        alphas = sorted(c["es.alpha"] for name, c in cells.items() if c["es.population"] == n)
+        assert alphas[1 if n == 4 else 0] == 2e-3
+        kept = alphas[0 if n == 4 else 1]
+        assert kept / math.sqrt(n) == pytest.approx(2e-3 / math.sqrt(8), rel=1e-3)
+    runs = [{"cell": "x", "seed": s, "gain": g, "hacking": 0.0, "unique_share": 1.0, "step_norm": 2.0, "alpha": 1e-3}
+            for s, g in enumerate([10.0, 11.0, 12.0])]
+    one = grid.row("x", runs, margin=3.0, correction=1)
+    assert one["verdict"] == "improves" and one["mean"] == 11.0 and one["alpha"] == 1e-3
+    assert one["hi"] - one["lo"] == pytest.approx(2 * 4.3027 / math.sqrt(3), rel=1e-4)
+    # picked among 14 cells: Bonferroni ×14 widens the interval, and the verdict can change
+    many = grid.row("x", runs, margin=3.0, correction=14)
+    assert "Bonferroni ×14" in many["kind"] and many["hi"] - many["lo"] > one["hi"] - one["lo"]
+    noisy = [{**r, "gain": g} for r, g in zip(runs, [-20.0, 5.0, 30.0], strict=True)]
+    assert grid.row("x", noisy, margin=3.0, correction=14)["verdict"] == "underpowered"
+    flat = [{**r, "gain": g} for r, g in zip(runs, [-0.1, 0.0, 0.1], strict=True)]
+    assert grid.row("x", flat, margin=3.0, correction=1)["verdict"] == "no change"
+
+
+def test_grid_tiny_mode_trains_cells_and_writes_the_table(tmp_path):
+    grid = _grid()
+    rows = grid.main(["--tiny", "--out", str(tmp_path), "--seeds", "0", "1", "--cells", "a0.002_s0.003_n8", "null"])
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert [r["cell"] for r in rows] == ["a0.002_s0.003_n8", "null"]
+    by = {(r["cell"], r["seed"]): r for r in res["runs"]}
+    assert set(by) == {(c, s) for c in ("a0.002_s0.003_n8", "null") for s in (0, 1)}
+    # the null control moves the weights by about the same step (same seeds, α, σ, N; permuted fitness keeps
+    # Σzᵢ², and the εᵢ are near-orthogonal) without the task signal
+    assert by["null", 0]["step_norm"] == pytest.approx(by["a0.002_s0.003_n8", 0]["step_norm"], rel=0.02)
+    assert by["null", 0]["gain"] == by["null", 0]["reward"] - by["null", 0]["reward_0"]
+    assert "| null |" in (tmp_path / "table.md").read_text()
+    again = grid.main(["--tiny", "--out", str(tmp_path), "--seeds", "0", "1", "--cells", "null"])  # reuses runs
+    assert [r["gain"] for r in again if r["cell"] == "null"] == [next(r for r in rows if r["cell"] == "null")["gain"]]
