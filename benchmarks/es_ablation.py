@@ -177,13 +177,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             results.append(train(v, seed, setup, args.combo, runs, model))
             print(json.dumps(results[-1]), flush=True)
     rows = table(results, variants, args.margin)
-    (out / "results.json").write_text(json.dumps(
-        {"argv": sys.argv[1:] if argv is None else argv, "common": setup["common"], "clip": setup["clip"],
-         "combo": args.combo, "margin": args.margin, "runs": results, "table": rows}, indent=1, default=str))
-    md = markdown(rows, args.margin)
+    write(out, {"argv": sys.argv[1:] if argv is None else argv, "common": setup["common"], "clip": setup["clip"],
+                "combo": args.combo, "margin": args.margin, "runs": results, "table": rows}, markdown(rows, args.margin))
+    return rows
+
+
+def write(out: Path, results: dict[str, Any], md: str) -> None:
+    """OUT/results.json (settings, per-seed runs, table rows) and OUT/table.md, which is also printed."""
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     (out / "table.md").write_text(md)
     print(md)
-    return rows
 
 
 if __name__ == "__main__":

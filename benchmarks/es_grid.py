@@ -173,12 +173,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     results = list(latest.values())
     present = [c for c in grid if any(r["cell"] == c for r in results)]
     rows = [row(c, results, args.margin, max(len(present), 1)) for c in present]
-    (out / "results.json").write_text(json.dumps(
-        {"argv": sys.argv[1:] if argv is None else argv, "common": setup["common"], "margin": args.margin,
-         "cells": {c: grid[c] for c in present}, "runs": results, "table": rows}, indent=1, default=str))
-    md = markdown(rows, args.margin)
-    (out / "table.md").write_text(md)
-    print(md)
+    abl.write(out, {"argv": sys.argv[1:] if argv is None else argv, "common": setup["common"], "margin": args.margin,
+                    "cells": {c: grid[c] for c in present}, "runs": results, "table": rows}, markdown(rows, args.margin))
     return rows
 
 

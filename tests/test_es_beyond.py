@@ -280,14 +280,18 @@ def test_estimate_is_within_the_error_it_states(es_config, one_thread):
 # -- the ablation script ----------------------------------------------------------------------------------
 
 
-def _ablation():
+def _benchmark(name: str):
+    """A script of benchmarks/ as a module (they are scripts, not a package)."""
     import importlib.util
 
-    path = Path(__file__).parents[1] / "benchmarks" / "es_ablation.py"
-    spec = importlib.util.spec_from_file_location("es_ablation", path)
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def _ablation():
+    return _benchmark("es_ablation")
 
 
 def test_ablation_intervals_and_verdicts_on_constructed_differences():
@@ -320,13 +324,7 @@ def test_ablation_tiny_mode_pairs_runs_by_seed(tmp_path):
 
 
 def _grid():
-    import importlib.util
-
-    path = Path(__file__).parents[1] / "benchmarks" / "es_grid.py"
-    spec = importlib.util.spec_from_file_location("es_grid", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return _benchmark("es_grid")
 
 
 def test_grid_cells_and_verdicts_on_constructed_gains():
