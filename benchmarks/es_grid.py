@@ -20,7 +20,8 @@ over the cells: the starting points are picked among them; `evotune.stats`) and 
 past ±margin on both sides, "no change" inside ±margin, else inconclusive. It also gives the share of hacked
 held-out answers (`eval/hacking`), the unique-answer share (collapse) and the step norm α·‖ĝ‖ per iteration.
 The centre cell is the ablation's `paper` variant: `--reuse DIR` takes its finished runs from there.
-Writes `results.json`, `table.md` and `runs.jsonl` (each run's line as it finishes).
+Writes `results.json`, `table.md`, `alpha_sigma.png` (the α × σ slice) and `runs.jsonl` (each run's line as it
+finishes).
 """
 
 from __future__ import annotations
@@ -118,6 +119,32 @@ def row(cell: str, results: list[dict[str, Any]], margin: float, correction: int
     return out
 
 
+def versus_null(results: list[dict[str, Any]], centre: str, margin: float) -> dict[str, Any] | None:
+    """The centre's gain minus the null control's, paired by seed (same seeds, α, σ, N: only the signal differs).
+
+    What a run that learned nothing shows: a gain of the centre cell that the null matches is the step's,
+    not the task's.
+    """
+    a = {r["seed"]: r["gain"] for r in results if r["cell"] == centre}
+    b = {r["seed"]: r["gain"] for r in results if r["cell"] == "null"}
+    seeds = sorted(set(a) & set(b))
+    if len(seeds) < 2:
+        return None
+    iv = stats.paired_interval([a[s] for s in seeds], [b[s] for s in seeds], unit="seeds")
+    r = stats.read(iv, 0.0, margin)
+    return {"seeds": seeds, "mean": iv.mean, "lo": iv.lo, "hi": iv.hi, "kind": iv.kind,
+            "verdict": {stats.HOLDS: "learns more than the null", stats.FAILS: "learns less than the null"}.get(
+                r.verdict, r.verdict), "needed_seeds": r.needed}
+
+
+def _null_line(v: dict[str, Any] | None) -> str:
+    if v is None:
+        return ""
+    need = f" (~{v['needed_seeds']} seeds needed)" if v.get("needed_seeds") else ""
+    return (f"\nCentre cell − null control, paired by seed: {v['mean']:+.2f} [{v['lo']:+.2f}, {v['hi']:+.2f}]; "
+            f"{v['kind']} — {v['verdict']}{need}.\n")
+
+
 def _mean(xs: list[float | None]) -> float | None:
     vals = [x for x in xs if x is not None]
     return math.fsum(vals) / len(vals) if vals else None
@@ -139,6 +166,22 @@ def markdown(rows: list[dict[str, Any]], margin: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def heatmap_png(rows: list[dict[str, Any]]) -> bytes | None:
+    """The α × σ slice at N = 8 as a heat map of the mean held-out gain (cell text: mean and verdict)."""
+    from evotune.report.plots import heatmap
+
+    slice_ = {(r["alpha"], r["sigma"]): r for r in rows
+              if r.get("population") == CENTRE["es.population"] and not r.get("null_control") and "mean" in r}
+    if not slice_:
+        return None
+    alphas, sigmas = sorted({a for a, _ in slice_}), sorted({s for _, s in slice_})
+    cell = [[slice_.get((a, s)) for s in sigmas] for a in alphas]
+    return heatmap([[c["mean"] if c else None for c in line] for line in cell], [f"α={a:g}" for a in alphas],
+                   [f"σ={s:g}" for s in sigmas], "held-out gain over the base model, N = 8 (mean over seeds)",
+                   cmap="RdBu", cell_text=[[f"{c['mean']:+.1f}\n{c['verdict']}" if c else "" for c in line] for line in cell],
+                   xlabel="σ", ylabel="α")
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="benchmarks/results/es_grid")
@@ -147,6 +190,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--cells", nargs="+", default=None, help="train only these cells (default: all); the table uses every "
                     "cell found in OUT/runs.jsonl")
+    ap.add_argument("--table-only", action="store_true", help="train nothing: the table from OUT/runs.jsonl as it is")
     ap.add_argument("--margin", type=float, default=3.0, help="the smallest held-out reward gain that matters")
     ap.add_argument("--tiny", action="store_true", help="a random tiny model and minute settings: checks the script only")
     args = ap.parse_args(argv)
@@ -163,7 +207,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if unknown:
         ap.error(f"unknown cells {sorted(unknown)}; choose from {list(grid)}")
     log = out / "runs.jsonl"
-    for cell in args.cells or grid:  # a cell's seeds together: a cut-short run leaves whole cells
+    if args.table_only and not log.is_file():
+        ap.error(f"--table-only: no runs yet ({log} does not exist)")
+    for cell in [] if args.table_only else args.cells or grid:  # a cell's seeds together: a cut-short run leaves whole cells
         for seed in args.seeds:
             res = train(cell, grid[cell], seed, setup, runs, model, Path(args.reuse) if args.reuse else None)
             with log.open("a") as fh:
@@ -173,8 +219,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     results = list(latest.values())
     present = [c for c in grid if any(r["cell"] == c for r in results)]
     rows = [row(c, results, args.margin, max(len(present), 1)) for c in present]
+    vs_null = versus_null(results, _name(CENTRE["es.alpha"], CENTRE["es.sigma"], CENTRE["es.population"]), args.margin)
     abl.write(out, {"argv": sys.argv[1:] if argv is None else argv, "common": setup["common"], "margin": args.margin,
-                    "cells": {c: grid[c] for c in present}, "runs": results, "table": rows}, markdown(rows, args.margin))
+                    "cells": {c: grid[c] for c in present}, "runs": results, "table": rows, "centre_vs_null": vs_null},
+              markdown(rows, args.margin) + _null_line(vs_null))
+    png = heatmap_png(rows)
+    if png is not None:
+        (out / "alpha_sigma.png").write_bytes(png)
     return rows
 
 

@@ -363,5 +363,11 @@ def test_grid_tiny_mode_trains_cells_and_writes_the_table(tmp_path):
     assert by["null", 0]["step_norm"] == pytest.approx(by["a0.002_s0.003_n8", 0]["step_norm"], rel=0.02)
     assert by["null", 0]["gain"] == by["null", 0]["reward"] - by["null", 0]["reward_0"]
     assert "| null |" in (tmp_path / "table.md").read_text()
+    assert (tmp_path / "alpha_sigma.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the centre against the null control, paired by seed: what a run that learned nothing shows
+    vs = res["centre_vs_null"]
+    diffs = [by["a0.002_s0.003_n8", s]["gain"] - by["null", s]["gain"] for s in (0, 1)]
+    assert vs["seeds"] == [0, 1] and vs["mean"] == pytest.approx(sum(diffs) / 2) and "df=1" in vs["kind"]
+    assert "Centre cell − null control" in (tmp_path / "table.md").read_text()
     again = grid.main(["--tiny", "--out", str(tmp_path), "--seeds", "0", "1", "--cells", "null"])  # reuses runs
     assert [r["gain"] for r in again if r["cell"] == "null"] == [next(r for r in rows if r["cell"] == "null")["gain"]]
