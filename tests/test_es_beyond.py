@@ -60,6 +60,20 @@ def test_clipping_bounds_the_update_norm_and_leaves_small_steps_alone():
     assert all(torch.equal(replayed.master[n], clipped.master[n]) for n in before)
 
 
+def test_the_step_taken_is_measured_on_the_weights():
+    """`train/step_norm` is ‖θ_after − θ_before‖ whatever produced it: sgd, clipping, decay or adam."""
+    coeffs = {m.seed: c for m, c in zip(ask(0, 1, 4), [1.0, -0.5, 0.25, 2.0], strict=True)}
+    for es in (None, ESConfig(population=4, weight_decay=0.5), ESConfig(population=4, optimizer="adam")):
+        p = _params(es)
+        before = {n: t.clone() for n, t in p.master.items()}
+        info = p.apply_update(coeffs, 0.1, max_norm=1.0)
+        assert info["step_norm"] == pytest.approx(_delta(p, before), rel=1e-9) and info["step_norm"] > 0
+        assert info["step_rms"] == pytest.approx(info["step_norm"] / math.sqrt(40 * 30 + 30), rel=1e-12)
+    sgd = _params(ESConfig(population=4))
+    info = sgd.apply_update(coeffs, 0.1)  # plain sgd: the step is α·ĝ
+    assert info["step_norm"] == pytest.approx(0.1 * info["grad_norm"], rel=1e-5)
+
+
 # -- 2. centre member, 3. sampled fitness, 4. noise reuse: the pure parts ---------------------------------
 
 
@@ -371,3 +385,20 @@ def test_grid_tiny_mode_trains_cells_and_writes_the_table(tmp_path):
     assert "Centre cell − null control" in (tmp_path / "table.md").read_text()
     again = grid.main(["--tiny", "--out", str(tmp_path), "--seeds", "0", "1", "--cells", "null"])  # reuses runs
     assert [r["gain"] for r in again if r["cell"] == "null"] == [next(r for r in rows if r["cell"] == "null")["gain"]]
+
+
+def test_es_run_logs_the_step_it_took_between_checkpoints(es_config):
+    """The logged `train/step_norm` of an iteration is the distance between the checkpoints around it."""
+    from evotune.checkpoints import CheckpointTensors, checkpoint_dirs
+    from evotune.runs.rundir import read_jsonl
+    from evotune.trainers import make_trainer
+
+    cfg = es_config(**{"es.iterations": 2, "eval.every": 0, "keep_checkpoints": None})
+    make_trainer(cfg, progress=False).train()
+    rows = {r["step"]: r for r in read_jsonl(Path(cfg.run_dir) / "metrics.jsonl") if "train/step_norm" in r}
+    ckpts = dict(checkpoint_dirs(cfg.run_dir))
+    with CheckpointTensors(ckpts[1]) as a, CheckpointTensors(ckpts[2]) as b:
+        names = [n for n in a.names() if n in b.names()]
+        diff = math.sqrt(math.fsum(float((b.get(n).double() - a.get(n).double()).pow(2).sum()) for n in names))
+    assert rows[2]["train/step_norm"] == pytest.approx(diff, rel=1e-6) and diff > 0
+    assert rows[2]["train/step_rms"] < rows[2]["train/step_norm"]

@@ -242,7 +242,8 @@ class EvolvingParams:
 
         `max_norm` clips the global norm of ĝ = Σ_s c_s ε(s) / N first; that needs the norm before any
         tensor steps, so the directions are built twice (a pass more of noise, no memory more).
-        A recorded `scale` (replay) skips the first pass. Returns ĝ's norm and the scale applied.
+        A recorded `scale` (replay) skips the first pass. Returns ĝ's norm, the scale applied and the
+        step taken, ‖θ_after − θ_before‖₂ over the fp32 master (optimizer and decay included), with its RMS.
         """
         order = sorted(coeffs)
         pairs = [(s, float(coeffs[s])) for s in order]
@@ -270,16 +271,22 @@ class EvolvingParams:
             scale = clip_scale(norm(), max_norm)
         factor = 1.0 if scale is None else scale
 
+        moved: dict[str, float] = {}
+
         def one(name: str) -> None:
-            p = self.params[name]
+            p, master = self.params[name], self.master[name]
             acc = direction(name)
             if factor != 1.0:
                 acc.mul_(factor)
-            self.optimizer.step(name, self.master[name], acc.to(self.master[name].device), alpha)
-            p.copy_(self.master[name])
+            before = master.clone()  # one tensor at a time: what the step did, read off the weights
+            self.optimizer.step(name, master, acc.to(master.device), alpha)
+            moved[name] = float(torch.linalg.vector_norm(before.sub_(master), dtype=torch.float64)) ** 2
+            p.copy_(master)
 
         self._each(one)
-        return {"grad_norm": norm(), "clip_scale": factor}
+        step = math.sqrt(math.fsum(moved[n] for n in sorted(moved)))
+        size = sum(t.numel() for t in self.master.values())
+        return {"grad_norm": norm(), "clip_scale": factor, "step_norm": step, "step_rms": step / math.sqrt(max(size, 1))}
 
     @torch.no_grad()
     def load_master(self, tensors: Mapping[str, torch.Tensor]) -> None:

@@ -45,7 +45,7 @@ from evotune.es.schedules import sigma_at
 from evotune.es.strategy import ask, center
 from evotune.es.trajectory import read_trajectory, rebuild, trajectory_row, with_noise_version
 from evotune.es.update import update
-from evotune.runs.metrics import Budget, StepStats
+from evotune.runs.metrics import TRAIN_STEP_NORM, TRAIN_STEP_RMS, Budget, StepStats
 from evotune.runs.rundir import append_jsonl, keep_rows
 from evotune.tasks import Task, build_task
 from evotune.trainers.frame import Trainer
@@ -130,6 +130,7 @@ class ESTrainer(Trainer):
         self.row["updated"] = info is not None
         res.times["update"] = time.perf_counter() - t0
         res.extra["train/updated"] = int(info is not None)
+        res.extra.update({TRAIN_STEP_NORM: info["step_norm"] if info else 0.0, TRAIN_STEP_RMS: info["step_rms"] if info else 0.0})
         if info is not None:
             res.extra.update({"es/grad_norm": info["grad_norm"], "es/clip_scale": info["clip_scale"],
                               "es/grad_norm_clipped": info["grad_norm"] * info["clip_scale"]})
