@@ -323,6 +323,7 @@ def test_ablation_intervals_and_verdicts_on_constructed_differences():
     assert abl.paired([1.0, 2.0, 3.0], margin=0.2)["needed_seeds"] > 3
 
 
+@pytest.mark.slow  # trains 9 tiny runs; the statistics it tabulates are tested on constructed numbers above
 def test_ablation_tiny_mode_pairs_runs_by_seed(tmp_path):
     abl = _ablation()
     rows = abl.main(["--tiny", "--out", str(tmp_path), "--seeds", "0", "1", "2", "--variants", "paper", "clip", "randopt"])
@@ -363,8 +364,16 @@ def test_grid_cells_and_verdicts_on_constructed_gains():
     assert grid.row("x", noisy, margin=3.0, correction=14)["verdict"] == "underpowered"
     flat = [{**r, "gain": g} for r, g in zip(runs, [-0.1, 0.0, 0.1], strict=True)]
     assert grid.row("x", flat, margin=3.0, correction=1)["verdict"] == "no change"
+    # the centre against the null control, paired by seed (a seed missing on one side is left out)
+    centre = [{"cell": "c", "seed": s, "gain": g} for s, g in enumerate([10.0, 14.0, 17.5])]
+    null = [{"cell": "null", "seed": s, "gain": g} for s, g in enumerate([-0.8, 0.3, 10.7, 99.0])]
+    vs = grid.versus_null(centre + null, "c", margin=3.0)
+    assert vs["seeds"] == [0, 1, 2] and vs["mean"] == pytest.approx((10.8 + 13.7 + 6.8) / 3)
+    assert vs["kind"] == "95% t, df=2, n=3 seeds" and vs["verdict"] == "learns more than the null"
+    assert grid.versus_null(centre[:1] + null, "c", margin=3.0) is None  # one pair: no interval
 
 
+@pytest.mark.slow  # trains 4 tiny runs; cells, verdicts and the null comparison are tested on constructed numbers
 def test_grid_tiny_mode_trains_cells_and_writes_the_table(tmp_path):
     grid = _grid()
     rows = grid.main(["--tiny", "--out", str(tmp_path), "--seeds", "0", "1", "--cells", "a0.002_s0.003_n8", "null"])
