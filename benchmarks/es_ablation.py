@@ -76,21 +76,26 @@ def overrides(variant: str, setup: dict[str, Any], combo: list[str]) -> dict[str
     return feature(variant, setup)
 
 
-def train(variant: str, seed: int, setup: dict[str, Any], combo: list[str], runs: Path, model: str | None) -> dict[str, Any]:
+def train_or_reuse(run: Path, over: dict[str, Any], seed: int, setup: dict[str, Any], model: str | None,
+                   ) -> tuple[Any, dict[str, Any], list[dict[str, Any]], float | None]:
+    """(config, summary, metrics rows, wall seconds or None) of the run at `run`: trained here unless it finished."""
     from evotune.config import build_config
     from evotune.runs.rundir import read_jsonl
     from evotune.trainers import make_trainer
 
-    run = runs / f"{variant}-s{seed}"
-    over = {**setup["common"], **overrides(variant, setup, combo), "run_dir": str(run), "seed": seed}
-    if model is not None:
-        over["model.name"] = model
-    cfg = build_config(setup["config"], over)
+    cfg = build_config(setup["config"], {**setup["common"], **over, "run_dir": str(run), "seed": seed,
+                                         **({"model.name": model} if model else {})})
     t0 = time.perf_counter()
     done = (run / "summary.json").is_file()
     summary = json.loads((run / "summary.json").read_text()) if done else make_trainer(cfg, progress=False).train()
-    evals = [r for r in read_jsonl(run / "metrics.jsonl") if "eval/reward_mean" in r]
-    out = {"variant": variant, "seed": seed, "wall_s": None if done else time.perf_counter() - t0,
+    return cfg, summary, read_jsonl(run / "metrics.jsonl"), None if done else time.perf_counter() - t0
+
+
+def train(variant: str, seed: int, setup: dict[str, Any], combo: list[str], runs: Path, model: str | None) -> dict[str, Any]:
+    _, summary, rows, wall = train_or_reuse(runs / f"{variant}-s{seed}", overrides(variant, setup, combo), seed,
+                                            setup, model)
+    evals = [r for r in rows if "eval/reward_mean" in r]
+    out = {"variant": variant, "seed": seed, "wall_s": wall,
            "completions": summary["budget/completions"], "reward_0": evals[0]["eval/reward_mean"],
            "reward": evals[-1]["eval/reward_mean"], "accuracy": evals[-1]["eval/accuracy"]}
     if "vote/reward_mean" in summary:

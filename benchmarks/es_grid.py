@@ -31,7 +31,6 @@ import importlib.util
 import json
 import math
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -73,24 +72,15 @@ def cells(scale: dict[str, float] | None = None) -> dict[str, dict[str, Any]]:
 def train(cell: str, over: dict[str, Any], seed: int, setup: dict[str, Any], runs: Path, model: str | None,
           reuse: Path | None) -> dict[str, Any]:
     """Train (or reuse) one cell's run for one seed; its held-out numbers, hacking and step norms."""
-    from evotune.config import build_config
-    from evotune.runs.rundir import read_jsonl
-    from evotune.trainers import make_trainer
-
     run = runs / f"{cell}-s{seed}"
     if reuse is not None and over == CENTRE and (reuse / f"paper-s{seed}" / "summary.json").is_file():
         run = reuse / f"paper-s{seed}"  # the ablation's paper variant is this grid's centre cell
-    cfg = build_config(setup["config"], {**setup["common"], **over, "run_dir": str(run), "seed": seed,
-                                         **({"model.name": model} if model else {})})
-    t0 = time.perf_counter()
-    done = (run / "summary.json").is_file()
-    summary = json.loads((run / "summary.json").read_text()) if done else make_trainer(cfg, progress=False).train()
-    rows = read_jsonl(run / "metrics.jsonl")
+    cfg, summary, rows, wall = abl.train_or_reuse(run, over, seed, setup, model)
     evals = [r for r in rows if "eval/reward_mean" in r]
     steps = [r for r in rows if "es/grad_norm" in r]
     train_r = [r["train/reward_mean"] for r in rows if "train/reward_mean" in r]
     return {"cell": cell, "seed": seed, **{k.split(".")[1]: v for k, v in over.items()}, "run": str(run),
-            "wall_s": None if done else time.perf_counter() - t0, "completions": summary["budget/completions"],
+            "wall_s": wall, "completions": summary["budget/completions"],
             "reward_0": evals[0]["eval/reward_mean"], "reward": evals[-1]["eval/reward_mean"],
             "gain": evals[-1]["eval/reward_mean"] - evals[0]["eval/reward_mean"],
             "accuracy": evals[-1]["eval/accuracy"], "hacking": evals[-1].get("eval/hacking"),
