@@ -25,7 +25,9 @@ demo: setup
 test: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/lint-imports
-	$(BIN)/pytest -q --durations=15
+	# one process per core, whole files per worker (module fixtures such as the Ray session stay
+	# in one process), one OpenMP thread each: 2 cores, 2 threads; the 15 slowest tests are listed
+	OMP_NUM_THREADS=1 $(BIN)/pytest -q -n auto --dist loadfile --durations=15
 
 test-slow: setup
 	$(BIN)/pytest -q -m slow --durations=15

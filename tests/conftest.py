@@ -19,7 +19,9 @@ import toy_tasks  # noqa: E402, F401  (registers toy_letters)
 
 CUDA_INITIALISED_AT_IMPORT = torch.cuda.is_initialized()  # must be False: see above
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Under pytest-xdist each worker gets one thread: two workers spinning two OpenMP threads each on two
+# cores wait on preempted peers, and the tiny models gain nothing from a second thread anyway.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, os.cpu_count() or 1))
 
 
 @pytest.fixture()
@@ -54,7 +56,7 @@ def es_config(tiny_model, tmp_path):
             "es.prompts_per_iteration": 4,
             "eval.every": 2,
             "checkpoint_every": 1,
-            "threads": 2,
+            "threads": 1,  # tiny model: a second thread only spin-waits on a busy machine
             "keep_checkpoints": 0,  # every checkpoint: tests compare replays with earlier ones
         }
         base.update(over)
