@@ -170,6 +170,16 @@ def test_config_files_that_are_not_valid_yaml_are_one_line(text, tmp_path):
         build_config(path)
 
 
+def test_a_config_path_that_is_missing_or_not_a_file_says_which(tmp_path):
+    from evotune.config import build_config
+    from evotune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="does not exist"):
+        build_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        build_config(tmp_path)
+
+
 def test_cli_yaml_and_include_errors_are_one_line(tiny_model, tmp_path):
     """The CLI prints one line for a bad --set and for es.include patterns that match no parameter."""
     from typer.testing import CliRunner
@@ -445,3 +455,27 @@ def test_every_evotune_error_is_one_short_line_and_survives_a_process_boundary()
         assert str(pickle.loads(pickle.dumps(exc))) == msg  # a worker's error reads the same in the driver
         assert str(cls(msg)) == msg  # idempotent
     assert str(ConfigError("emoji 👨‍👩‍👧 and é stay as they are")) == "emoji 👨‍👩‍👧 and é stay as they are"
+
+
+def test_a_run_dir_that_is_a_file_or_under_one_is_one_line(tmp_path):
+    from evotune.errors import RunStateError
+    from evotune.runs.lock import RunLock
+
+    afile = tmp_path / "f"
+    afile.write_text("x")
+    with pytest.raises(RunStateError, match="exists and is not a directory; choose another --run-dir"):
+        RunLock(afile).acquire()
+    with pytest.raises(RunStateError, match="a folder on its path is a file"):
+        RunLock(afile / "run").acquire()
+    assert afile.read_text() == "x"
+
+
+def test_a_folder_that_is_not_a_run_is_named_as_such(tmp_path):
+    from evotune.config import load_run_config
+    from evotune.errors import ConfigError
+
+    (tmp_path / "trajectory.jsonl").write_text("garbage\n")
+    with pytest.raises(ConfigError, match=r"is not a run directory \(no config.yaml\); give a folder made by"):
+        load_run_config(tmp_path)
+    with pytest.raises(ConfigError, match="does not exist; give a folder made by"):
+        load_run_config(tmp_path / "missing")

@@ -545,8 +545,10 @@ def build_config(
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
-        if not p.is_file():
+        if not p.exists():
             raise ConfigError(f"config file {p} does not exist")
+        if not p.is_file():
+            raise ConfigError(f"config file {p} is not a regular file (a directory or device?); give a YAML file")
         try:
             text = p.read_bytes().decode("utf-8-sig")
         except UnicodeDecodeError as exc:
@@ -597,7 +599,12 @@ def _validate(cls: type[_Strict], data: dict[str, Any]) -> Any:
 
 
 def load_run_config(run_dir: str | Path) -> TrainConfig:
-    return build_config(Path(run_dir) / "config.yaml")
+    """The config a run was started with; a folder without one is not a run (said in one line)."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        what = "does not exist" if not Path(run_dir).exists() else "is not a run directory (no config.yaml)"
+        raise ConfigError(f"{run_dir} {what}; give a folder made by `evotune train`")
+    return build_config(path)
 
 
 # Method variants a study trains and a comparison names: a method plus the settings that make it the

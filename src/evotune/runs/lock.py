@@ -49,7 +49,15 @@ class RunLock:
         self._fd: int | None = None
 
     def acquire(self) -> RunLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        run_dir = self.path.parent
+        if run_dir.exists() and not run_dir.is_dir():
+            raise RunStateError(f"run directory {run_dir} exists and is not a directory; choose another --run-dir")
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):  # a parent on the way is a file
+            raise RunStateError(
+                f"cannot make run directory {run_dir}: a folder on its path is a file; choose another --run-dir"
+            ) from None
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
