@@ -66,9 +66,18 @@ def test_perturbation_sampling_restores_weights(tiny_model):
     model, tok = load_model(str(tiny_model))
     before = {n: p.clone() for n, p in model.named_parameters()}
     task = get_task("toy_letters")
-    res = perturbation_sampling(model, tok, task, task.split("eval")[:3], n=3, sigma=0.05, max_new_tokens=4)
+    from evotune.es.params import EvolvingParams, select_params
+
+    params = EvolvingParams(select_params(model))
+    seeds: list[int] = []
+    perturb = params.perturb
+    params.perturb = lambda seed, *a: (seeds.append(seed), perturb(seed, *a))[1]  # type: ignore[method-assign]
+    res = perturbation_sampling(model, tok, task, task.split("eval")[:3], n=3, sigma=0.05, max_new_tokens=4,
+                                params=params)
     assert len(res.counts) == 3 and all(0 <= c <= 3 for c in res.counts)
     assert all(torch.equal(before[n], p) for n, p in model.named_parameters())
+    # draws are nested in prompts: every (prompt, draw) has its own perturbation, so prompts are independent
+    assert len(seeds) == 9 and len(set(seeds)) == 9
 
 
 def test_sweep_skips_finished_and_resumes_partial(es_config, tmp_path: Path):

@@ -1,9 +1,12 @@
 """Sampling coverage: pass@k from temperature sampling vs from weight-perturbation sampling.
 
 Temperature sampling draws n completions per prompt from π_θ at temperature T. Perturbation
-sampling draws n models θ + σε_j and takes one greedy completion from each — the kind of
-diversity ES explores. Settings (T, σ) are chosen on a selection split and reported on a
-disjoint split, so the reported numbers are not tuned on themselves.
+sampling draws n models θ + σε_j per prompt and takes one greedy completion from each — the kind
+of diversity ES explores. Each prompt gets its own n perturbations, as it gets its own n
+temperature samples: with n draws shared by every prompt, the prompts' counts would all depend on
+the same few draws, and an interval over prompts would leave the draw-to-draw variance out
+(the replicate would be the draw, n of them). Settings (T, σ) are chosen on a selection split and
+reported on a disjoint split, so the reported numbers are not tuned on themselves.
 """
 
 from __future__ import annotations
@@ -71,18 +74,22 @@ def perturbation_sampling(
     model: Any, tok: Any, task: Task, examples: Sequence[Example], n: int, sigma: float,
     max_new_tokens: int, batch_size: int = 64, seed: int = 0, params: EvolvingParams | None = None,
 ) -> SamplingResult:
-    """n perturbed models θ + σε_j (ε keyed by (seed, j, name)), one greedy completion each; exact restore."""
+    """Per prompt, n perturbed models θ + σε (ε keyed by (seed, prompt id, j)), one greedy completion each.
+
+    Draws are nested in prompts (see the module docstring), so prompts are independent replicates;
+    the weights are restored exactly after every draw.
+    """
     params = params or EvolvingParams(select_params(model))
-    prompts = [task.render(e, tok) for e in examples]
     counts = [0] * len(examples)
-    for j in range(n):
-        params.perturb(stable_int("passk", seed, j), 1, sigma)
-        try:
-            comps = generate(model, tok, prompts, max_new_tokens, batch_size)
-        finally:
-            params.restore()
-        for i, r in enumerate(score_rows(task, examples, comps)):
-            counts[i] += int(r["correct"])
+    for i, e in enumerate(examples):
+        prompt = [task.render(e, tok)]
+        for j in range(n):
+            params.perturb(stable_int("passk", seed, e.id, j), 1, sigma)
+            try:
+                comps = generate(model, tok, prompt, max_new_tokens, batch_size)
+            finally:
+                params.restore()
+            counts[i] += int(score_rows(task, [e], comps)[0]["correct"])
     return SamplingResult("perturbation", sigma, n, counts, [e.id for e in examples])
 
 

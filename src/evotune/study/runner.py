@@ -139,7 +139,8 @@ def _passk(cfg: StudyConfig, path: Path, log: Any) -> dict[str, Any]:
     settings = {"model": cfg.model.name, "task": cfg.task.model_dump(mode="json") if own else a.passk_task,
                 "n": a.passk_n, "max_new_tokens": mnt,
                 "prompts": a.passk_prompts, "select": a.passk_select, "temperatures": a.passk_temperatures,
-                "sigmas": a.passk_sigmas, "seed": cfg.seeds[0]}
+                "sigmas": a.passk_sigmas, "seed": cfg.seeds[0],
+                "perturbation_draws": "per prompt"}  # a file from the shared-draws design is not reused
     if path.is_file():
         old = json.loads(path.read_text())
         if old.get("settings") == settings:
