@@ -145,7 +145,7 @@ def make_evidence(
             hack[m] = {"t": {"hack_empty": max(0.0, rate[meth] + prng.gauss(0, 0.02)), "hack_truncated": 0.1}}
     pk = None
     if passk:
-        pk = {"n": 8, "task": "t", "temperature": {"value": 1.0, "counts": passk[0]},
+        pk = {"n": 8, "task": "t", "perturbation_draws": "per prompt", "temperature": {"value": 1.0, "counts": passk[0]},
               "perturbation": {"value": 0.001, "counts": passk[1]}}
     return {"format": FORMAT, "study": {"name": "constructed", "margins": {}, "budget": {"completions": 768}},
             "primary_task": "t", "tasks": ["t"], "models": models, "rewards": per, "hacking": hack,

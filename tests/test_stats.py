@@ -120,6 +120,41 @@ def test_needed_n_gives_the_half_width():
     assert t_quantile(n - 1) * 10.0 / math.sqrt(n) <= 2.0 < t_quantile(n - 2) * 10.0 / math.sqrt(n - 1)
 
 
+def test_needed_n_for_80_percent_power_matches_the_noncentral_t():
+    """The power form resolves an effect of one margin with ≈ 80% probability (checked with the noncentral t)."""
+    sd, margin = 10.0, 2.0
+    n = needed_n(sd, margin, power=0.8)
+    assert n > needed_n(sd, margin)
+    crit = sps.t.ppf(0.975, n - 1)
+    power = 1 - sps.nct.cdf(crit, n - 1, margin / (sd / math.sqrt(n)))  # P(reject | true effect = margin)
+    assert 0.79 < power < 0.83
+    prev = n - 1
+    assert 1 - sps.nct.cdf(sps.t.ppf(0.975, prev - 1), prev - 1, margin / (sd / math.sqrt(prev))) < 0.81
+
+
+def test_no_spread_and_one_value_give_no_interval_and_no_confident_verdict():
+    from evotune.stats import diff_interval, mean_std
+
+    assert math.isnan(mean_std([3.0])[1])  # one value: its spread is unknown, not 0
+    flat = t_interval([0.0, 0.0, 0.0])
+    assert not flat.defined and flat.zero_spread and "zero spread" in flat.text()
+    r = read(flat, -1.0, 0.5)  # three at 0 is not proof that the mean is above −1: the sign test's p is 0.25
+    assert r.verdict == UNDERPOWERED and "zero spread over 3 seeds, exact test p = 0.25" in r.note("seeds")
+    assert read(flat, 0.0, 0.5).verdict == UNSURE  # on the line itself: nothing to test
+    many = read(t_interval([1.0] * 40, correction=4), 0.0, 0.05)  # 40 of 40 on one side decides, even corrected
+    assert many.verdict == HOLDS and "exact test p = 1.8e-12" in many.note("prompts")
+    both = welch_interval([1.0, 1.0, 1.0], [0.0, 0.0, 0.0])  # the exact rank-sum test: p = 2/C(6,3) = 0.1
+    assert not both.defined and both.exact_p == pytest.approx(0.1) and read(both, 0.0, 0.5).verdict == UNDERPOWERED
+    assert read_equivalence(welch_interval([0.0] * 6, [0.0] * 6), 5.0).verdict == HOLDS
+    one = t_interval([2.0])
+    assert read(one, 0.0, 1.0).verdict == UNDERPOWERED and "too few seeds" in read(one, 0.0, 1.0).note("seeds")
+    # a corrected interval's SE is recovered with its own quantile, not the uncorrected one
+    a, b = t_interval([1.0, 2.0, 4.0, 3.5], correction=4), t_interval([0.0, 0.5, 1.5, 0.2])
+    d = diff_interval(a, b)
+    se = math.sqrt(sps.sem([1.0, 2.0, 4.0, 3.5]) ** 2 + sps.sem([0.0, 0.5, 1.5, 0.2]) ** 2)
+    assert d.half / sps.t.ppf(0.975, d.df) == pytest.approx(se, rel=1e-9)
+
+
 def test_pass_at_k_is_the_human_eval_estimator():
     assert pass_at_k(10, 0, 5) == 0.0 and pass_at_k(10, 10, 1) == 1.0
     assert pass_at_k(10, 3, 2) == pytest.approx(1 - math.comb(7, 2) / math.comb(10, 2))
@@ -155,3 +190,19 @@ def test_shared_fraction():
 
     assert shared_fraction([[1.0, 2.0], [1.0, 2.0], [1.0, 2.0]]) == pytest.approx(1.0)
     assert shared_fraction([[1.0, 0.0], [0.0, 1.0]]) == pytest.approx(0.0)
+
+
+def test_paired_permutation_swaps_only_within_pairs():
+    from evotune.stats import paired_permutation_p
+
+    def diff(a, b):
+        return sum(a) / len(a) - sum(b) / len(b)
+
+    p, arrangements = paired_permutation_p([5.0, 6.0, 7.0], [1.0, 2.0, 3.0], diff)
+    assert arrangements == 8 and p == pytest.approx(1 / 8)  # only the observed arrangement is as large
+    p2, _ = paired_permutation_p([5.0, 2.5, 7.0], [1.0, 3.0, 3.0], diff)
+    # swaps of pair 2 (|Δ| = 0.5) keep the sum ≥ observed only in the observed and pair-2-swapped arrangements
+    assert p2 == pytest.approx(2 / 8)
+    assert paired_permutation_p([1.0] * 5, [0.0] * 5, diff)[0] == pytest.approx(1 / 32)
+    with pytest.raises(ValueError, match="needs pairs"):
+        paired_permutation_p([1.0], [1.0, 2.0], diff)

@@ -51,12 +51,12 @@ def t_quantile(df: float, level: float = LEVEL) -> float:
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (n − 1; 0 for a single value, NaN for none)."""
+    """Mean and sample standard deviation (n − 1): NaN for a single value (its spread is unknown, not 0)."""
     n = len(values)
     if n == 0:
         return math.nan, math.nan
     m = math.fsum(values) / n
-    return m, (math.sqrt(math.fsum((v - m) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0)
+    return m, (math.sqrt(math.fsum((v - m) ** 2 for v in values) / (n - 1)) if n > 1 else math.nan)
 
 
 def mean_se(values: Sequence[float | None]) -> tuple[float, float]:
@@ -101,6 +101,7 @@ class Interval:
     correction: int = 1
     sd_unit: float = math.nan
     kind_override: str | None = None
+    exact_p: float = math.nan  # zero spread: the exact (sign or rank) test's two-sided p, which still decides
 
     @property
     def half(self) -> float:
@@ -118,11 +119,18 @@ class Interval:
         corr = f", Bonferroni ×{self.correction}" if self.correction > 1 else ""
         return f"{self.level:.0%} t, df={df}, n={self.n} {self.unit}{corr}"
 
+    @property
+    def zero_spread(self) -> bool:
+        """Every replicate gave the same value: a t interval would have width 0, which no data can justify."""
+        return self.sd_unit == 0 and self.n >= 2
+
     def text(self, digits: int = 3) -> str:
         """`m [lo, hi] (kind)`; just `m (n=…)` when the interval is undefined."""
         if self.mean != self.mean:
             return "n/a"
         m = f"{self.mean:.{digits}g}"
+        if self.zero_spread:
+            return f"{m} (no interval: zero spread over n={self.n} {self.unit})"
         if not self.defined:
             return f"{m} (no interval: n={self.n} {self.unit})"
         return f"{m} [{self.lo:.{digits}g}, {self.hi:.{digits}g}] ({self.kind})"
@@ -142,8 +150,9 @@ def t_interval(values: Sequence[float | None], level: float = LEVEL, correction:
     vals = _finite(values)
     m, sd = mean_std(vals)
     n = len(vals)
-    if n < 2:
-        return Interval(m, math.nan, math.nan, math.nan, n, unit, level, correction, sd)
+    if n < 2 or sd == 0:  # one value, or no spread: no interval (zero width would claim certainty)
+        return Interval(m, math.nan, math.nan, n - 1 if n > 1 else math.nan, n, unit, level, correction, sd,
+                        exact_p=min(1.0, 2 * 0.5**n) if n > 1 else math.nan)  # all n on one side: sign test
     half = t_quantile(n - 1, _adjusted(level, correction)) * sd / math.sqrt(n)
     return Interval(m, m - half, m + half, n - 1, n, unit, level, correction, sd)
 
@@ -174,10 +183,13 @@ def welch_interval(a: Sequence[float | None], b: Sequence[float | None], level: 
         return Interval(d, math.nan, math.nan, math.nan, n, unit, level, correction)
     va, vb = sa * sa, sb * sb
     se = math.sqrt(va / len(xa) + vb / len(xb))
-    df = welch_df(va, len(xa), vb, len(xb))
-    half = t_quantile(df, _adjusted(level, correction)) * se if se > 0 else 0.0
     # SE = sd_unit/√n with n per group (equal groups): what `needed_n` scales, so its n is per group
     sd_unit = math.sqrt(va + vb)
+    if se == 0:  # both groups without spread: no interval (zero width would claim certainty)
+        exact = min(1.0, 2 / math.comb(n, len(xa)))  # every a beyond every b: the exact rank-sum test
+        return Interval(d, math.nan, math.nan, math.nan, n, unit + " (Welch)", level, correction, 0.0, exact_p=exact)
+    df = welch_df(va, len(xa), vb, len(xb))
+    half = t_quantile(df, _adjusted(level, correction)) * se
     return Interval(d, d - half, d + half, df, n, unit + " (Welch)", level, correction, sd_unit)
 
 
@@ -217,16 +229,25 @@ def fieller_position(h: Sequence[float], e: Sequence[float], g: Sequence[float],
     return Interval(p, lo, hi, df, n, "seeds (Fieller)", level, kind_override=kind)
 
 
-def needed_n(sd: float, margin: float, level: float = LEVEL, correction: int = 1, cap: int = 100_000) -> int | None:
-    """The smallest n whose t interval half-width t_{n−1}·sd/√n is at most `margin` (None if over `cap`)."""
+def needed_n(sd: float, margin: float, level: float = LEVEL, correction: int = 1, cap: int = 100_000,
+             power: float | None = None) -> int | None:
+    """The smallest n whose t interval half-width t_{n−1}·sd/√n is at most `margin` (None if over `cap`).
+
+    That is a precision target: with a true effect of exactly one margin it decides only about half the
+    time. With `power` (e.g. 0.8) it is the usual t-test sample size instead: the smallest n with
+    (t_{n−1, level} + t_{n−1, power})·sd/√n ≤ margin, so an effect of one margin is resolved with that
+    probability. Either way `sd` is an estimate: from 3 seeds it is uncertain, and so is n.
+    """
     if not (sd == sd and margin > 0) or sd <= 0:
         return 2 if sd == 0 else None
     lvl = _adjusted(level, correction)
 
-    def ok(n: int) -> bool:  # t_{n−1}·sd/√n falls with n: binary search
-        return t_quantile(n - 1, lvl) * sd / math.sqrt(n) <= margin
+    def ok(n: int) -> bool:  # (t_{n−1} [+ t_{n−1, power}])·sd/√n falls with n: binary search
+        q = t_quantile(n - 1, lvl) + (t_quantile(n - 1, 2 * power - 1) if power else 0.0)
+        return q * sd / math.sqrt(n) <= margin
 
-    lo = max(2, math.ceil((t_quantile(1e9, lvl) * sd / margin) ** 2))  # the normal bound: never enough alone
+    z = t_quantile(1e9, lvl) + (t_quantile(1e9, 2 * power - 1) if power else 0.0)
+    lo = max(2, math.ceil((z * sd / margin) ** 2))  # the normal bound: never enough alone
     if ok(lo):
         return lo
     hi = lo * 2
@@ -242,16 +263,43 @@ def needed_n(sd: float, margin: float, level: float = LEVEL, correction: int = 1
 
 @dataclass(frozen=True)
 class Reading:
-    """An interval read against a line: the verdict and, when underpowered, the n that would decide it."""
+    """An interval read against a line: the verdict and, when underpowered, the n that would decide it.
+
+    `needed` is the precision target (half-width ≤ margin), `needed_80` the n for 80% power at an
+    effect of one margin; `why` explains a verdict that has no interval behind it.
+    """
 
     verdict: str
     needed: int | None = None
+    needed_80: int | None = None
+    why: str = ""
 
     def note(self, unit: str) -> str:
+        if self.why:
+            return self.why.format(unit=unit)
         if self.verdict != UNDERPOWERED:
             return ""
-        return f"underpowered: ~{self.needed} {unit} for a half-width below the margin" if self.needed else \
-            "underpowered: more data than is practical"
+        if not self.needed:
+            return "underpowered: more data than is practical"
+        power = f", ~{self.needed_80} for 80% power at an effect of one margin" if self.needed_80 else ""
+        return f"underpowered: ~{self.needed} {unit} for a half-width ≤ the margin{power} (SD from these data)"
+
+
+def _exact(iv: Interval, side: str) -> Reading:
+    """Zero spread: no t interval, but an exact test of "every replicate on one side" still decides."""
+    alpha = (1 - iv.level) / max(1, iv.correction)
+    if iv.exact_p <= alpha:
+        return Reading(side, why=f"zero spread over {iv.n} {{unit}}: exact test p = {iv.exact_p:.2g}")
+    return Reading(UNDERPOWERED, why=f"underpowered: zero spread over {iv.n} {{unit}}, exact test p = "
+                   f"{iv.exact_p:.2g} > {alpha:.2g}: too few {{unit}} to decide")
+
+
+def _undefined(iv: Interval) -> Reading:
+    if iv.zero_spread:
+        return Reading(UNSURE, why=f"inconclusive: zero spread over {iv.n} {{unit}}, so no interval")
+    if iv.df != iv.df:
+        return Reading(UNDERPOWERED, why="underpowered: too few {unit} for any interval")
+    return Reading(UNDERPOWERED)
 
 
 def read(iv: Interval, line: float, margin: float) -> Reading:
@@ -260,14 +308,18 @@ def read(iv: Interval, line: float, margin: float) -> Reading:
     Underpowered: the interval reaches past `margin` on both sides of the line, so it cannot tell an
     effect that matters from its opposite. Inconclusive: it crosses the line but not that widely.
     """
-    if not iv.defined or line != line:
-        return Reading(UNDERPOWERED if iv.n < 2 or not iv.defined else UNSURE, None)
+    if line != line:
+        return Reading(UNSURE)
+    if iv.zero_spread and iv.mean != line:
+        return _exact(iv, HOLDS if iv.mean > line else FAILS)
+    if not iv.defined:
+        return _undefined(iv)
     if iv.lo > line:
         return Reading(HOLDS)
     if iv.hi < line:
         return Reading(FAILS)
     if margin > 0 and iv.lo < line - margin and iv.hi > line + margin:
-        return Reading(UNDERPOWERED, _needed(iv, margin))
+        return Reading(UNDERPOWERED, *_needed(iv, margin))
     return Reading(UNSURE)
 
 
@@ -277,22 +329,26 @@ def read_equivalence(iv: Interval, margin: float) -> Reading:
     An interval wider than the margin band (half-width > margin) can never fall inside it: that is
     underpowered, with the n that would make the half-width fit.
     """
-    if not iv.defined or not margin > 0:
-        return Reading(UNDERPOWERED if not iv.defined else UNSURE, None)
+    if iv.zero_spread and margin > 0 and abs(iv.mean) != margin:
+        return _exact(iv, HOLDS if abs(iv.mean) < margin else FAILS)
+    if not iv.defined:
+        return _undefined(iv)
+    if not margin > 0:
+        return Reading(UNSURE)
     if -margin < iv.lo and iv.hi < margin:
         return Reading(HOLDS)
     if iv.lo > margin or iv.hi < -margin:
         return Reading(FAILS)
     if iv.half > margin:
-        return Reading(UNDERPOWERED, _needed(iv, margin))
+        return Reading(UNDERPOWERED, *_needed(iv, margin))
     return Reading(UNSURE)
 
 
-def _needed(iv: Interval, margin: float) -> int | None:
+def _needed(iv: Interval, margin: float) -> tuple[int | None, int | None]:
     sd = iv.sd_unit
     if sd != sd and iv.defined and iv.n >= 2:  # recover it from the half-width
         sd = iv.half / t_quantile(iv.df, _adjusted(iv.level, iv.correction)) * math.sqrt(iv.n)
-    return needed_n(sd, margin, iv.level, iv.correction)
+    return needed_n(sd, margin, iv.level, iv.correction), needed_n(sd, margin, iv.level, iv.correction, power=0.8)
 
 
 def combine(verdicts: Sequence[str]) -> str:
@@ -344,6 +400,32 @@ def permutation_p(a: Sequence[Any], b: Sequence[Any], statistic: Callable[[list[
     return hits / len(splits), len(splits)
 
 
+def paired_permutation_p(a: Sequence[Any], b: Sequence[Any], statistic: Callable[[list[Any], list[Any]], float],
+                         alternative: str = "greater") -> tuple[float, int]:
+    """Exact permutation p over the 2^n swaps within pairs (a[i], b[i]): for designs that pair them.
+
+    When a[i] and b[i] share something that others do not (an ES run and its null share the seed's
+    noise draws), only swaps within a pair keep the design under the null hypothesis; splits that
+    put both of a pair in one group are not exchangeable with the observed one. Smallest p: 1/2^n.
+    """
+    if len(a) != len(b):
+        raise ValueError(f"a paired permutation test needs pairs: {len(a)} vs {len(b)}")
+    obs = statistic(list(a), list(b))
+    hits = total = 0
+    for mask in range(1 << len(a)):
+        xa = [b[i] if mask >> i & 1 else a[i] for i in range(len(a))]
+        xb = [a[i] if mask >> i & 1 else b[i] for i in range(len(a))]
+        x = statistic(xa, xb)
+        total += 1
+        if alternative == "greater":
+            hits += x >= obs - 1e-12 * abs(obs)
+        elif alternative == "less":
+            hits += x <= obs + 1e-12 * abs(obs)
+        else:
+            hits += abs(x) >= abs(obs) - 1e-12 * abs(obs)
+    return hits / total, total
+
+
 def jackknife_pair_mean(labels: Sequence[Any], value: Callable[[Any, Any], float | None]) -> Interval:
     """Mean of value(i, j) over seed pairs with a t interval whose SE is the jackknife over seeds.
 
@@ -371,8 +453,8 @@ def diff_interval(a: Interval, b: Interval) -> Interval:
     """a − b for two independent jackknife/t estimates: SEs in quadrature, Welch–Satterthwaite df."""
     if not (a.defined and b.defined):
         return Interval(a.mean - b.mean, math.nan, math.nan, math.nan, a.n + b.n, "seeds (jackknife)")
-    qa = (a.half / t_quantile(a.df)) ** 2
-    qb = (b.half / t_quantile(b.df)) ** 2
+    qa = (a.half / t_quantile(a.df, _adjusted(a.level, a.correction))) ** 2  # each SE back from its own interval
+    qb = (b.half / t_quantile(b.df, _adjusted(b.level, b.correction))) ** 2
     den = qa * qa / a.df + qb * qb / b.df
     df = (qa + qb) ** 2 / den if den > 0 else a.df + b.df
     half = t_quantile(df) * math.sqrt(qa + qb)

@@ -119,6 +119,7 @@ def passk_study(
     rep_s = perturbation_sampling(model, tok, task, report, n, best_s, max_new_tokens, batch_size, seed + 1, params)
     return {
         "n": n,
+        "perturbation_draws": "per prompt",  # prompts are independent replicates (see the module docstring)
         "selection_split": {"split": "train", "prompts": len(select), **sel},
         "report_split": {"split": "eval", "prompts": len(report)},
         "best": {"temperature": best_t, "sigma": best_s},

@@ -146,7 +146,8 @@ def _curve(sigma: float, rows: Sequence[dict[str, float]], base: dict[str, float
     if rows and "kl" in rows[0]:
         out["kl"] = [r["kl"] for r in rows]
         out["kl_mean"], out["kl_std"] = mean_std(out["kl"])
-    return out
+    # one trial has no spread to report: null in JSON (shown as "–"), never a NaN or a made-up 0
+    return {k: None if k.endswith("_std") and v != v else v for k, v in out.items()}
 
 
 def robustness(

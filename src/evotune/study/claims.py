@@ -8,13 +8,18 @@ permutation tests, Bonferroni); every interval is printed with its kind.
 Two checks come before the claims, because a claim about how ES's solution differs means nothing
 if ES learned nothing:
 - L: every ES seed's held-out gain over the base is resolved (paired per item), and ES beats the
-  null ES (`es_null`: the same ES with each iteration's fitness permuted) on reward.
+  null ES (`es_null`: the same ES with each iteration's fitness permuted) on reward, paired by seed
+  (an ES run and its null share the seed's noise draws).
 - S: the part of ES's change shared across seeds (signal) next to the part that is not (diffusion),
   in weight space (against the closed-form noise floor) and in behaviour (per-item reward changes),
-  compared with the null's by an exact permutation test over models.
+  compared with the null's by an exact permutation test that swaps runs within a seed's pair.
 
-Every geometry or drift claim that concerns ES (2, 3, 4, 7, 11) is also judged with the null runs in
-ES's place: a verdict the null gets too is reported as "not informative", never as support.
+Every claim about ES's solution (2, 3, 4, 6, 7, 11) is also judged with the null runs in ES's place:
+a "holds" the null gets too is reported as "not informative", never as support; a "does not hold"
+stays, with the null's verdict beside it (a refutation is not weakened by the null sharing it).
+
+Multiplicity: a verdict that needs *every* one of several tests (an intersection–union test) needs no
+correction; one that needs *some* one of them is Bonferroni-corrected over that family.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from evotune.stats import (
     jackknife_pair_mean,
     mean_std,
     paired_interval,
+    paired_permutation_p,
     pass_at_k,
     permutation_p,
     read,
@@ -59,11 +65,13 @@ DEFAULT_MARGINS = {"reward": 5.0, "accuracy": 0.05, "barrier": 5.0, "kl": 0.01, 
 
 CLAIM_RULES = {
     "es_learned": "each ES seed's held-out reward minus the base's, paired per item (95% t, df = items − 1, Bonferroni "
-    "over seeds): holds if every seed's interval lies above 0 and ES − null ES on reward (Welch over seeds) lies above "
-    "0; does not hold if some seed's interval lies wholly below margins.reward (no gain that matters)",
+    "over seeds: needed for 'some seed', conservative for 'every seed'): holds if every seed's interval lies above 0 "
+    "and ES − null ES on reward (paired by seed when the seeds match, else Welch) lies above 0; does not hold if some "
+    "seed's interval lies wholly below margins.reward (no gain that matters)",
     "shared_signal": "behaviour: per-item reward change vectors u = r_model − r_base; shared fraction φ = mean over seed "
-    "pairs ⟨u_i, u_j⟩ / mean ‖u_i‖². ES's φ minus the null's, exact permutation test over models (one-sided, α = 0.05): "
-    "holds if p ≤ 0.05. Weight space reported beside it: φ_w = mean ⟨Δ_i, Δ_j⟩ / mean ‖Δ_i‖² against the noise floor "
+    "pairs ⟨u_i, u_j⟩ / mean ‖u_i‖². ES's φ minus the null's, exact permutation test (one-sided, α = 0.05) over the "
+    "2^n swaps within each seed's ES/null pair (they share noise draws; all splits of the runs when seeds do not "
+    "pair): holds if p ≤ 0.05, underpowered if no arrangement can reach it. Weight space reported beside it: φ_w = mean ⟨Δ_i, Δ_j⟩ / mean ‖Δ_i‖² against the noise floor "
     "1/√d and the closed-form bound N·T/d",
     "es_beats_selection": "held-out reward of ES minus RandOpt (the best of N·T perturbations of the base, scored on "
     "the same training completions as ES, no update), Welch 95% t over seeds, read against 0 with margins.reward; "
@@ -83,11 +91,14 @@ CLAIM_RULES = {
     "with margins.kl; ES − null ES beside it (how much of ES's drift is diffusion); not informative if the null gets "
     "the same verdict",
     "barrier_between_solutions": "per ES↔GRPO pair and interior λ, the paired per-item barrier (1−λ)R_A + λR_B − R_λ "
-    "with a t interval over items, Bonferroni-simultaneous over all pairs × λ of the claim; a pair has a barrier if at "
-    "some λ its interval lies above margins.barrier, none if at every λ it lies below; holds if every pair has one, "
-    "does not hold if none has; else underpowered (an interval reaching past the margin on both sides) or inconclusive",
+    "with a t interval over items; a pair has a barrier if at some λ its interval (Bonferroni over the pair's λ) lies "
+    "above margins.barrier, none if at every λ its interval (uncorrected: every λ must agree) lies below; holds if "
+    "every pair has one, does not hold if none has (both 'every pair' rules: no correction over pairs); else "
+    "underpowered (an interval reaching past the margin on both sides) or inconclusive",
     "es_hacks_less": "hacking rate on the trained task = the largest detector rate above the base's; GRPO − ES, Welch "
-    "95% t over seeds, read against 0 with margins.hacking; off-task degradation reported apart",
+    "95% t over seeds, read against 0 with margins.hacking; not informative if GRPO − null ES gets the same verdict; "
+    "each method's reward gain shown beside it (rates compare runs at their own progress); off-task degradation "
+    "reported apart (or 'not measurable' when every model, the base included, scores the same on every item)",
     "es_seeds_agree_more": "per seed pair, the mean over transformer layers of cos(Δ_i, Δ_j); ES's mean pair cosine "
     "minus GRPO's, 95% t interval with jackknife-over-seeds standard errors (pairs share seeds); holds if above 0 "
     "(margins.cosine) and at the unembedding ES's mean is not above GRPO's; does not hold if below 0 or the exception "
@@ -98,15 +109,16 @@ CLAIM_RULES = {
     "path_shape": "f = (R(½) − R(0)) / (R(1) − R(0)) on each base→model path whose gain exceeds margins.reward; two "
     "halves, each a 95% t interval over seeds read against 0.25 with margins.fraction: ES above (rises smoothly) and "
     "GRPO below (flat, then a jump); holds if both hold, does not hold if either does not",
-    "same_basin": "paired barriers as in barrier_between_solutions, simultaneous over all same-method and ES↔GRPO "
-    "pairs × λ; holds if every ES↔ES and GRPO↔GRPO pair has none and some ES↔GRPO pair has one; does not hold if a "
-    "same-method pair has one or no ES↔GRPO pair can have one",
+    "same_basin": "paired barriers as in barrier_between_solutions; holds if every ES↔ES and GRPO↔GRPO pair has none "
+    "(uncorrected) and some ES↔GRPO pair has one (Bonferroni over ES↔GRPO pairs × λ); does not hold if some "
+    "same-method pair has one (Bonferroni over same-method pairs × λ) or every ES↔GRPO pair has none",
     "grpo_more_robust": "degradation = unperturbed − mean over ≥ 8 trials of the perturbed reward at the smallest σ; "
     "ES − GRPO, Welch 95% t over seeds, read against 0 with margins.degradation; and ES's mean gain over trials at a "
     "larger σ (not the best trial: biased), t over seeds, above 0; holds if both hold; not informative if the null "
     "gets the same verdict",
     "temperature_beats_perturbation": "pass@k of temperature vs weight-perturbation sampling (each at its best "
-    "setting chosen on train prompts), paired per prompt, Bonferroni over the k values; holds if above 0 at every k, "
+    "setting chosen on train prompts; each prompt has its own n samples and its own n perturbed models, so prompts "
+    "are independent), paired per prompt, Bonferroni over the k values; holds if above 0 at every k, "
     "does not hold if below 0 at some k; not testable when nothing is solved at the largest k",
     "es_sampling_gradient_update": "H = GRPO's update on ES-perturbed members' completions. On each measure where ES "
     "and GRPO differ (Welch interval of ES − GRPO excludes 0: reward, off-task KL, hacking), H's position "
@@ -218,12 +230,23 @@ def _seeds_ok(*groups: Sequence[str]) -> bool:
     return all(len(g) >= MIN_SEEDS for g in groups)
 
 
+def _same_seeds(E: Evidence, a: Sequence[str], b: Sequence[str]) -> bool:
+    """Runs of two methods pair by seed (an ES run and its null share that seed's noise draws)."""
+    sa, sb = ([E.models[m].get("seed") for m in g] for g in (a, b))
+    return len(a) == len(b) > 0 and None not in sa and sa == sb
+
+
 def _null_check(verdict: str, null_verdict: str | None, what: str) -> tuple[str, str]:
-    """A verdict the null ES gets too is not evidence about learning: report it as not informative."""
+    """A "holds" the null ES gets too is not evidence about learning: report it as not informative.
+
+    A "does not hold" stays: the claim is false of ES's models whatever the null does; the note says so.
+    """
     if null_verdict is None:
         return verdict, "; no null-ES runs to check against"
-    if verdict in (HOLDS, FAILS) and null_verdict == verdict:
+    if verdict == HOLDS and null_verdict == HOLDS:
         return NOT_INFORMATIVE, f"; a null ES gets the same verdict ({what}: {null_verdict}), so it says nothing about learning"
+    if verdict == FAILS and null_verdict == FAILS:
+        return FAILS, f"; a null ES does not hold either ({what}): whatever separates them is not learning"
     return verdict, f"; null ES in ES's place: {null_verdict}"
 
 
@@ -245,7 +268,7 @@ def findings(evidence: dict[str, Any]) -> list[dict[str, Any]]:
     cross = [(a, b) for a in es for b in gr]
     same = _pairs(es) + _pairs(gr)
     rows.append(_barrier_claim(E, cross, same))
-    rows.append(_hacking(E, es, gr))
+    rows.append(_hacking(E, es, gr, nu))
     rows.append(_seeds_agree(E, es, gr, nu))
     rows.append(_unembedding(E, gr))
     rows.append(_path_shape(E, es, gr))
@@ -267,7 +290,7 @@ def _learned(E: Evidence, es: list[str], nu: list[str]) -> dict[str, Any]:
             parts.append(f"{m}: n/a")
             reads.append(UNSURE)
             continue
-        iv = paired_interval(xs, base, correction=len(es))
+        iv = paired_interval(xs, base, correction=len(es))  # 'some seed below' needs it; 'every seed above' does not
         mr = E.margins["reward"]
         # learned: above 0; learned nothing that matters: wholly below the reward margin
         reads.append(HOLDS if iv.lo > 0 else FAILS if iv.hi < mr else
@@ -276,13 +299,19 @@ def _learned(E: Evidence, es: list[str], nu: list[str]) -> dict[str, Any]:
     txt = "gain over the base, paired per item: " + "; ".join(parts)
     vs_null = None
     if nu:
-        iv = welch_interval([E.mean(m) for m in es], [E.mean(m) for m in nu])
+        xe, xn = [E.mean(m) for m in es], [E.mean(m) for m in nu]
+        paired = _same_seeds(E, es, nu) and None not in xe + xn
+        iv = paired_interval(xe, xn, unit="seed pairs") if paired else welch_interval(xe, xn)  # type: ignore[arg-type]
         vs_null = read(iv, 0.0, E.margins["reward"])
-        null_gain = [paired_interval(E.items(m) or [], base).text() for m in nu if E.items(m)]
-        txt += f"; null ES gains: {'; '.join(null_gain)}; ES − null ES reward {iv.text()}"
+        null_gain = [f"{m} {paired_interval(E.items(m) or [], base, correction=len(nu)).text()}"
+                     for m in nu if E.items(m)]
+        txt += (f"; null ES gains (same correction): {'; '.join(null_gain)}; ES − null ES reward"
+                f"{' (paired by seed: shared noise draws)' if paired else ''} {iv.text()}")
     v = FAILS if FAILS in reads else HOLDS if all(r == HOLDS for r in reads) else UNSURE
     if v == HOLDS and vs_null is not None and vs_null.verdict != HOLDS:
         v = vs_null.verdict if vs_null.verdict in (UNDERPOWERED, FAILS) else UNSURE
+        note = vs_null.note("seeds")
+        txt += f"; {note}" if note else ""
     return _row("es_learned", txt, v)
 
 
@@ -318,18 +347,29 @@ def _shared(E: Evidence, es: list[str], nu: list[str]) -> dict[str, Any]:
     v = UNSURE
     if len(nu) >= 2:
         phi_nu = shared_fraction([change[m] for m in nu])
-        p, splits = permutation_p(es, nu, lambda a, b: shared_fraction([change[m] for m in a])
-                                  - shared_fraction([change[m] for m in b]))
-        txt += f" vs φ_null {_fmt(phi_nu)}; permutation p = {p:.3g} (exact, one-sided, {splits} splits of " \
-               f"{len(es)}+{len(nu)} models; smallest attainable {1 / splits:.3g})"
+
+        def stat(a: list[str], b: list[str]) -> float:
+            return shared_fraction([change[m] for m in a]) - shared_fraction([change[m] for m in b])
+
+        txt += f" vs φ_null {_fmt(phi_nu)}"
+        if _same_seeds(E, es, nu):  # swaps within a seed's pair: the only relabellings the design allows
+            test, what = paired_permutation_p, "arrangements swapping ES and null within each seed"
+            need = math.ceil(math.log2(1 / ALPHA))
+            loose, all_splits = permutation_p(es, nu, stat)
+            aside = f"; all {all_splits} splits, as if the runs were exchangeable: p = {loose:.3g} (not the test)"
+        else:
+            test, what, need, aside = permutation_p, f"splits of {len(es)}+{len(nu)} models", None, ""
+        p, splits = test(es, nu, stat)
+        txt += f"; permutation p = {p:.3g} (exact, one-sided, {splits} {what}; smallest attainable {1 / splits:.3g})"
+        txt += aside
         if p <= ALPHA:
             v = HOLDS
         elif 1 / splits > ALPHA:
             v = UNDERPOWERED
-            txt += f"; underpowered: {len(es)}+{len(nu)} models cannot reach p ≤ {ALPHA}"
+            txt += f"; underpowered: {len(es)}+{len(nu)} models cannot reach p ≤ {ALPHA}" + \
+                (f" ({need} seeds per method can)" if need else "")
         else:
-            p_less, _ = permutation_p(es, nu, lambda a, b: shared_fraction([change[m] for m in a])
-                                      - shared_fraction([change[m] for m in b]), "less")
+            p_less, _ = test(es, nu, stat, "less")
             v = FAILS if p_less <= ALPHA else UNSURE
     else:
         txt += "; no null-ES runs to compare with"
@@ -346,8 +386,8 @@ def _shared(E: Evidence, es: list[str], nu: list[str]) -> dict[str, Any]:
         txt += (f". Weight space: φ_w ES {w_es:.2e} vs null {w_nu:.2e}; noise floor 1/√d = {1 / math.sqrt(d):.2e} "
                 f"(d = {d:,}); a perfectly informative ES reaches at most N·T/d = {bound:.1e}: seed-shared ‖Δ‖ ≈ "
                 f"{shared:.3g} of ‖Δ_ES‖ {norm:.3g} (diffusion ≈ {math.sqrt(max(0.0, 1 - max(w_es, 0.0))) * norm:.3g})"
-                + ("; below the floor: not resolvable in weight space at this budget" if abs(w_es) < 3 / math.sqrt(d)
-                   else ""))
+                + (f"; φ_w ES within 3/√d = {3 / math.sqrt(d):.2e}: not resolvable in weight space at this budget"
+                   if abs(w_es) < 3 / math.sqrt(d) else ""))
     return _row("shared_signal", txt, v)
 
 
@@ -480,32 +520,43 @@ def _path_items(E: Evidence, a: str, b: str) -> dict[str, Any] | None:
     return None
 
 
-def _barriers(E: Evidence, pairs: list[tuple[str, str]], correction: int) -> dict[tuple[str, str], list[tuple[float, Interval]]]:
-    """Per pair, the paired per-item barrier interval at each interior λ (simultaneous over `correction` tests)."""
+def _barriers(E: Evidence, pairs: list[tuple[str, str]], family: int | None
+              ) -> dict[tuple[str, str], list[tuple[float, Interval]]]:
+    """Per pair, the paired per-item barrier interval at each interior λ, Bonferroni over the pair's λ × `family`.
+
+    `family` None: uncorrected, for the every-λ (and every-pair) rules, which are intersection–union tests.
+    """
     out = {}
     for a, b in pairs:
         p = _path_items(E, a, b)
         if not p or not p.get("reward_items") or any(r is None for r in p["reward_items"]):
             continue
         lams, rows = p["lambdas"], p["reward_items"]
-        out[(a, b)] = [(lam, t_interval(barrier_at(lam, rows[0], rows[-1], rows[k]), correction=correction, unit="items"))
-                       for k, lam in enumerate(lams) if 0 < k < len(lams) - 1]
+        inner = [(k, lam) for k, lam in enumerate(lams) if 0 < k < len(lams) - 1]
+        c = 1 if family is None else max(1, len(inner) * family)
+        out[(a, b)] = [(lam, t_interval(barrier_at(lam, rows[0], rows[-1], rows[k]), correction=c, unit="items"))
+                       for k, lam in inner]
     return out
 
 
-def _interior(E: Evidence, pairs: list[tuple[str, str]]) -> int:
-    return sum(max(0, len(p["lambdas"]) - 2) for a, b in pairs if (p := _path_items(E, a, b)))
-
-
-def _pair_reading(ivs: list[tuple[float, Interval]], line: float, margin: float) -> tuple[str, tuple[float, Interval]]:
-    """A pair has a barrier if some λ's interval is above the line, none if every λ's is below."""
-    best = max(ivs, key=lambda t: t[1].mean)
-    readings = [read(iv, line, margin) for _, iv in ivs]
-    if any(r.verdict == HOLDS for r in readings):
-        return HOLDS, best
-    if all(r.verdict == FAILS for r in readings):
-        return FAILS, best
-    return (UNDERPOWERED if any(r.verdict == UNDERPOWERED for r in readings) else UNSURE), best
+def _pair_readings(E: Evidence, pairs: list[tuple[str, str]], margin: float, family: int
+                   ) -> tuple[dict[tuple[str, str], tuple[str, tuple[float, Interval]]], list[Interval]]:
+    """Per pair: has a barrier (some λ above the margin, Bonferroni over λ × `family`), none (every λ below,
+    uncorrected: an intersection–union test), else undecided. Also the intervals that decided nothing."""
+    some, every = _barriers(E, pairs, family), _barriers(E, pairs, None)
+    out, open_ivs = {}, []
+    for p in every:
+        r_some = [read(iv, margin, margin) for _, iv in some[p]]
+        r_every = [read(iv, margin, margin) for _, iv in every[p]]
+        best = max(every[p], key=lambda t: t[1].mean)
+        if any(r.verdict == HOLDS for r in r_some):
+            out[p] = (HOLDS, best)
+        elif all(r.verdict == FAILS for r in r_every):
+            out[p] = (FAILS, best)
+        else:
+            out[p] = (UNDERPOWERED if any(r.verdict == UNDERPOWERED for r in r_some + r_every) else UNSURE, best)
+            open_ivs += [iv for _, iv in some[p]]
+    return out, open_ivs
 
 
 def _barrier_text(pair: tuple[str, str], best: tuple[float, Interval]) -> str:
@@ -520,43 +571,51 @@ def _needed_items(ivs: Sequence[Interval], margin: float) -> str:
     if worst is None:
         return ""
     n = needed_n(worst.sd_unit, margin, correction=worst.correction)
-    return f"; ~{n} items per point would give half-widths below the margin" if n else ""
+    return f"; ~{n} items per point would give half-widths ≤ the margin" if n else ""
+
+
+def _n_interior(E: Evidence, pair: tuple[str, str]) -> int:
+    p = _path_items(E, *pair)
+    return max(0, len(p["lambdas"]) - 2) if p else 0
+
+
+def _barrier_kinds(E: Evidence, pairs: list[tuple[str, str]], family: int, what: str) -> str:
+    lam = max((_n_interior(E, p) for p in pairs), default=0)
+    c = lam * family
+    return f"'has one' ({what}): Bonferroni ×{c} (λ × pairs)" if family > 1 else \
+        f"'has one': Bonferroni ×{lam} over λ" if lam > 1 else "'has one': one interior λ, no correction"
 
 
 def _barrier_claim(E: Evidence, cross: list[tuple[str, str]], same: list[tuple[str, str]]) -> dict[str, Any]:
     key = "barrier_between_solutions"
     if not cross:
         return _row(key, "needs ES and GRPO runs", NOT_RUN)
-    k = _interior(E, cross)
-    bars = _barriers(E, cross, max(1, k))
-    if len(bars) < len(cross):
-        return _row(key, f"per-item LMC paths for {len(bars)} of {len(cross)} ES↔GRPO pairs", NOT_RUN)
     mb = E.margins["barrier"]
-    readings = {p: _pair_reading(ivs, mb, mb) for p, ivs in bars.items()}
+    readings, open_ivs = _pair_readings(E, cross, mb, 1)  # 'every pair has one' / 'none has': no correction over pairs
+    if len(readings) < len(cross):
+        return _row(key, f"per-item LMC paths for {len(readings)} of {len(cross)} ES↔GRPO pairs", NOT_RUN)
     vs = [r for r, _ in readings.values()]
     v = HOLDS if all(x == HOLDS for x in vs) else FAILS if all(x == FAILS for x in vs) else \
         UNDERPOWERED if UNDERPOWERED in vs else UNSURE
-    n_items = next(iter(bars.values()))[0][1].n if bars else 0
-    kind = next(iter(bars.values()))[0][1].kind
+    first = next(iter(readings.values()))[1][1]
     txt = (f"paired barrier at each pair's largest λ: {'; '.join(_barrier_text(p, b) for p, (_, b) in readings.items())} "
-           f"({kind}); line = margin {mb:g}; pairs with a barrier {vs.count(HOLDS)}, without {vs.count(FAILS)}, "
+           f"({first.kind}; 'none' needs every λ below the line: uncorrected; {_barrier_kinds(E, cross, 1, '')}); "
+           f"line = margin {mb:g}; pairs with a barrier {vs.count(HOLDS)}, without {vs.count(FAILS)}, "
            f"undecided {len(vs) - vs.count(HOLDS) - vs.count(FAILS)}")
     if v == UNDERPOWERED:
-        txt += _needed_items([iv for ivs in bars.values() for _, iv in ivs], mb)
-    return _row(key, txt, v, items=n_items)
+        txt += _needed_items(open_ivs, mb)
+    return _row(key, txt, v, items=first.n)
 
 
 def _same_basin(E: Evidence, cross: list[tuple[str, str]], same: list[tuple[str, str]]) -> dict[str, Any]:
     key = "same_basin"
     if not cross or not same:
         return _row(key, "needs within- and across-method interpolation paths", NOT_RUN)
-    k = _interior(E, cross + same)
-    bars = _barriers(E, cross + same, max(1, k))
-    if len(bars) < len(cross) + len(same):
-        return _row(key, f"per-item LMC paths for {len(bars)} of {len(cross) + len(same)} pairs", NOT_RUN)
     mb = E.margins["barrier"]
-    rs = {p: _pair_reading(bars[p], mb, mb) for p in same}
-    rc = {p: _pair_reading(bars[p], mb, mb) for p in cross}
+    rs, open_s = _pair_readings(E, same, mb, len(same))  # 'some same-method pair has one': over those pairs
+    rc, open_c = _pair_readings(E, cross, mb, len(cross))  # 'some ES↔GRPO pair has one': over those pairs
+    if len(rs) + len(rc) < len(cross) + len(same):
+        return _row(key, f"per-item LMC paths for {len(rs) + len(rc)} of {len(cross) + len(same)} pairs", NOT_RUN)
     vs, vc = [r for r, _ in rs.values()], [r for r, _ in rc.values()]
     if HOLDS in vs or all(x == FAILS for x in vc):
         v = FAILS
@@ -565,11 +624,13 @@ def _same_basin(E: Evidence, cross: list[tuple[str, str]], same: list[tuple[str,
     else:
         v = UNDERPOWERED if UNDERPOWERED in vs + vc else UNSURE
     worst = max(rs.items(), key=lambda kv: kv[1][1][1].mean)
-    kind = next(iter(bars.values()))[0][1].kind
-    txt = (f"largest same-method barrier {_barrier_text(worst[0], worst[1][1])}; same-method pairs without a barrier "
-           f"{vs.count(FAILS)}/{len(vs)}, ES↔GRPO pairs with one {vc.count(HOLDS)}/{len(vc)} ({kind}; line {mb:g})")
+    kind = worst[1][1][1].kind
+    txt = (f"largest same-method barrier {_barrier_text(worst[0], worst[1][1])} ({kind}); same-method pairs without a "
+           f"barrier {vs.count(FAILS)}/{len(vs)}, ES↔GRPO pairs with one {vc.count(HOLDS)}/{len(vc)}, without "
+           f"{vc.count(FAILS)}/{len(vc)} (line {mb:g}; 'none': uncorrected; "
+           f"{_barrier_kinds(E, same, len(same), 'same-method')}; {_barrier_kinds(E, cross, len(cross), 'ES↔GRPO')})")
     if v == UNDERPOWERED:
-        txt += _needed_items([iv for ivs in bars.values() for _, iv in ivs], mb)
+        txt += _needed_items(open_s + open_c, mb)
     return _row(key, txt, v)
 
 
@@ -595,24 +656,46 @@ def _top_detectors(E: Evidence, labels: list[str]) -> str:
     return ", ".join(f"{k.removeprefix('hack_')} +{m:.0%}" for m, k in top if m > 0) or "nothing above the base"
 
 
-def _hacking(E: Evidence, es: list[str], gr: list[str]) -> dict[str, Any]:
+def _hacking(E: Evidence, es: list[str], gr: list[str], nu: list[str]) -> dict[str, Any]:
     he, hg = [hacking_rate(E, m) for m in es], [hacking_rate(E, m) for m in gr]
     if not es or not gr or any(x is None for x in he + hg):
         return _row("es_hacks_less", "no hacking detectors for every ES and GRPO run", NOT_RUN)
     iv = welch_interval(hg, he)
-    v, note = _v(read(iv, 0.0, E.margins["hacking"]), "seeds per method")
+    mh = E.margins["hacking"]
+    v, note = _v(read(iv, 0.0, mh), "seeds per method")
     txt = (f"on {E.primary}: ES {statistics.fmean(he):.3g} ({_top_detectors(E, es)}) vs GRPO {statistics.fmean(hg):.3g} "  # type: ignore[arg-type]
            f"({_top_detectors(E, gr)}); GRPO − ES {iv.text()}{note}")
-    off = [t for t in (E.ev.get("tasks") or []) if t != E.primary]
-    base_off = {t: E.mean(BASE, t) for t in off}
-    for t in off:
-        if base_off[t] is None:
+    base = E.mean(BASE)
+    gains = {name: [x - base for m in g if (x := E.mean(m)) is not None] for name, g in (("ES", es), ("GRPO", gr))} \
+        if base is not None else {}
+    if gains and all(gains.values()):  # a run that learned more had more chances to hack
+        txt += "; reward gain over the base " + ", ".join(f"{k} {statistics.fmean(x):+.3g}" for k, x in gains.items())
+    hn = [hacking_rate(E, m) for m in nu]
+    nv = None
+    if nu and None not in hn:
+        ivn = welch_interval(hg, hn)
+        nv = read(ivn, 0.0, mh).verdict
+        txt += f"; null ES {statistics.fmean(hn):.3g}: GRPO − null {ivn.text()}"  # type: ignore[arg-type]
+    v, note2 = _null_check(v, nv, "GRPO − null ES")
+    return _row("es_hacks_less", txt + note2 + _off_task(E, es, gr), v)
+
+
+def _off_task(E: Evidence, es: list[str], gr: list[str]) -> str:
+    """Off-task reward change vs the base, or 'not measurable' where no model's score varies at all."""
+    txt = ""
+    for t in [t for t in (E.ev.get("tasks") or []) if t != E.primary]:
+        b = E.mean(BASE, t)
+        if b is None:
             continue
-        de = [E.mean(m, t) - base_off[t] for m in es if E.mean(m, t) is not None]  # type: ignore[operator]
-        dg = [E.mean(m, t) - base_off[t] for m in gr if E.mean(m, t) is not None]  # type: ignore[operator]
+        scores = {x for m in [BASE, *es, *gr] for x in (E.items(m, t) or [])}
+        if len(scores) == 1:
+            txt += f"; off-task {t}: not measurable (every model, the base included, scores {scores.pop():g} on every item)"
+            continue
+        de = [x - b for m in es if (x := E.mean(m, t)) is not None]
+        dg = [x - b for m in gr if (x := E.mean(m, t)) is not None]
         if de and dg:
             txt += f"; off-task {t} reward change vs base (reported apart): ES {statistics.fmean(de):+.3g}, GRPO {statistics.fmean(dg):+.3g}"
-    return _row("es_hacks_less", txt, v)
+    return txt
 
 
 def _layer_pair_mean(E: Evidence, a: str, b: str) -> float | None:
@@ -791,6 +874,13 @@ def _passk(E: Evidence) -> dict[str, Any]:
         UNDERPOWERED if UNDERPOWERED in vs else UNSURE
     txt = head + "; temperature − perturbation " + ", ".join(
         f"k={k}: {iv.mean:.3g} [{iv.lo:.3g}, {iv.hi:.3g}]" for k, iv in ivs) + f" ({ivs[0][1].kind})"
+    # how much either sampler varies at all: a prompt solved by all n or none has no within-prompt diversity
+    flat = {name: sum(c in (0, n) for c in cs) / len(cs) for name, cs in (("temperature", ct), ("perturbation", cp))}
+    txt += (f"; prompts with all {n} or none solved: temperature {flat['temperature']:.0%}, perturbation "
+            f"{flat['perturbation']:.0%}")
+    if res.get("perturbation_draws") != "per prompt" and (res.get("settings") or {}).get("perturbation_draws") != "per prompt":
+        txt += "; the perturbed models were shared by every prompt: this interval leaves their variance out"
+        v = UNSURE if v in (HOLDS, FAILS) else v
     return _row(key, txt, v)
 
 
