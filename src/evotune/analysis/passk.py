@@ -12,7 +12,7 @@ reported on a disjoint split, so the reported numbers are not tuned on themselve
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +73,7 @@ def temperature_sampling(
 def perturbation_sampling(
     model: Any, tok: Any, task: Task, examples: Sequence[Example], n: int, sigma: float,
     max_new_tokens: int, batch_size: int = 64, seed: int = 0, params: EvolvingParams | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> SamplingResult:
     """Per prompt, n perturbed models θ + σε (ε keyed by (seed, prompt id, j)), one greedy completion each.
 
@@ -90,6 +91,8 @@ def perturbation_sampling(
             finally:
                 params.restore()
             counts[i] += int(score_rows(task, [e], comps)[0]["correct"])
+        if log and (i + 1) % 8 == 0:  # one perturbation per (prompt, draw): the slow half of pass@k
+            log(f"[passk] σ={sigma:g}: {i + 1}/{len(examples)} prompts × {n} perturbed models")
     return SamplingResult("perturbation", sigma, n, counts, [e.id for e in examples])
 
 
@@ -102,6 +105,7 @@ def overlap(a: set[str], b: set[str]) -> dict[str, float]:
 def passk_study(
     model: Any, tok: Any, task: Task, n: int, temperatures: Sequence[float], sigmas: Sequence[float],
     max_new_tokens: int, n_select: int, n_report: int, batch_size: int = 64, seed: int = 0,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Pick the best T and σ by pass@n on train-split prompts, report both on held-out prompts."""
     select = task.split("train")[:n_select]
@@ -111,12 +115,12 @@ def passk_study(
     for t in temperatures:
         sel["temperature"].append(temperature_sampling(model, tok, task, select, n, t, max_new_tokens, batch_size, seed).as_dict())
     for s in sigmas:
-        r = perturbation_sampling(model, tok, task, select, n, s, max_new_tokens, batch_size, seed, params)
+        r = perturbation_sampling(model, tok, task, select, n, s, max_new_tokens, batch_size, seed, params, log)
         sel["perturbation"].append(r.as_dict())
     best_t = max(sel["temperature"], key=lambda d: (d[f"pass@{n}"], d["pass@1"]))["value"]
     best_s = max(sel["perturbation"], key=lambda d: (d[f"pass@{n}"], d["pass@1"]))["value"]
     rep_t = temperature_sampling(model, tok, task, report, n, best_t, max_new_tokens, batch_size, seed + 1)
-    rep_s = perturbation_sampling(model, tok, task, report, n, best_s, max_new_tokens, batch_size, seed + 1, params)
+    rep_s = perturbation_sampling(model, tok, task, report, n, best_s, max_new_tokens, batch_size, seed + 1, params, log)
     return {
         "n": n,
         "perturbation_draws": "per prompt",  # prompts are independent replicates (see the module docstring)

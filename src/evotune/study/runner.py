@@ -149,7 +149,7 @@ def _passk(cfg: StudyConfig, path: Path, log: Any) -> dict[str, Any]:
         log(f"[passk] base model on {task.name}: n={a.passk_n} on {a.passk_prompts} held-out prompts")
     model, tok = load_model(cfg.model.name, cfg.model.dtype, cfg.model.device)
     res = passk_study(model, tok, task, a.passk_n, a.passk_temperatures, a.passk_sigmas, mnt, a.passk_select,
-                      a.passk_prompts, cfg.generation.batch_size, cfg.seeds[0])
+                      a.passk_prompts, cfg.generation.batch_size, cfg.seeds[0], log)
     res["settings"] = settings
     atomic_write_json(path, res)
     return res
