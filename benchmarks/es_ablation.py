@@ -113,7 +113,7 @@ def paired(diffs: list[float], margin: float, correction: int = 1) -> dict[str, 
         verdict = "equivalent"
     lo, hi = (iv.lo, iv.hi) if iv.defined else (None, None)
     return {"n": iv.n, "mean": iv.mean, "lo": lo, "hi": hi, "half": iv.half if iv.defined else None,
-            "kind": iv.kind, "verdict": verdict, "needed_seeds": r.needed}
+            "kind": iv.kind, "verdict": verdict, "needed_seeds": r.needed, "needed_seeds_80": r.needed_80}
 
 
 def table(results: list[dict[str, Any]], variants: list[str], margin: float, key: str = "reward") -> list[dict[str, Any]]:
@@ -139,7 +139,11 @@ def table(results: list[dict[str, Any]], variants: list[str], margin: float, key
 
 
 def _needed(row: dict[str, Any]) -> str:
-    return f" (~{row['needed_seeds']} seeds needed)" if row.get("needed_seeds") else ""
+    """Seeds for a half-width ≤ the margin (a precision target) and for 80% power at one margin, SD from these seeds."""
+    if not row.get("needed_seeds"):
+        return ""
+    power = f", ~{row['needed_seeds_80']} for 80% power" if row.get("needed_seeds_80") else ""
+    return f" (~{row['needed_seeds']} seeds for a half-width ≤ margin{power})"
 
 
 def markdown(rows: list[dict[str, Any]], margin: float) -> str:
@@ -164,7 +168,18 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--combo", nargs="+", default=FEATURES, choices=FEATURES, help="features the combined variant turns on")
     ap.add_argument("--margin", type=float, default=3.0, help="the smallest held-out reward difference that matters")
     ap.add_argument("--tiny", action="store_true", help="a random tiny model and minute settings: checks the script only")
+    ap.add_argument("--table-only", action="store_true", help="train nothing: the table again from OUT/results.json's runs")
     args = ap.parse_args(argv)
+    given = sys.argv[1:] if argv is None else argv
+    if args.table_only:
+        saved = Path(args.out) / "results.json"
+        if not saved.is_file():
+            ap.error(f"--table-only: no runs yet ({saved} does not exist)")
+        old = json.loads(saved.read_text())
+        seen = list(dict.fromkeys(r["variant"] for r in old["runs"]))
+        rows = table(old["runs"], ["paper", *[v for v in seen if v != "paper"]], args.margin)
+        write(Path(args.out), {**old, "table_argv": given, "margin": args.margin, "table": rows}, markdown(rows, args.margin))
+        return rows
     if len(args.seeds) < 2:
         ap.error("paired intervals need at least 2 seeds (the issue asks for 3)")
     out = Path(args.out)
@@ -182,7 +197,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             results.append(train(v, seed, setup, args.combo, runs, model))
             print(json.dumps(results[-1]), flush=True)
     rows = table(results, variants, args.margin)
-    write(out, {"argv": sys.argv[1:] if argv is None else argv, "common": setup["common"], "clip": setup["clip"],
+    write(out, {"argv": given, "common": setup["common"], "clip": setup["clip"],
                 "combo": args.combo, "margin": args.margin, "runs": results, "table": rows}, markdown(rows, args.margin))
     return rows
 

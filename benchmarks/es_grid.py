@@ -105,7 +105,7 @@ def row(cell: str, results: list[dict[str, Any]], margin: float, correction: int
         if r.verdict == stats.UNSURE and stats.read_equivalence(iv, margin).verdict == stats.HOLDS:
             verdict = "no change"
         out.update(mean=iv.mean, lo=iv.lo if iv.defined else None, hi=iv.hi if iv.defined else None, kind=iv.kind,
-                   verdict=verdict, needed_seeds=r.needed)
+                   verdict=verdict, needed_seeds=r.needed, needed_seeds_80=r.needed_80)
     return out
 
 
@@ -124,15 +124,23 @@ def versus_null(results: list[dict[str, Any]], centre: str, margin: float) -> di
     r = stats.read(iv, 0.0, margin)
     return {"seeds": seeds, "mean": iv.mean, "lo": iv.lo, "hi": iv.hi, "kind": iv.kind,
             "verdict": {stats.HOLDS: "learns more than the null", stats.FAILS: "learns less than the null"}.get(
-                r.verdict, r.verdict), "needed_seeds": r.needed}
+                r.verdict, r.verdict), "needed_seeds": r.needed, "needed_seeds_80": r.needed_80}
 
 
 def _null_line(v: dict[str, Any] | None) -> str:
     if v is None:
         return ""
-    need = f" (~{v['needed_seeds']} seeds needed)" if v.get("needed_seeds") else ""
+    need = needed_text(v)
     return (f"\nCentre cell − null control, paired by seed: {v['mean']:+.2f} [{v['lo']:+.2f}, {v['hi']:+.2f}]; "
             f"{v['kind']} — {v['verdict']}{need}.\n")
+
+
+def needed_text(row: dict[str, Any]) -> str:
+    """Seeds for a half-width ≤ the margin (a precision target) and for 80% power at one margin, SD from these seeds."""
+    if not row.get("needed_seeds"):
+        return ""
+    power = f", ~{row['needed_seeds_80']} for 80% power" if row.get("needed_seeds_80") else ""
+    return f" (~{row['needed_seeds']} seeds for a half-width ≤ margin{power})"
 
 
 def _mean(xs: list[float | None]) -> float | None:
@@ -149,7 +157,7 @@ def markdown(rows: list[dict[str, Any]], margin: float) -> str:
     for r in rows:
         per = ", ".join(f"{x:+.2f}" for x in r["gain"])
         gain = "—" if "mean" not in r else f"{f(r['mean'])} [{f(r['lo'])}, {f(r['hi'])}]; {r['kind']}"
-        need = f" (~{r['needed_seeds']} seeds needed)" if r.get("needed_seeds") else ""
+        need = needed_text(r)
         lines.append(f"| {r['cell']} | {r.get('alpha', '—'):g} | {r.get('sigma', '—'):g} | {r.get('population', '—')} "
                      f"| {per} | {gain} | {r.get('verdict', '—')}{need} | {f(r['hacking'], '.2f')} "
                      f"| {f(r['unique_share'], '.2f')} | {f(r['step_norm'], '.2f')} |")
@@ -210,7 +218,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     present = [c for c in grid if any(r["cell"] == c for r in results)]
     rows = [row(c, results, args.margin, max(len(present), 1)) for c in present]
     vs_null = versus_null(results, _name(CENTRE["es.alpha"], CENTRE["es.sigma"], CENTRE["es.population"]), args.margin)
-    abl.write(out, {"argv": sys.argv[1:] if argv is None else argv, "common": setup["common"], "margin": args.margin,
+    given = sys.argv[1:] if argv is None else argv
+    old = json.loads((out / "results.json").read_text()) if args.table_only and (out / "results.json").is_file() else {}
+    made = {"argv": old["argv"], "table_argv": given} if old.get("argv") else {"argv": given}  # the training command stays
+    abl.write(out, {**made, "common": setup["common"], "margin": args.margin,
                     "cells": {c: grid[c] for c in present}, "runs": results, "table": rows, "centre_vs_null": vs_null},
               markdown(rows, args.margin) + _null_line(vs_null))
     png = heatmap_png(rows)

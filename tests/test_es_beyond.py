@@ -323,6 +323,21 @@ def test_ablation_intervals_and_verdicts_on_constructed_differences():
     assert abl.paired([1.0, 2.0, 3.0], margin=0.2)["needed_seeds"] > 3
 
 
+def test_ablation_table_only_rebuilds_the_table_and_keeps_the_training_command(tmp_path):
+    abl = _ablation()
+    runs = [{"variant": v, "seed": s, "reward": r, "completions": 64}
+            for v, rs in (("paper", [-45.0, -46.0, -44.0]), ("clip", [-40.0, -47.0, -41.0])) for s, r in enumerate(rs)]
+    (tmp_path / "results.json").write_text(json.dumps({"argv": ["--seeds", "0", "1", "2"], "runs": runs, "margin": 3.0}))
+    rows = abl.main(["--out", str(tmp_path), "--table-only", "--margin", "3"])
+    clip = next(r for r in rows if r["variant"] == "clip")
+    assert clip["mean"] == pytest.approx(np.mean([5.0, -1.0, 3.0])) and clip["n"] == 3
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["argv"] == ["--seeds", "0", "1", "2"] and res["table_argv"][-2:] == ["--margin", "3"]
+    assert "seeds for a half-width ≤ margin, ~" in (tmp_path / "table.md").read_text()  # both sizes named
+    with pytest.raises(SystemExit):
+        abl.main(["--out", str(tmp_path / "empty"), "--table-only"])
+
+
 @pytest.mark.slow  # trains 9 tiny runs; the statistics it tabulates are tested on constructed numbers above
 def test_ablation_tiny_mode_pairs_runs_by_seed(tmp_path):
     abl = _ablation()
