@@ -147,7 +147,9 @@ def _passk(passk: dict[str, Any] | None) -> dict[str, Any] | None:
     if not passk:
         return None
     task = (passk.get("settings") or {}).get("task")
+    draws = passk.get("perturbation_draws") or (passk.get("settings") or {}).get("perturbation_draws")
     return {"n": passk["n"], "task": task.get("name") if isinstance(task, dict) else task,
+            **({"perturbation_draws": draws} if draws else {}),  # absent: the old shared-draws design
             "temperature": {"value": passk["temperature"]["value"], "counts": passk["temperature"]["counts"]},
             "perturbation": {"value": passk["perturbation"]["value"], "counts": passk["perturbation"]["counts"]}}
 
