@@ -479,3 +479,28 @@ def test_a_folder_that_is_not_a_run_is_named_as_such(tmp_path):
         load_run_config(tmp_path)
     with pytest.raises(ConfigError, match="does not exist; give a folder made by"):
         load_run_config(tmp_path / "missing")
+
+
+def test_an_output_path_in_a_run_directory_is_refused_before_any_work(tmp_path):
+    """compare/analyze/replay/judge --out into a run would overwrite its summary.json or checkpoints."""
+    from typer.testing import CliRunner
+
+    from evotune.cli.main import app
+
+    run = tmp_path / "run"
+    (run / "checkpoints" / "iter_000001").mkdir(parents=True)
+    (run / "config.yaml").write_text("method: es\n")
+    (run / "summary.json").write_text('{"mine": 1}\n')
+    for args in (["compare", str(run), "--out", str(run)],
+                 ["replay", str(run), "--out", str(run / "checkpoints" / "iter_000001")],
+                 ["analyze", "robustness", "--model", str(run), "--out", str(run / "summary.json")],
+                 ["judge", "--judge", "x", "--models", "a,b", "--out", str(run)]):
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 2 and "would overwrite the run's own files" in res.output, (args, res.output)
+        assert len(res.output.strip().splitlines()) == 1
+    assert (run / "summary.json").read_text() == '{"mine": 1}\n' and not (run / "index.html").exists()
+    res = CliRunner().invoke(app, ["judge", "--judge", "x", "--models", "a,b", "--out", str(tmp_path / "j"),
+                                   "--report", str(tmp_path)])
+    assert res.exit_code == 2 and "is not a `compare` report" in res.output and not (tmp_path / "j").exists()
+    res = CliRunner().invoke(app, ["model", "tiny", str(run / "config.yaml")])
+    assert res.exit_code == 2 and "inside the run directory" in res.output

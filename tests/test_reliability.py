@@ -461,3 +461,17 @@ def test_ray_failures_and_os_errors_are_one_line(capsys):
         assert msg in _one_line_error(capsys.readouterr().err)
     with pytest.raises(KeyError):  # a bug keeps its traceback
         friendly(boom)(KeyError("x"))
+
+
+def test_an_append_after_a_torn_line_cuts_the_torn_line_off_first(tmp_path):
+    """kill -9 mid-append leaves a line without its newline; the next row must not be glued onto it."""
+    from evotune.runs.rundir import append_jsonl, read_jsonl
+
+    path = tmp_path / "trajectory.jsonl"
+    path.write_text('{"step": 1}\n{"step": 2, "fitn')
+    append_jsonl(path, {"step": 2})
+    assert read_jsonl(path) == [{"step": 1}, {"step": 2}] and path.read_text().endswith('{"step": 2}\n')
+    only = tmp_path / "only.jsonl"
+    only.write_text('{"step": 1, "fi')  # the torn line is the whole file
+    append_jsonl(only, {"step": 1})
+    assert read_jsonl(only) == [{"step": 1}]

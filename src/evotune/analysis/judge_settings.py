@@ -28,3 +28,12 @@ class JudgeSettings:
     dtype: str = "float32"
     device: str = "auto"
     samples: int = 4  # prompts whose replies are shown
+
+    def __post_init__(self) -> None:
+        from evotune.errors import ConfigError
+
+        for name, low in (("n_prompts", 1), ("n_boot", 1), ("batch_size", 1), ("samples", 0)):
+            if getattr(self, name) < low:
+                raise ConfigError(f"judge: {name} must be >= {low}, got {getattr(self, name)}")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise ConfigError(f"judge: max_new_tokens must be >= 1, got {self.max_new_tokens}")

@@ -23,7 +23,7 @@ from evotune.analysis.settings import (
     help_of,
 )
 from evotune.cli.app import DeviceOpt, DtypeOpt, analyze_app, app
-from evotune.cli.common import console, friendly, print_tables, split_csv
+from evotune.cli.common import check_out, console, friendly, print_tables, split_csv
 from evotune.report import tables
 
 Opt = typer.Option
@@ -103,6 +103,7 @@ def kl_cmd(
     threads: ThreadsOpt = None,
 ) -> None:
     """Per-token KL(π_A ‖ π_B) on samples from A at T=1: k1, k2, k3 and exact, on- and off-task."""
+    check_out(out, "file")
     _threads(threads)
     from evotune.analysis.kl import kl_matrix
 
@@ -124,6 +125,7 @@ def delta_cmd(
     threads: ThreadsOpt = None,
 ) -> None:
     """‖Δ‖, ‖Δ‖/‖θ₀‖ per layer and module type, and pairwise cosine of Δ (streamed from safetensors)."""
+    check_out(out, "file")
     _threads(threads)
     from evotune.analysis.delta import delta_stats
     from evotune.report.plots import write_delta_plots
@@ -157,6 +159,7 @@ def lmc_cmd(
     threads: ThreadsOpt = None,
 ) -> None:
     """Reward/accuracy along θ(λ) = (1−λ)θ_A + λθ_B and the barrier, for base→A, base→B and A→B."""
+    check_out(out, "file")
     _threads(threads)
     from evotune.analysis.lmc import lmc
     from evotune.backends.resolve import resolve_entry
@@ -195,6 +198,7 @@ def robustness_cmd(
     threads: ThreadsOpt = None,
 ) -> None:
     """Held-out reward after seeded weight noise σ·ε: degradation vs unperturbed, mean ± std."""
+    check_out(out, "file")
     _threads(threads)
     from evotune.analysis.common import parse_floats
     from evotune.analysis.robustness import robustness
@@ -250,6 +254,7 @@ def compare_cmd(
 
     Finished analyses are saved under OUT/steps/; rerunning the same command reuses them.
     """
+    check_out(out)
     _threads(threads)
     from evotune.analysis.common import parse_floats
     from evotune.comparison import compare

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from evotune.errors import ConfigError, EvotuneError
-from evotune.runs.layout import CONFIG_FILE
+from evotune.runs.layout import CONFIG_FILE, is_run
 
 console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -90,6 +90,23 @@ def friendly(fn: F) -> F:
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def check_out(path: Path | None, kind: str = "dir", what: str = "--out") -> Path | None:
+    """Refuse an output path that would overwrite a run's own files, or that is a file where a folder goes
+    (or the reverse) — before any work, so a refusal costs nothing and writes nothing."""
+    if path is None:
+        return None
+    p = Path(path).expanduser().resolve()
+    run = next((q for q in (p, *p.parents) if is_run(q)), None)
+    if run is not None:
+        raise ConfigError(f"{what} {path} is {'the' if run == p else 'inside the'} run directory {run}; writing there "
+                          "would overwrite the run's own files: choose a folder outside it")
+    if kind == "dir" and p.exists() and not p.is_dir():
+        raise ConfigError(f"{what} {path} is a file; give a folder (it is created if missing)")
+    if kind == "file" and p.is_dir():
+        raise ConfigError(f"{what} {path} is a directory; give a file path, e.g. {Path(path) / 'result.json'}")
+    return path
 
 
 def parse_sets(sets: list[str] | None) -> dict[str, Any]:

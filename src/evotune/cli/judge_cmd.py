@@ -10,7 +10,8 @@ from rich.table import Table
 
 from evotune.analysis.judge_settings import JudgeSettings
 from evotune.cli.app import DeviceOpt, DtypeOpt
-from evotune.cli.common import console, friendly, split_csv
+from evotune.cli.common import check_out, console, friendly, split_csv
+from evotune.errors import ConfigError
 
 Opt = typer.Option
 
@@ -38,6 +39,12 @@ def judge(
     samples: Annotated[int, Opt(help="prompts whose replies are shown")] = S.samples,
 ) -> None:
     """Pairwise judge tournament (both orders, helpfulness and harmlessness), Elo with 95% intervals."""
+    check_out(out)
+    if report is not None:  # checked before the tournament, not after it
+        check_out(report, what="--report")
+        if not (report / "summary.json").is_file():
+            raise ConfigError(f"--report {report} is not a `compare` report (no summary.json); give the folder "
+                              "`evotune compare --out` wrote, or leave --report out")
     from evotune.analysis.judge import judge_tournament
     from evotune.report.judge_section import write_judge_report
 

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from evotune.cli.app import DeviceOpt, DtypeOpt, analyze_app
-from evotune.cli.common import console, friendly
+from evotune.cli.common import check_out, console, friendly
 from evotune.cli.options import FieldDefault
 
 Opt = typer.Option
@@ -33,6 +33,7 @@ def passk_cmd(
     device: DeviceOpt = "auto",
 ) -> None:
     """Pass@k, coverage and solved-set overlap; settings chosen on a split disjoint from the report."""
+    check_out(out)
     from evotune.analysis.common import parse_floats
     from evotune.analysis.passk import passk_study, plot_passk
     from evotune.backends.models import load_model

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from evotune.cli.app import DeviceOpt, DtypeOpt, SetOpt, TaskOpt, app, model_app
-from evotune.cli.common import console, friendly, parse_sets
+from evotune.cli.common import check_out, console, friendly, parse_sets
 from evotune.cli.options import FieldDefault
 from evotune.runs.layout import CONFIG_FILE
 
@@ -39,6 +39,7 @@ def eval_cmd(
     sets: SetOpt = None,
 ) -> None:
     """Score any model on a task split with the same code path as training."""
+    check_out(out, "file")
     from evotune.backends.models import load_model
     from evotune.errors import ConfigError
     from evotune.evaluation import evaluate
@@ -92,6 +93,7 @@ def replay_cmd(
     ] = False,
 ) -> None:
     """Rebuild the weights of iteration K from the base model and trajectory.jsonl alone."""
+    check_out(out)
     from evotune.trainers.replay import replay
 
     res = replay(run, iteration, out, device, allow_device_change)
@@ -111,6 +113,7 @@ def model_tiny(
     layers: Annotated[int, Opt()] = 2,
 ) -> None:
     """A tiny random Llama with the real SmolLM2 tokenizer (for tests and wiring)."""
+    check_out(out_dir, what="the folder")
     from evotune.backends.models import make_tiny
 
     console.print(str(make_tiny(out_dir, seed, hidden, layers)))

@@ -7,7 +7,7 @@ import typer
 from rich.table import Table
 
 from evotune.cli.app import app
-from evotune.cli.common import console, friendly, parse_sets
+from evotune.cli.common import check_out, console, friendly, parse_sets
 
 
 def _print(findings: list[dict[str, Any]], title: str) -> None:
@@ -37,6 +37,7 @@ def study_cmd(
     out: Annotated[Path | None, typer.Option("--out", help="--rejudge: folder for verdicts.json")] = None,
 ) -> None:
     """Train every method (resumable), run compare, write evidence.json, judge each claim, write report/index.html."""
+    check_out(out)
     if rejudge is not None:
         from evotune.study.judge import rejudge as rejudge_fn
 

@@ -81,11 +81,22 @@ def _fsync_dir(d: Path) -> None:
 
 
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
-    """Append one JSON line durably (a torn line from a crash is dropped by `read_jsonl`)."""
+    """Append one JSON line durably.
+
+    A torn last line (a crash mid-append) is cut off first: `read_jsonl` ignores it, and appending after
+    it would glue the new row onto it, making one corrupt line out of a lost one and a good one.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, sort_keys=True) + "\n")
+    with open(path, "a+b") as f:
+        end = f.seek(0, os.SEEK_END)
+        if end:
+            f.seek(end - 1)
+            if f.read(1) != b"\n":
+                f.seek(0)
+                data = f.read()
+                f.truncate(data.rfind(b"\n") + 1)  # keep every complete line; 0 when the torn line is the only one
+        f.write((json.dumps(record, sort_keys=True) + "\n").encode("utf-8"))
         f.flush()
         os.fsync(f.fileno())
 
