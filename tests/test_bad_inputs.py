@@ -504,3 +504,26 @@ def test_an_output_path_in_a_run_directory_is_refused_before_any_work(tmp_path):
     assert res.exit_code == 2 and "is not a `compare` report" in res.output and not (tmp_path / "j").exists()
     res = CliRunner().invoke(app, ["model", "tiny", str(run / "config.yaml")])
     assert res.exit_code == 2 and "inside the run directory" in res.output
+
+
+def test_data_that_is_a_pipe_or_a_number_past_float_range_is_one_line(tmp_path):
+    import json
+    import os
+
+    from evotune.errors import TaskError
+    from evotune.tasks.jsonl_task import last_number, parse_number
+    from evotune.tasks.records import read_records
+
+    fifo = tmp_path / "data.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(TaskError, match="is not a regular file"):  # reading it would block forever
+        read_records(fifo, "jsonl")
+    # 400 nines parse to inf, and |guess − inf| ≤ 1e-6·inf would call every number correct
+    assert parse_number("9" * 400) is None and last_number("it is " + "9" * 400) is None and parse_number("42") == 42.0
+    from evotune.tasks import get_task
+
+    big = tmp_path / "big.jsonl"
+    big.write_text("".join(json.dumps({"prompt": f"q{i}", "answer": 10**400}) + "\n" for i in range(3)))
+    with pytest.raises(TaskError, match="finite number within float range") as info:
+        get_task("jsonl", data=str(big)).split("eval")
+    assert "\n" not in str(info.value)

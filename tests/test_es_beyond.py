@@ -426,3 +426,19 @@ def test_es_run_logs_the_step_it_took_between_checkpoints(es_config):
         diff = math.sqrt(math.fsum(float((b.get(n).double() - a.get(n).double()).pow(2).sum()) for n in names))
     assert rows[2]["train/step_norm"] == pytest.approx(diff, rel=1e-6) and diff > 0
     assert rows[2]["train/step_rms"] < rows[2]["train/step_norm"]
+
+
+def test_estimate_counts_evals_and_checkpoints_without_listing_the_steps():
+    """Counted, not listed: an estimate of a 10⁸-iteration run must answer at once."""
+    from types import SimpleNamespace as N
+
+    from evotune.trainers.estimate import checkpoint_count, eval_count
+
+    for every in (1, 2, 3, 7):
+        for steps in range(1, 30):
+            cfg = N(checkpoint_every=every, eval=N(every=every))
+            listed_ck = {k for k in range(1, steps + 1) if k % every == 0} | {steps}
+            listed_ev = {0, steps} | {k for k in range(1, steps + 1) if k % every == 0}
+            assert checkpoint_count(cfg, steps) == len(listed_ck) and eval_count(cfg, steps) == len(listed_ev)
+    assert eval_count(N(checkpoint_every=1, eval=N(every=0)), 5) == 2  # step 0 and the last
+    assert checkpoint_count(N(checkpoint_every=10, eval=N(every=0)), 10**8) == 10**7

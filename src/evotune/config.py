@@ -159,11 +159,12 @@ class LoRAConfig(_Strict):
 
 
 class ESConfig(_Strict):
-    population: int = Field(default=30, ge=2, description="members per iteration; 1 gives no fitness variance to learn from")
+    population: int = Field(default=30, ge=2, le=2**20,
+                            description="members per iteration; 1 gives no fitness variance to learn from")
     # bounded by what fp32 weights can hold: a larger step can only overflow them
     sigma: float = Field(default=1e-3, gt=0, lt=3.0e38, description="noise scale σ")
     alpha: float = Field(default=5e-4, gt=0, lt=3.0e38, description="step size α (learning rate of the ES update)")
-    iterations: int = Field(default=100, ge=1)
+    iterations: int = Field(default=100, ge=1, le=10**8)
     shaping: Literal["zscore", "centered_rank"] = "zscore"
     antithetic: bool = False
     noise: Literal["full", "lowrank"] = "full"

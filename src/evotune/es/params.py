@@ -122,6 +122,10 @@ def make_params(model: Any, es: ESConfig, seed: int | None = None) -> EvolvingPa
     version = es.noise_version or NOISE_VERSION
     if es.noise == "lowrank":
         named = lowrank_param_filter(named, es.lowrank_vectors)
+        widest = max((min(p.shape) for _, p in named if p.dim() == 2), default=0)
+        if widest and es.rank > widest:  # a rank past every matrix's dimensions is full rank, at r× the memory
+            raise ConfigError(f"es.rank={es.rank} exceeds every matrix's smaller dimension (at most {widest}); "
+                              f"use es.rank <= {widest}, or es.noise=full for full-rank noise")
         return EvolvingParams(named, LowRankNoise(es.rank, es.lowrank_vectors, version), es, master_device=master)
     return EvolvingParams(named, FullNoise(version), es, master_device=master)
 

@@ -52,6 +52,8 @@ def parse_number(text: str) -> float | None:
     if m is None:
         return None
     value = float(m.group("num").replace(",", ""))
+    if not math.isfinite(value):  # 400 nines is not "infinity", and inf would match every huge guess
+        return None
     return -value if m.group("sign") else value
 
 
@@ -63,6 +65,8 @@ def last_number(text: str) -> float | None:
     if last is None:
         return None
     value = float(last.group("num").replace(",", ""))
+    if not math.isfinite(value):
+        return None
     return -value if last.group("sign") else value
 
 
@@ -155,8 +159,8 @@ class JsonlTask(Task):
         is_number = isinstance(answer, int | float) and not isinstance(answer, bool)
         if not (isinstance(answer, str) or is_number):
             raise ValueError(f"'answer' must be a string or a number, got {type(answer).__name__}")
-        if is_number and not math.isfinite(answer):
-            raise ValueError("'answer' must be finite")
+        if is_number and not (abs(answer) < 1e308 and math.isfinite(answer)):  # an int too big for a float too
+            raise ValueError("'answer' must be a finite number within float range (|x| < 1e308)")
         if self.reward_kind == "numeric" and not is_number and parse_number(answer) is None:
             raise ValueError(f"'answer' {answer!r} is not a number (reward=numeric)")
         if self.reward_kind in ("exact", "contains") and not normalize_text(str(answer)):

@@ -97,6 +97,8 @@ def read_records(path: str | Path, task: str, hint: str = "") -> Rows:
         )
     if p.is_dir():
         return _checked(_read_dataset_dir(p, task), "row")
+    if not p.is_file():  # a FIFO or device would block or never end
+        raise TaskError(f"{task}: data file {str(p)!r} is not a regular file (a pipe or device?); give a file")
     if p.suffix.lower() == ".parquet":
         return _checked(_read_parquet(p, task), "row")
     text = _decode(p, p.read_bytes(), task)

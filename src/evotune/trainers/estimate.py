@@ -64,15 +64,17 @@ class Estimate:
         return self.checkpoint_mb * self.checkpoints_kept
 
 
-def checkpoint_steps(cfg: TrainConfig, steps: int) -> list[int]:
-    """The steps a run writes checkpoints at (every `checkpoint_every`, and the last)."""
-    return sorted({k for k in range(1, steps + 1) if k % cfg.checkpoint_every == 0} | {steps})
+def checkpoint_count(cfg: TrainConfig, steps: int) -> int:
+    """How many checkpoints a run writes: every `checkpoint_every` steps, and the last (counted, not listed:
+    an estimate of a huge run must not build a list of its steps)."""
+    every = cfg.checkpoint_every
+    return steps // every + (1 if steps % every else 0)
 
 
-def eval_steps(cfg: TrainConfig, steps: int) -> list[int]:
-    """The steps a run evaluates at (0, every `eval.every`, and the last)."""
+def eval_count(cfg: TrainConfig, steps: int) -> int:
+    """How many evaluations a run makes: at step 0, every `eval.every` steps, and the last."""
     every = cfg.eval.every
-    return sorted({0, steps} | ({k for k in range(1, steps + 1) if k % every == 0} if every else set()))
+    return 1 + (steps // every + (1 if steps % every else 0) if every else 1)
 
 
 def dir_mb(path: Path) -> float:
@@ -124,11 +126,11 @@ def estimate(cfg: TrainConfig, timed_members: int = 2) -> Estimate:
         ckpts = 1
     else:
         steps, members = es.iterations, es.population + int(es.center_member)
-        evals, ckpts = len(eval_steps(cfg, steps)), len(checkpoint_steps(cfg, steps))
+        evals, ckpts = eval_count(cfg, steps), checkpoint_count(cfg, steps)
         ckpts = min(ckpts, cfg.keep_checkpoints or ckpts) + int(cfg.keep_best is not None)
     step_s = members * member_s + update_s
     total_members = es.population if randopt else steps * members
-    n_ckpt_writes = 1 if randopt else len(checkpoint_steps(cfg, steps))
+    n_ckpt_writes = 1 if randopt else checkpoint_count(cfg, steps)
     return Estimate(
         method=cfg.method, steps=steps, members_per_step=members, member_s=member_s, update_s=update_s,
         eval_s=eval_s, evals=evals, checkpoint_write_s=ckpt_write_s, checkpoint_mb=ckpt_mb, checkpoints_kept=ckpts,
