@@ -527,3 +527,23 @@ def test_data_that_is_a_pipe_or_a_number_past_float_range_is_one_line(tmp_path):
     with pytest.raises(TaskError, match="finite number within float range") as info:
         get_task("jsonl", data=str(big)).split("eval")
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("args,says", [
+    (["train", "es", "--population", "abc"], "Invalid value for '--population'"),
+    (["train", "es", "--bogus"], "No such option: --bogus"),
+    (["analyze", "passk", "--model", "x", "--n", "0"], "Input should be greater than or equal to 1"),
+    (["analyze", "kl", "--model", "x", "--n-prompts", "-1"], "greater than or equal to 1"),  # not "all but one"
+    (["model", "tiny", "t", "--hidden", "7"], "use hidden a multiple of 8"),
+])
+def test_usage_errors_of_the_console_script_are_one_line(args, says, tmp_path):
+    """The `evotune` script (cli.main:main): click's usage errors as one `error:` line, exit 2, nothing written."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "evotune.cli.main", *args], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=120)
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], res.stderr
+    assert "Traceback" not in res.stderr and list(tmp_path.iterdir()) == []

@@ -186,6 +186,8 @@ def make_tiny(
     The large init std makes greedy outputs prompt-dependent and varied (at the usual 0.02 a
     random model emits one whitespace token forever), so rewards have variance to learn from.
     """
+    if hidden < 8 or hidden % 8 or layers < 1:  # 4 heads of an even size (rotary embeddings pair dimensions)
+        raise ModelError(f"tiny model: hidden={hidden}, layers={layers}; use hidden a multiple of 8 and layers >= 1")
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir())

@@ -25,18 +25,18 @@ def judge(
     judge_model: Annotated[str, Opt("--judge", help="judge model: smollm2-135m, a directory or a run")],
     task: Annotated[str | None, Opt(help="task whose held-out split is used (default: the runs' own)")] = S.task,
     labels: Annotated[str | None, Opt(help="comma-separated display names, one per model")] = None,
-    n: Annotated[int, Opt("--n", help="held-out prompts")] = S.n_prompts,
+    n: Annotated[int, Opt("--n", min=1, help="held-out prompts")] = S.n_prompts,
     out: Annotated[Path, Opt(help="directory for judge.json and judge.html")] = S.out_dir,
     report: Annotated[Path | None, Opt(help="a `compare` report directory to add the section to")] = None,
-    max_new_tokens: Annotated[int | None, Opt()] = S.max_new_tokens,
+    max_new_tokens: Annotated[int | None, Opt(min=1)] = S.max_new_tokens,
     scorer_url: Annotated[str | None, Opt(help="training scorer to compare with (task option scorer_url)")] = S.scorer_url,
     no_scorer: Annotated[bool, Opt("--no-scorer", help="skip the agreement with the training scorer")] = not S.use_scorer,
-    bootstrap: Annotated[int, Opt(help="bootstrap resamples for the intervals")] = S.n_boot,
+    bootstrap: Annotated[int, Opt(min=1, help="bootstrap resamples for the intervals")] = S.n_boot,
     seed: Annotated[int, Opt()] = S.seed,
-    batch_size: Annotated[int, Opt()] = S.batch_size,
+    batch_size: Annotated[int, Opt(min=1)] = S.batch_size,
     dtype: DtypeOpt = S.dtype,
     device: DeviceOpt = S.device,
-    samples: Annotated[int, Opt(help="prompts whose replies are shown")] = S.samples,
+    samples: Annotated[int, Opt(min=0, help="prompts whose replies are shown")] = S.samples,
 ) -> None:
     """Pairwise judge tournament (both orders, helpfulness and harmlessness), Elo with 95% intervals."""
     check_out(out)

@@ -26,12 +26,12 @@ def eval_cmd(
     task: TaskOpt = None,
     split: Annotated[str, Opt(help="train | eval")] = "eval",
     out: Annotated[Path | None, Opt(help="write per-completion rows here (JSONL)")] = None,
-    limit: Annotated[int | None, Opt()] = None,
-    max_new_tokens: Annotated[int | None, Opt()] = None,
-    batch_size: Annotated[int, Opt(default_factory=FieldDefault("evotune.config:GenerateConfig", "batch_size"))],
+    limit: Annotated[int | None, Opt(min=1)] = None,
+    max_new_tokens: Annotated[int | None, Opt(min=1)] = None,
+    batch_size: Annotated[int, Opt(min=1, default_factory=FieldDefault("evotune.config:GenerateConfig", "batch_size"))],
     temperature: Annotated[float, Opt(help="0 = greedy, as in training")] = 0.0,
-    n_train: Annotated[int | None, Opt()] = None,
-    n_eval: Annotated[int | None, Opt()] = None,
+    n_train: Annotated[int | None, Opt(min=1)] = None,
+    n_eval: Annotated[int | None, Opt(min=1)] = None,
     data: Annotated[str | None, Opt()] = None,
     reward: Annotated[str | None, Opt()] = None,
     dtype: DtypeOpt = "auto",
@@ -85,7 +85,7 @@ def _eval_task(model: str, given: dict[str, Any], max_new_tokens: int | None) ->
 @friendly
 def replay_cmd(
     run: Annotated[Path, typer.Argument(help="run directory")],
-    iteration: Annotated[int | None, Opt(help="iteration to rebuild (default: last)")] = None,
+    iteration: Annotated[int | None, Opt(min=0, help="iteration to rebuild (default: last)")] = None,
     out: Annotated[Path | None, Opt(help="write the rebuilt model here")] = None,
     device: Annotated[str | None, Opt(help="auto | cpu | cuda | cuda:N (default: the run's own)")] = None,
     allow_device_change: Annotated[
@@ -109,8 +109,8 @@ def replay_cmd(
 def model_tiny(
     out_dir: Annotated[Path, typer.Argument()],
     seed: Annotated[int, Opt()] = 0,
-    hidden: Annotated[int, Opt()] = 64,
-    layers: Annotated[int, Opt()] = 2,
+    hidden: Annotated[int, Opt(min=1)] = 64,
+    layers: Annotated[int, Opt(min=1)] = 2,
 ) -> None:
     """A tiny random Llama with the real SmolLM2 tokenizer (for tests and wiring)."""
     check_out(out_dir, what="the folder")
