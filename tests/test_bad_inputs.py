@@ -547,3 +547,33 @@ def test_usage_errors_of_the_console_script_are_one_line(args, says, tmp_path):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], res.stderr
     assert "Traceback" not in res.stderr and list(tmp_path.iterdir()) == []
+
+
+def test_an_unexpected_failure_is_one_line_saying_it_is_a_bug(monkeypatch):
+    """Never a traceback: a failure nobody anticipated is one line (exit 1), and --debug shows the traceback."""
+    from typer.testing import CliRunner
+
+    import evotune.config
+    from evotune.cli.main import app
+
+    def boom(*a, **k):
+        raise KeyError("entries")
+
+    monkeypatch.setattr(evotune.config, "build_config", boom)
+    res = CliRunner().invoke(app, ["train", "es", "--run-dir", "x"])
+    assert res.exit_code == 1 and "internal error (KeyError: 'entries'); this is a bug in evotune" in res.output
+    assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
+    monkeypatch.setenv("EVOTUNE_DEBUG", "1")
+    res = CliRunner().invoke(app, ["train", "es", "--run-dir", "x"])
+    assert isinstance(res.exception, KeyError)  # --debug: the real exception and its traceback
+
+
+def test_a_noise_threads_setting_that_is_not_a_number_is_one_line(monkeypatch):
+    from evotune.errors import ConfigError
+    from evotune.es.params import noise_threads
+
+    monkeypatch.setenv("EVOTUNE_NOISE_THREADS", "abc")
+    with pytest.raises(ConfigError, match="EVOTUNE_NOISE_THREADS='abc' is not a whole number"):
+        noise_threads()
+    monkeypatch.setenv("EVOTUNE_NOISE_THREADS", "3")
+    assert noise_threads() == 3

@@ -482,3 +482,37 @@ def test_an_append_after_a_torn_line_cuts_the_torn_line_off_first(tmp_path):
     only.write_text('{"step": 1, "fi')  # the torn line is the whole file
     append_jsonl(only, {"step": 1})
     assert read_jsonl(only) == [{"step": 1}]
+
+
+@pytest.mark.parametrize("edit,says", [
+    (lambda r: r.update(noise=3), "records noise version 3"),
+    (lambda r: r.update(fitness=r["fitness"][:1]), "no finite fitness value for each of its"),
+    (lambda r: r.update(fitness=["a"] * len(r["fitness"])), "no finite fitness value"),
+    (lambda r: r.update(seeds=[-1, *r["seeds"]]), "signs (±1) for"),
+    (lambda r: r.update(step="x"), "is for step x"),
+])
+def test_a_hand_edited_trajectory_row_is_named_in_one_line(edit, says, tmp_path):
+    """Replay and resume read every row's fields before using them: a damaged row is one line, not a crash."""
+    import json
+
+    from evotune.errors import RunStateError
+    from evotune.es.trajectory import read_trajectory
+
+    rows = [{"step": k, "seeds": [11, 12], "signs": [1, 1], "fitness": [0.5, -0.5], "noise": 2} for k in (1, 2)]
+    assert read_trajectory_ok(tmp_path, rows)
+    edit(rows[1])
+    path = tmp_path / "trajectory.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(RunStateError, match="line 2 ") as info:
+        read_trajectory(path)
+    assert says in str(info.value) and "keep lines 1–1 only and --resume" in str(info.value)
+
+
+def read_trajectory_ok(tmp_path, rows) -> bool:
+    import json
+
+    from evotune.es.trajectory import read_trajectory
+
+    path = tmp_path / "ok.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return read_trajectory(path) == rows

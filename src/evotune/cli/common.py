@@ -82,7 +82,14 @@ def friendly(fn: F) -> F:
                 _print_error(line, exc)
                 raise typer.Exit(2) from None
             if not type(exc).__module__.startswith("ray."):
-                raise  # anything else is a bug and keeps its traceback
+                if debugging():
+                    raise  # --debug: the traceback, as a bug report needs it
+                first = (str(exc).strip().splitlines() or [""])[0][:300]
+                console.print(f"[bold red]error:[/] internal error ({type(exc).__name__}: {first}); this is a bug "
+                              "in evotune, not in your input: rerun with --debug for the traceback and report it "
+                              "(a training run keeps its finished iterations: add --resume)",
+                              highlight=False, soft_wrap=True)
+                raise typer.Exit(1) from None
             first = (str(exc).strip().splitlines() or [""])[0]
             console.print(f"[bold red]error:[/] Ray failed ({type(exc).__name__}: {first}); check the cluster "
                           "(`ray status`), then rerun the command (training: add --resume)",

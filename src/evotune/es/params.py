@@ -59,7 +59,13 @@ def gpu_identity(device: torch.device) -> dict[str, Any] | None:
 def noise_threads() -> int:
     """Worker threads for per-tensor noise work: $EVOTUNE_NOISE_THREADS, else torch's thread count."""
     env = os.environ.get("EVOTUNE_NOISE_THREADS")
-    return max(1, int(env)) if env else max(1, torch.get_num_threads())
+    if not env:
+        return max(1, torch.get_num_threads())
+    try:
+        return max(1, int(env))
+    except ValueError:
+        raise ConfigError(f"EVOTUNE_NOISE_THREADS={env[:40]!r} is not a whole number; set it to e.g. 4, "
+                          "or unset it to use torch's thread count") from None
 
 
 def select_params(

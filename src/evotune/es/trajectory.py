@@ -10,6 +10,7 @@ before `rewards` existed are read as baseline none.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import warnings
 from collections.abc import Sequence
@@ -29,7 +30,7 @@ from evotune.es.evaluator import PopulationResult
 from evotune.es.params import EvolvingParams
 from evotune.es.strategy import Member
 from evotune.es.update import apply_row
-from evotune.noise import NOISE_VERSION
+from evotune.noise import NOISE_VERSION, NOISE_VERSIONS
 from evotune.runs.rundir import read_jsonl
 
 
@@ -57,9 +58,29 @@ def read_trajectory(path: str | Path) -> list[dict[str, Any]]:
     """The committed rows (a torn last line from a kill is dropped); steps must run 1, 2, 3, ..."""
     rows = read_jsonl(path)
     for i, row in enumerate(rows, 1):
-        if row.get("step") != i:
-            raise RunStateError(f"{path}: row {i} is for step {row.get('step')}; the trajectory is damaged")
+        problem = _row_problem(row, i)
+        if problem:
+            keep = f"keep lines 1–{i - 1} only" if i > 1 else "delete it"
+            raise RunStateError(f"{path}: line {i} {problem}; the trajectory is damaged: restore it from a copy, "
+                                f"or {keep} and --resume to redo the rest")
     return rows
+
+
+def _row_problem(row: dict[str, Any], i: int) -> str:
+    """What is wrong with a trajectory row, or "" (its fields are what `apply_row` and replay read)."""
+    if row.get("step") != i:
+        return f"is for step {str(row.get('step'))[:40]}, not {i}"
+    seeds, signs, fit = row.get("seeds"), row.get("signs"), row.get("fitness")
+    if not isinstance(seeds, list) or not seeds or not all(type(x) is int for x in seeds):
+        return "has no list of integer member seeds"
+    if not isinstance(signs, list) or len(signs) != len(seeds) or any(x not in (1, -1) for x in signs):
+        return f"has {len(signs) if isinstance(signs, list) else 'no'} signs (±1) for {len(seeds)} members"
+    if not isinstance(fit, list) or len(fit) != len(seeds) or not all(
+            isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in fit):
+        return f"has no finite fitness value for each of its {len(seeds)} members"
+    if row.get("noise", 1) not in NOISE_VERSIONS:
+        return f"records noise version {str(row.get('noise'))[:20]}, which this evotune does not draw (it has {list(NOISE_VERSIONS)})"
+    return ""
 
 
 def check_device(rows: Sequence[dict[str, Any]], here: str, allow: bool = False) -> None:
