@@ -577,3 +577,17 @@ def test_a_noise_threads_setting_that_is_not_a_number_is_one_line(monkeypatch):
         noise_threads()
     monkeypatch.setenv("EVOTUNE_NOISE_THREADS", "3")
     assert noise_threads() == 3
+
+
+def test_booleans_are_not_numbers_and_an_empty_set_value_is_refused():
+    from evotune.cli.common import parse_sets
+    from evotune.config import build_config
+    from evotune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="sigma: True is a boolean where a number goes"):
+        build_config(None, {"es.sigma": True})  # pydantic alone would read it as σ = 1.0
+    with pytest.raises(ConfigError, match="population: False is a boolean"):
+        build_config(None, {"es.population": False})
+    assert build_config(None, {"es.antithetic": True}).es.antithetic is True  # real booleans still work
+    with pytest.raises(ConfigError, match="has no value"):
+        parse_sets(["es.population="])

@@ -20,6 +20,18 @@ from evotune.errors import ConfigError
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_as_numbers(cls, data: Any) -> Any:
+        """pydantic reads `true` as 1 for a number; `es.sigma: true` is a mistake, not σ = 1."""
+        if isinstance(data, dict):
+            for name, field in cls.model_fields.items():
+                value = data.get(name)
+                kinds = set(getattr(field.annotation, "__args__", ())) | {field.annotation}
+                if isinstance(value, bool) and kinds & {int, float} and bool not in kinds:
+                    raise ValueError(f"{name}: {value!r} is a boolean where a number goes; give a number")
+        return data
+
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 

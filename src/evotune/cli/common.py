@@ -126,6 +126,8 @@ def parse_sets(sets: list[str] | None) -> dict[str, Any]:
         key, sep, val = s.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {s!r:.100}: use KEY=VALUE, e.g. es.sigma=0.002")
+        if not val.strip():  # an empty value would be dropped as "not given" and the old one kept, silently
+            raise ConfigError(f"--set {key.strip()!r:.100} has no value; give one, e.g. {key.strip()[:60]}=VALUE")
         if key.strip() in out:
             raise ConfigError(f"--set {key.strip()!r:.100} is given twice; give each field once")
         try:
