@@ -208,3 +208,17 @@ def test_cli_rejects_bad_task_opt(tiny_model: Path, tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["continual", "--tasks", "math", "--budget-per-task", "completions=4",
                                    "--run-dir", str(tmp_path / "x"), "--task-opt", "math-difficulty"])
     assert res.exit_code == 2 and "TASK:KEY=VALUE" in res.output
+
+
+def test_a_refused_start_writes_nothing_so_the_corrected_command_runs(tmp_path: Path) -> None:
+    """A bad task option is found before the run directory exists: no spec is left to refuse the fix."""
+    from evotune.errors import EvotuneError
+
+    spec = _spec(tmp_path, "m", task_options={"conciseness": {"bogus": 1}})
+    with pytest.raises(EvotuneError, match="bogus"):
+        runner.run_continual(spec)
+    assert not (tmp_path / "cl").exists()
+    bad_stage = _spec(tmp_path, "m", overrides={"es.population": 0})
+    with pytest.raises(EvotuneError, match="population"):
+        runner.run_continual(bad_stage)
+    assert not (tmp_path / "cl").exists()

@@ -174,11 +174,15 @@ def run_continual(spec: ContinualSpec, on_stage: Callable[[int, str], None] | No
     """Train every stage in order (skipping finished ones), fill the matrix, write the results."""
 
     spec.validate()
+    # every task and stage config is checked before the run directory is written: a refused start leaves
+    # nothing behind that would then refuse the corrected command as "other settings"
+    tasks = {name: build_task(task_config(spec, name)) for name in spec.tasks}
+    for i in range(1, len(spec.tasks) + 1):
+        stage_config(spec, i, spec.model)
     root = Path(spec.run_dir)
     root.mkdir(parents=True, exist_ok=True)
     _check_spec(spec)
     set_threads(spec.threads)
-    tasks = {name: build_task(task_config(spec, name)) for name in spec.tasks}
     batch_size = int(spec.overrides.get("generation.batch_size", 64))
     rows = [evaluate_row(spec, 0, spec.model, tasks, None, batch_size)]
     base_model = None
