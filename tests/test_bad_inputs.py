@@ -591,3 +591,13 @@ def test_booleans_are_not_numbers_and_an_empty_set_value_is_refused():
     assert build_config(None, {"es.antithetic": True}).es.antithetic is True  # real booleans still work
     with pytest.raises(ConfigError, match="has no value"):
         parse_sets(["es.population="])
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "", " , ", "1e308", "0.001,x"])
+def test_number_lists_must_hold_finite_numbers(text):
+    from evotune.analysis.common import parse_floats
+    from evotune.errors import EvotuneError
+
+    with pytest.raises(EvotuneError, match="expected"):
+        parse_floats(text)
+    assert parse_floats("0.001, 0.003") == [0.001, 0.003]

@@ -53,11 +53,16 @@ def jsonable(obj: Any) -> Any:
 
 
 def parse_floats(text: str | Iterable[float]) -> list[float]:
-    """`0.001,0.003` or an iterable of numbers → floats (a clear error on anything else)."""
+    """`0.001,0.003` or an iterable of numbers → finite floats, at least one (a clear error on anything else:
+    σ = nan or an empty list would give a result about nothing)."""
     if isinstance(text, str):
         parts = [t.strip() for t in text.split(",") if t.strip()]
         try:
-            return [float(t) for t in parts]
+            vals = [float(t) for t in parts]
         except ValueError as exc:
-            raise AnalysisError(f"{text!r}: expected comma-separated numbers") from exc
-    return [float(v) for v in text]
+            raise AnalysisError(f"{text[:80]!r}: expected comma-separated numbers, e.g. 0.001,0.003") from exc
+    else:
+        vals = [float(v) for v in text]
+    if not vals or not all(math.isfinite(v) and abs(v) < 1e6 for v in vals):
+        raise AnalysisError(f"{str(text)[:80]!r}: expected one or more finite numbers, e.g. 0.001,0.003")
+    return vals
