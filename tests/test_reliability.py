@@ -517,3 +517,27 @@ def read_trajectory_ok(tmp_path, rows) -> bool:
     path = tmp_path / "ok.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return read_trajectory(path) == rows
+
+
+def test_run_files_of_the_wrong_json_type_are_named_or_dropped(tmp_path):
+    """A hand-damaged state file is a one-line ModelError (resume then rebuilds that checkpoint); a metrics row
+    with a field of the wrong type is dropped on resume like a corrupt line."""
+    import json
+
+    from evotune.checkpoints import read_state
+    from evotune.errors import ModelError
+    from evotune.runs.rundir import keep_rows, read_jsonl
+
+    ck = tmp_path / "iter_000002"
+    ck.mkdir()
+    for text in ('{"files": 5}', "[1]", "{not json", '{"files": {"model.safetensors": 3}}'):
+        (ck / "evotune_state.json").write_text(text)
+        with pytest.raises(ModelError, match="delete the checkpoint folder and --resume"):
+            read_state(ck)
+    (ck / "evotune_state.json").write_text(json.dumps({"files": {"model.safetensors": "ab"}, "checksum": "c"}))
+    assert read_state(ck)["checksum"] == "c"
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text('{"step": 1}\n{"step": "x"}\n{"step": 3}\n')
+    with pytest.warns(UserWarning, match="wrong type"):
+        keep_rows(metrics, lambda r: r.get("step", 0) <= 2)
+    assert read_jsonl(metrics) == [{"step": 1}]

@@ -64,7 +64,19 @@ def latest_checkpoint(run: str | Path) -> Path | None:
 
 
 def read_state(checkpoint: str | Path) -> dict[str, Any]:
-    return json.loads((Path(checkpoint) / STATE_FILE).read_text())
+    """A checkpoint's state: a JSON object whose `files` (when present) map file names to sha256 strings."""
+    path = Path(checkpoint) / STATE_FILE
+    try:
+        state = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelError(f"checkpoint {checkpoint}: {STATE_FILE} is damaged ({str(exc)[:100]}); delete the "
+                         "checkpoint folder and --resume to rebuild it from trajectory.jsonl") from None
+    files = state.get("files") if isinstance(state, dict) else None
+    if not isinstance(state, dict) or not (files is None or (isinstance(files, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in files.items()))):
+        raise ModelError(f"checkpoint {checkpoint}: {STATE_FILE} does not hold evotune's state object; delete the "
+                         "checkpoint folder and --resume to rebuild it from trajectory.jsonl")
+    return state
 
 
 def checkpoint_files(directory: str | Path) -> list[Path]:
@@ -104,10 +116,7 @@ def verify_checkpoint(directory: str | Path) -> None:
     d = Path(directory)
     if not (d / STATE_FILE).is_file():
         return
-    try:
-        recorded = read_state(d).get("files")
-    except ValueError as exc:
-        raise ModelError(f"checkpoint {d}: {STATE_FILE} is damaged ({exc})") from None
+    recorded = read_state(d).get("files")
     if not recorded:
         return
     stamp = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in checkpoint_files(d))

@@ -161,5 +161,8 @@ def runs_cmd(directory: Annotated[Path, typer.Argument(help="directory holding r
     console.print(t)
 
 
-def _fmt(v: float | None) -> str:
-    return "-" if v is None else f"{v:.3f}"
+def _fmt(v: Any) -> str:
+    """A metric for the listing; a hand-edited value that is not a number is shown as it is, not a crash."""
+    if v is None:
+        return "-"
+    return f"{v:.3f}" if isinstance(v, int | float) and not isinstance(v, bool) else str(v)[:12]

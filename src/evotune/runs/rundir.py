@@ -139,8 +139,16 @@ def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
 def keep_rows(path: str | Path, keep: Callable[[dict[str, Any]], bool]) -> None:
     """Atomically rewrite a JSONL file keeping only rows that satisfy `keep` (used by resume)."""
     path = Path(path)
+
+    def kept(row: dict[str, Any]) -> bool:
+        try:
+            return bool(keep(row))
+        except (TypeError, ValueError):  # e.g. a hand-edited "step": "x": a log row, dropped like a corrupt line
+            warnings.warn(f"{path}: a row with a field of the wrong type ({str(row)[:80]}) is dropped", stacklevel=3)
+            return False
+
     if path.exists():
-        write_jsonl(path, [r for r in read_jsonl(path, skip_corrupt=True) if keep(r)])
+        write_jsonl(path, [r for r in read_jsonl(path, skip_corrupt=True) if kept(r)])
 
 
 @contextlib.contextmanager

@@ -482,8 +482,9 @@ class Trainer(ABC):
             summary["best"] = {**self.best, "path": str(self.run.best.relative_to(self.run.path))}
         summary.update(self.summary_extra())
         old = self.run.summary
-        with contextlib.suppress(ValueError):  # a resume never drops what an earlier summary held; a damaged one is replaced
-            summary = {**json.loads(old.read_text()), **summary} if old.is_file() else summary
+        with contextlib.suppress(ValueError, UnicodeDecodeError):  # a resume never drops what an earlier summary
+            earlier = json.loads(old.read_text()) if old.is_file() else {}  # held; a damaged one is replaced
+            summary = {**earlier, **summary} if isinstance(earlier, dict) else summary
         atomic_write_json(old, summary)
         return summary
 
