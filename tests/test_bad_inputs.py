@@ -601,3 +601,21 @@ def test_number_lists_must_hold_finite_numbers(text):
     with pytest.raises(EvotuneError, match="expected"):
         parse_floats(text)
     assert parse_floats("0.001, 0.003") == [0.001, 0.003]
+
+
+@pytest.mark.parametrize("args,says", [
+    (["sweep", "es", "--alpha", "", "--sigma", "1e-3", "--out", "{tmp}/sw"], "--alpha '': give one or more finite"),
+    (["sweep", "es", "--alpha", "nan", "--out", "{tmp}/sw"], "--alpha 'nan'"),
+    (["sweep", "es", "--alpha", "1e-3", "--seeds", "", "--out", "{tmp}/sw"], "--seeds '': give one or more whole"),
+    (["sweep", "es", "--alpha", "1e-3", "--seeds", "x", "--out", "{tmp}/sw"], "--seeds 'x'"),
+    (["analyze", "kl", "--model", "{tmp}", "--tasks", ""], "--tasks '': name one or more tasks"),
+])
+def test_an_empty_or_unreadable_list_is_refused_not_dropped(args, says, tmp_path):
+    """An empty axis, seed list or task list would silently run something else than asked."""
+    from typer.testing import CliRunner
+
+    from evotune.cli.main import app
+
+    res = CliRunner().invoke(app, [a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert res.exit_code == 2 and says in res.output and len(res.output.strip().splitlines()) == 1, res.output
+    assert not (tmp_path / "sw").exists()

@@ -110,6 +110,10 @@ def kl_cmd(
     models = _models(model)
     settings = KLSettings(seed=seed, dtype=dtype, device=device, n_prompts=n_prompts,
                           max_new_tokens=max_new_tokens, general=general)
+    if tasks is not None and not split_csv(tasks):  # "" would silently drop the runs' own task
+        from evotune.errors import AnalysisError
+
+        raise AnalysisError(f"--tasks {tasks!r}: name one or more tasks, or leave it out for the runs' own")
     res = kl_matrix(models, _base_for(models, base), split_csv(tasks), settings)
     _write(out, res)
     print_tables(tables.kl_tables(res))

@@ -5,6 +5,7 @@ Both commands share the flags of the base run (one table, `BASE_FLAGS`); each ad
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -61,9 +62,12 @@ def _floats(text: str | None, flag: str) -> list[float] | None:
     if text is None:
         return None
     try:
-        return [float(t) for t in text.split(",") if t.strip()]
+        vals = [float(t) for t in text.split(",") if t.strip()]
     except ValueError as exc:
-        raise ConfigError(f"{flag} {text!r}: use comma-separated numbers") from exc
+        raise ConfigError(f"{flag} {text[:80]!r}: use comma-separated numbers, e.g. 1e-3,3e-3") from exc
+    if not vals or not all(math.isfinite(v) for v in vals):  # "" would drop the axis without a word
+        raise ConfigError(f"{flag} {text[:80]!r}: give one or more finite numbers, e.g. 1e-3,3e-3 (or leave it out)")
+    return vals
 
 
 def _base_config(method: str, a: SweepArgs) -> Any:
@@ -88,7 +92,12 @@ def _run(method: str, axes: dict[str, list[Any] | None], a: SweepArgs) -> None:
     grid = {k: v for k, v in axes.items() if v}
     if not grid:
         raise ConfigError("give at least one grid axis")
-    seed_list = [int(s) for s in a.seeds.split(",") if s.strip()]
+    try:
+        seed_list = [int(s) for s in a.seeds.split(",") if s.strip()]
+    except ValueError:
+        seed_list = []
+    if not seed_list:
+        raise ConfigError(f"--seeds {a.seeds[:80]!r}: give one or more whole numbers, e.g. 0,1,2")
     res = sweep(base, grid, seed_list, a.out, progress=not a.no_progress, kl=a.kl)
     t = Table(title=f"sweep {method}: held-out reward per cell (mean ± std over {len(seed_list)} seeds)")
     for col in [*grid, "reward", "accuracy", "hacking", *(["kl"] if a.kl else [])]:
