@@ -386,18 +386,21 @@ def permutation_p(a: Sequence[Any], b: Sequence[Any], statistic: Callable[[list[
     pool = list(a) + list(b)
     na = len(a)
     obs = statistic(list(a), list(b))
-    splits = list(combinations(range(len(pool)), na))
-    hits = 0
-    for idx in splits:
-        s = set(idx)
-        x = statistic([pool[i] for i in idx], [pool[i] for i in range(len(pool)) if i not in s])
-        if alternative == "greater":
-            hits += x >= obs - 1e-12 * abs(obs)
-        elif alternative == "less":
-            hits += x <= obs + 1e-12 * abs(obs)
-        else:
-            hits += abs(x) >= abs(obs) - 1e-12 * abs(obs)
-    return hits / len(splits), len(splits)
+    xs = [statistic([pool[i] for i in idx], [pool[i] for i in range(len(pool)) if i not in set(idx)])
+          for idx in combinations(range(len(pool)), na)]
+    return _tail_p(obs, xs, alternative), len(xs)
+
+
+def _tail_p(obs: float, xs: Sequence[float], alternative: str) -> float:
+    """Share of the arrangements' statistics `xs` at least as extreme as `obs` (with a relative float tolerance)."""
+    tol = 1e-12 * abs(obs)
+    if alternative == "greater":
+        hits = sum(x >= obs - tol for x in xs)
+    elif alternative == "less":
+        hits = sum(x <= obs + tol for x in xs)
+    else:
+        hits = sum(abs(x) >= abs(obs) - tol for x in xs)
+    return hits / len(xs)
 
 
 def paired_permutation_p(a: Sequence[Any], b: Sequence[Any], statistic: Callable[[list[Any], list[Any]], float],
@@ -411,19 +414,10 @@ def paired_permutation_p(a: Sequence[Any], b: Sequence[Any], statistic: Callable
     if len(a) != len(b):
         raise ValueError(f"a paired permutation test needs pairs: {len(a)} vs {len(b)}")
     obs = statistic(list(a), list(b))
-    hits = total = 0
-    for mask in range(1 << len(a)):
-        xa = [b[i] if mask >> i & 1 else a[i] for i in range(len(a))]
-        xb = [a[i] if mask >> i & 1 else b[i] for i in range(len(a))]
-        x = statistic(xa, xb)
-        total += 1
-        if alternative == "greater":
-            hits += x >= obs - 1e-12 * abs(obs)
-        elif alternative == "less":
-            hits += x <= obs + 1e-12 * abs(obs)
-        else:
-            hits += abs(x) >= abs(obs) - 1e-12 * abs(obs)
-    return hits / total, total
+    n = len(a)
+    xs = [statistic([b[i] if mask >> i & 1 else a[i] for i in range(n)],
+                    [a[i] if mask >> i & 1 else b[i] for i in range(n)]) for mask in range(1 << n)]
+    return _tail_p(obs, xs, alternative), len(xs)
 
 
 def jackknife_pair_mean(labels: Sequence[Any], value: Callable[[Any, Any], float | None]) -> Interval:

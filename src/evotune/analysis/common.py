@@ -52,17 +52,15 @@ def jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-def parse_floats(text: str | Iterable[float]) -> list[float]:
-    """`0.001,0.003` or an iterable of numbers → finite floats, at least one (a clear error on anything else:
-    σ = nan or an empty list would give a result about nothing)."""
-    if isinstance(text, str):
-        parts = [t.strip() for t in text.split(",") if t.strip()]
-        try:
-            vals = [float(t) for t in parts]
-        except ValueError as exc:
-            raise AnalysisError(f"{text[:80]!r}: expected comma-separated numbers, e.g. 0.001,0.003") from exc
-    else:
-        vals = [float(v) for v in text]
+def parse_floats(text: str | Iterable[float], flag: str = "") -> list[float]:
+    """`0.001,0.003` or an iterable of numbers → finite floats, at least one (a clear error on anything else,
+    naming `flag`: σ = nan or an empty list would give a result about nothing, an empty sweep axis none)."""
+    what = f"{flag} {str(text)[:80]!r}" if flag else f"{str(text)[:80]!r}"
+    try:
+        vals = [float(t) for t in text.split(",") if t.strip()] if isinstance(text, str) else [float(v) for v in text]
+    except ValueError:
+        vals = []
     if not vals or not all(math.isfinite(v) and abs(v) < 1e6 for v in vals):
-        raise AnalysisError(f"{str(text)[:80]!r}: expected one or more finite numbers, e.g. 0.001,0.003")
+        raise AnalysisError(f"{what}: give one or more finite numbers, e.g. 0.001,0.003 (expected comma-separated "
+                            "numbers)")
     return vals

@@ -41,13 +41,10 @@ def eval_cmd(
     """Score any model on a task split with the same code path as training."""
     check_out(out, "file")
     from evotune.backends.models import load_model
-    from evotune.errors import ConfigError
     from evotune.evaluation import evaluate
     from evotune.runs.rundir import write_jsonl
     from evotune.tasks import build_task
 
-    if out is not None and out.is_dir():
-        raise ConfigError(f"--out {out} is a directory; give a file path, e.g. {out / 'results.jsonl'}")
     given = {"name": task, "n_train": n_train, "n_eval": n_eval, "data": data, "reward": reward, **parse_sets(sets)}
     tcfg, max_new_tokens = _eval_task(model, given, max_new_tokens)
     t = build_task(tcfg)

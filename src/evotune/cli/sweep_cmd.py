@@ -5,7 +5,6 @@ Both commands share the flags of the base run (one table, `BASE_FLAGS`); each ad
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -57,17 +56,10 @@ base_options = add_options(BASE_FLAGS, "args", lambda v: SweepArgs(**v))
 
 
 def _floats(text: str | None, flag: str) -> list[float] | None:
-    from evotune.errors import ConfigError
+    """An axis's values; None when the flag is not given (an empty one is refused: it would drop the axis)."""
+    from evotune.analysis.common import parse_floats
 
-    if text is None:
-        return None
-    try:
-        vals = [float(t) for t in text.split(",") if t.strip()]
-    except ValueError as exc:
-        raise ConfigError(f"{flag} {text[:80]!r}: use comma-separated numbers, e.g. 1e-3,3e-3") from exc
-    if not vals or not all(math.isfinite(v) for v in vals):  # "" would drop the axis without a word
-        raise ConfigError(f"{flag} {text[:80]!r}: give one or more finite numbers, e.g. 1e-3,3e-3 (or leave it out)")
-    return vals
+    return None if text is None else parse_floats(text, flag)
 
 
 def _base_config(method: str, a: SweepArgs) -> Any:

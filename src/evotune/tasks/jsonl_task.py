@@ -48,13 +48,7 @@ def normalize_text(text: str) -> str:
 
 def parse_number(text: str) -> float | None:
     """A number written as text ("1,000", "$1000", "-3.5", "1000.0"), or None."""
-    m = _NUMBER_RE.fullmatch(str(text).strip())
-    if m is None:
-        return None
-    value = float(m.group("num").replace(",", ""))
-    if not math.isfinite(value):  # 400 nines is not "infinity", and inf would match every huge guess
-        return None
-    return -value if m.group("sign") else value
+    return _matched_number(_NUMBER_RE.fullmatch(str(text).strip()))
 
 
 def last_number(text: str) -> float | None:
@@ -62,12 +56,18 @@ def last_number(text: str) -> float | None:
     last = None
     for last in _NUMBER_RE.finditer(text):  # noqa: B007  (only the final match is wanted)
         pass
-    if last is None:
+    return _matched_number(last)
+
+
+def _matched_number(m: re.Match[str] | None) -> float | None:
+    """The value of a `_NUMBER_RE` match; None for no match or a value past float range (400 nines is not
+    "infinity", and inf would match every huge guess)."""
+    if m is None:
         return None
-    value = float(last.group("num").replace(",", ""))
+    value = float(m.group("num").replace(",", ""))
     if not math.isfinite(value):
         return None
-    return -value if last.group("sign") else value
+    return -value if m.group("sign") else value
 
 
 def _star_height(tree: Any) -> int:
