@@ -540,9 +540,10 @@ def _barriers(E: Evidence, pairs: list[tuple[str, str]], family: int | None
 
 
 def _pair_readings(E: Evidence, pairs: list[tuple[str, str]], margin: float, family: int
-                   ) -> tuple[dict[tuple[str, str], tuple[str, tuple[float, Interval]]], list[Interval]]:
+                   ) -> tuple[dict[tuple[str, str], tuple[str, tuple[float, Interval]]], list[Interval], str]:
     """Per pair: has a barrier (some λ above the margin, Bonferroni over λ × `family`), none (every λ below,
-    uncorrected: an intersection–union test), else undecided. Also the intervals that decided nothing."""
+    uncorrected: an intersection–union test), else undecided. Also the intervals that decided nothing, and
+    the 'has one' correction in words."""
     some, every = _barriers(E, pairs, family), _barriers(E, pairs, None)
     out, open_ivs = {}, []
     for p in every:
@@ -556,7 +557,10 @@ def _pair_readings(E: Evidence, pairs: list[tuple[str, str]], margin: float, fam
         else:
             out[p] = (UNDERPOWERED if any(r.verdict == UNDERPOWERED for r in r_some + r_every) else UNSURE, best)
             open_ivs += [iv for _, iv in some[p]]
-    return out, open_ivs
+    c = max((iv.correction for ivs in some.values() for _, iv in ivs), default=1)
+    kind = f"Bonferroni ×{c} (λ × pairs)" if family > 1 else f"Bonferroni ×{c} over λ" if c > 1 else \
+        "one interior λ, no correction"
+    return out, open_ivs, kind
 
 
 def _barrier_text(pair: tuple[str, str], best: tuple[float, Interval]) -> str:
@@ -574,24 +578,12 @@ def _needed_items(ivs: Sequence[Interval], margin: float) -> str:
     return f"; ~{n} items per point would give half-widths ≤ the margin" if n else ""
 
 
-def _n_interior(E: Evidence, pair: tuple[str, str]) -> int:
-    p = _path_items(E, *pair)
-    return max(0, len(p["lambdas"]) - 2) if p else 0
-
-
-def _barrier_kinds(E: Evidence, pairs: list[tuple[str, str]], family: int, what: str) -> str:
-    lam = max((_n_interior(E, p) for p in pairs), default=0)
-    c = lam * family
-    return f"'has one' ({what}): Bonferroni ×{c} (λ × pairs)" if family > 1 else \
-        f"'has one': Bonferroni ×{lam} over λ" if lam > 1 else "'has one': one interior λ, no correction"
-
-
 def _barrier_claim(E: Evidence, cross: list[tuple[str, str]], same: list[tuple[str, str]]) -> dict[str, Any]:
     key = "barrier_between_solutions"
     if not cross:
         return _row(key, "needs ES and GRPO runs", NOT_RUN)
     mb = E.margins["barrier"]
-    readings, open_ivs = _pair_readings(E, cross, mb, 1)  # 'every pair has one' / 'none has': no correction over pairs
+    readings, open_ivs, has_one = _pair_readings(E, cross, mb, 1)  # 'every pair has one' / 'none has': no correction over pairs
     if len(readings) < len(cross):
         return _row(key, f"per-item LMC paths for {len(readings)} of {len(cross)} ES↔GRPO pairs", NOT_RUN)
     vs = [r for r, _ in readings.values()]
@@ -599,7 +591,7 @@ def _barrier_claim(E: Evidence, cross: list[tuple[str, str]], same: list[tuple[s
         UNDERPOWERED if UNDERPOWERED in vs else UNSURE
     first = next(iter(readings.values()))[1][1]
     txt = (f"paired barrier at each pair's largest λ: {'; '.join(_barrier_text(p, b) for p, (_, b) in readings.items())} "
-           f"({first.kind}; 'none' needs every λ below the line: uncorrected; {_barrier_kinds(E, cross, 1, '')}); "
+           f"({first.kind}; 'none' needs every λ below the line: uncorrected; 'has one': {has_one}); "
            f"line = margin {mb:g}; pairs with a barrier {vs.count(HOLDS)}, without {vs.count(FAILS)}, "
            f"undecided {len(vs) - vs.count(HOLDS) - vs.count(FAILS)}")
     if v == UNDERPOWERED:
@@ -612,8 +604,8 @@ def _same_basin(E: Evidence, cross: list[tuple[str, str]], same: list[tuple[str,
     if not cross or not same:
         return _row(key, "needs within- and across-method interpolation paths", NOT_RUN)
     mb = E.margins["barrier"]
-    rs, open_s = _pair_readings(E, same, mb, len(same))  # 'some same-method pair has one': over those pairs
-    rc, open_c = _pair_readings(E, cross, mb, len(cross))  # 'some ES↔GRPO pair has one': over those pairs
+    rs, open_s, kind_s = _pair_readings(E, same, mb, len(same))  # 'some same-method pair has one': over those pairs
+    rc, open_c, kind_c = _pair_readings(E, cross, mb, len(cross))  # 'some ES↔GRPO pair has one': over those pairs
     if len(rs) + len(rc) < len(cross) + len(same):
         return _row(key, f"per-item LMC paths for {len(rs) + len(rc)} of {len(cross) + len(same)} pairs", NOT_RUN)
     vs, vc = [r for r, _ in rs.values()], [r for r, _ in rc.values()]
@@ -628,7 +620,7 @@ def _same_basin(E: Evidence, cross: list[tuple[str, str]], same: list[tuple[str,
     txt = (f"largest same-method barrier {_barrier_text(worst[0], worst[1][1])} ({kind}); same-method pairs without a "
            f"barrier {vs.count(FAILS)}/{len(vs)}, ES↔GRPO pairs with one {vc.count(HOLDS)}/{len(vc)}, without "
            f"{vc.count(FAILS)}/{len(vc)} (line {mb:g}; 'none': uncorrected; "
-           f"{_barrier_kinds(E, same, len(same), 'same-method')}; {_barrier_kinds(E, cross, len(cross), 'ES↔GRPO')})")
+           f"'has one' (same-method): {kind_s}; 'has one' (ES↔GRPO): {kind_c})")
     if v == UNDERPOWERED:
         txt += _needed_items(open_s + open_c, mb)
     return _row(key, txt, v)
